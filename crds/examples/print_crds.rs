@@ -1,0 +1,1 @@
+fn main() { print!("{}", crds::crd_yaml().unwrap()); }

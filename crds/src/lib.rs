@@ -1,0 +1,52 @@
+//! kube-vrrp's shared model: the `VirtualIP` and `VRRPNode` API types, their validation, the
+//! keepalived.conf reader, and the pure resolution of a VirtualIP for one node.
+//!
+//! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
+//! - [`validate`]: semantic validation returning every problem with its field path.
+//! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
+//! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
+
+pub mod resolve;
+pub mod validate;
+pub mod virtualip;
+pub mod vrrpnode;
+
+pub use virtualip::{VirtualIP, VirtualIPSpec, VirtualIPStatus};
+pub use vrrpnode::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
+
+use kube::CustomResourceExt;
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Serialising a CRD to YAML failed.
+    #[error("cannot render CRD as YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// A spec failed validation.
+    #[error("invalid spec:\n{0}")]
+    Invalid(validate::Problems),
+}
+
+/// The `VirtualIP` CRD as a YAML document.
+pub fn virtualip_crd_yaml() -> Result<String, Error> {
+    Ok(serde_yaml::to_string(&VirtualIP::crd())?)
+}
+
+/// The `VRRPNode` CRD as a YAML document.
+pub fn vrrpnode_crd_yaml() -> Result<String, Error> {
+    Ok(serde_yaml::to_string(&VRRPNode::crd())?)
+}
+
+/// Both CRDs as one multi-document YAML stream.
+pub fn crd_yaml() -> Result<String, Error> {
+    Ok(format!("---\n{}---\n{}", virtualip_crd_yaml()?, vrrpnode_crd_yaml()?))
+}
+
+/// Whole milliseconds of a Kubernetes duration (negative durations count as 0).
+pub fn duration_ms(d: kube::core::Duration) -> u64 {
+    if d.is_negative() {
+        return 0;
+    }
+    let std: std::time::Duration = d.into();
+    u64::try_from(std.as_millis()).unwrap_or(u64::MAX)
+}

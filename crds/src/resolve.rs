@@ -1,0 +1,289 @@
+//! Pure resolution: a VirtualIP spec × facts about one node → the [`ResolvedInstance`] that
+//! node's agent runs.
+//!
+//! The operator calls it with what it knows (node name, priority it chose, peers, Secret
+//! content); standalone mode calls it with the host's interfaces. Every default is applied here
+//! and nowhere else, so the agent never needs to know keepalived's defaults.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::duration_ms;
+use crate::validate::{Problems, parse_address, validate_spec};
+use crate::virtualip::{InitialState, VirtualIPSpec};
+use crate::vrrpnode::{
+    ObjectRef, ResolvedGarp, ResolvedInstance, ResolvedNotify, ResolvedTrack, ResolvedTrackFile,
+    ResolvedTrackInterface, ResolvedTrackPods, ResolvedTrackProcess, ResolvedTrackScript,
+};
+
+/// One interface of a node and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceFacts {
+    /// Interface name.
+    pub name: String,
+    /// Addresses with prefix length.
+    pub addresses: Vec<IpNet>,
+}
+
+/// What is known about the node an instance is resolved for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Node (host) name.
+    pub name: String,
+    /// Interfaces; empty when unknown (the operator's view), then the agent picks the interface.
+    pub interfaces: Vec<InterfaceFacts>,
+}
+
+/// Inputs of [`resolve`] besides the spec.
+#[derive(Debug, Clone)]
+pub struct ResolveInput<'a> {
+    /// Instance name: `NAMESPACE/NAME` in-cluster, the keepalived instance name standalone.
+    pub instance_name: String,
+    /// The VirtualIP this comes from, if any.
+    pub virtual_ip: Option<ObjectRef>,
+    /// The spec.
+    pub spec: &'a VirtualIPSpec,
+    /// VRID to use when the spec has none (allocated by the operator).
+    pub allocated_vrid: Option<u8>,
+    /// The node.
+    pub node: &'a NodeFacts,
+    /// Priority to use on this node when `spec.nodes` has no override (the operator's
+    /// distinct-priority scheme); `None` ⇒ the spec's priority.
+    pub default_priority: Option<u8>,
+    /// Addresses of the other eligible nodes, used as unicast peers when unicast is enabled
+    /// without an explicit list.
+    pub peer_node_addresses: Vec<IpAddr>,
+    /// The password read from the referenced Secret, when authentication is configured.
+    pub auth_pass: Option<String>,
+}
+
+/// Resolve one instance for one node. Fails with every problem found (spec problems included).
+pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
+    let spec = input.spec;
+    let mut problems = validate_spec(spec);
+
+    let vrid = spec.virtual_router_id.or(input.allocated_vrid);
+    if vrid.is_none() {
+        problems.0.push(crate::validate::Problem {
+            path: "spec.virtualRouterID".into(),
+            message: "not set and none was allocated".into(),
+        });
+    }
+
+    let auth_pass = match (&spec.authentication, &input.auth_pass) {
+        (None, _) => None,
+        (Some(_), None) => {
+            problems.0.push(crate::validate::Problem {
+                path: "spec.authentication.passwordSecretRef".into(),
+                message: "the password could not be read".into(),
+            });
+            None
+        }
+        (Some(_), Some(pw)) if pw.is_empty() || pw.len() > 8 => {
+            problems.0.push(crate::validate::Problem {
+                path: "spec.authentication.passwordSecretRef".into(),
+                message: format!("the password must be 1 to 8 bytes, it has {}", pw.len()),
+            });
+            None
+        }
+        (Some(_), Some(pw)) => Some(pw.clone()),
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let vrid = vrid.unwrap_or_default();
+
+    let addresses: Vec<IpNet> = spec.addresses.iter().filter_map(|a| parse_address(a)).collect();
+    let node_override = spec.nodes.iter().find(|n| n.name == input.node.name);
+
+    let priority = node_override
+        .and_then(|n| n.priority)
+        .or(input.default_priority)
+        .unwrap_or_else(|| spec.priority_or_default());
+    let initial_state = node_override
+        .and_then(|n| n.state)
+        .or(spec.state)
+        .unwrap_or(InitialState::Backup);
+    let interface = node_override
+        .and_then(|n| n.interface.clone())
+        .or_else(|| spec.interface.clone())
+        .or_else(|| addresses.first().and_then(|a| interface_for(input.node, a.addr())));
+
+    let (unicast_peers, allow_lower_ttl) = match &spec.unicast {
+        Some(u) if u.enabled || !u.peers.is_empty() => {
+            let v4 = addresses.first().is_none_or(|a| a.addr().is_ipv4());
+            let own: Vec<IpAddr> = input
+                .node
+                .interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter().map(IpNet::addr))
+                .collect();
+            let mut peers: Vec<IpAddr> = if u.peers.is_empty() {
+                input.peer_node_addresses.clone()
+            } else {
+                u.peers.iter().filter_map(|p| p.parse().ok()).collect()
+            };
+            peers.retain(|p| p.is_ipv4() == v4 && !own.contains(p));
+            peers.sort();
+            peers.dedup();
+            (peers.iter().map(ToString::to_string).collect(), u.allow_lower_ttl.unwrap_or(false))
+        }
+        _ => (Vec::new(), false),
+    };
+
+    Ok(ResolvedInstance {
+        name: input.instance_name.clone(),
+        virtual_ip: input.virtual_ip.clone(),
+        virtual_router_id: vrid,
+        version: spec.version_or_default(),
+        interface,
+        priority,
+        initial_state,
+        advert_interval_ms: ms32(spec.advert_interval_ms()),
+        preempt: spec.preempt_or_default(),
+        preempt_delay_ms: spec.preempt_delay.map_or(0, |d| ms32(duration_ms(d))),
+        accept: spec.accept.unwrap_or(false),
+        addresses: addresses.iter().map(ToString::to_string).collect(),
+        excluded_addresses: spec
+            .excluded_addresses
+            .iter()
+            .filter_map(|a| parse_address(a))
+            .map(|a| a.to_string())
+            .collect(),
+        unicast_source: None,
+        unicast_peers,
+        allow_lower_ttl,
+        auth_pass,
+        track: resolve_track(spec, input.virtual_ip.as_ref()),
+        garp: resolve_garp(spec),
+        notify: resolve_notify(spec),
+        sync_group: spec.sync_group.as_ref().map(|g| match &input.virtual_ip {
+            Some(r) => format!("{}/{}", r.namespace, g),
+            None => g.clone(),
+        }),
+    })
+}
+
+/// The interface whose subnet holds `addr`, if exactly known.
+pub fn interface_for(node: &NodeFacts, addr: IpAddr) -> Option<String> {
+    node.interfaces
+        .iter()
+        .find(|i| i.addresses.iter().any(|n| n.contains(&addr)))
+        .map(|i| i.name.clone())
+}
+
+fn ms32(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack {
+    let Some(t) = &spec.track else { return ResolvedTrack::default() };
+    ResolvedTrack {
+        interfaces: t
+            .interfaces
+            .iter()
+            .map(|x| ResolvedTrackInterface {
+                name: x.name.clone(),
+                weight: x.weight.unwrap_or(0),
+                reverse: x.reverse.unwrap_or(false),
+            })
+            .collect(),
+        scripts: t
+            .scripts
+            .iter()
+            .map(|x| {
+                let interval_ms = x.interval.map_or(1000, |d| ms32(duration_ms(d)));
+                ResolvedTrackScript {
+                    name: x.name.clone(),
+                    script: x.script.clone(),
+                    interval_ms,
+                    // keepalived: a script without a timeout may run for one interval.
+                    timeout_ms: x.timeout.map_or(interval_ms, |d| ms32(duration_ms(d))),
+                    rise: x.rise.unwrap_or(1),
+                    fall: x.fall.unwrap_or(1),
+                    weight: x.weight.unwrap_or(0),
+                    reverse: x.reverse.unwrap_or(false),
+                    user: x.user.clone(),
+                }
+            })
+            .collect(),
+        processes: t
+            .processes
+            .iter()
+            .map(|x| ResolvedTrackProcess {
+                name: x.name.clone(),
+                process: x.process.clone(),
+                weight: x.weight.unwrap_or(0),
+                quorum: x.quorum.unwrap_or(1),
+                reverse: x.reverse.unwrap_or(false),
+            })
+            .collect(),
+        files: t
+            .files
+            .iter()
+            .map(|x| ResolvedTrackFile {
+                name: x.name.clone(),
+                path: x.path.clone(),
+                weight: x.weight.unwrap_or(1),
+                reverse: x.reverse.unwrap_or(false),
+            })
+            .collect(),
+        pods: t
+            .pods
+            .iter()
+            .map(|x| ResolvedTrackPods {
+                name: x.name.clone(),
+                namespace: vip.map(|r| r.namespace.clone()).unwrap_or_default(),
+                selector: selector_string(&x.selector),
+                weight: x.weight.unwrap_or(0),
+                quorum: x.quorum.unwrap_or(1),
+            })
+            .collect(),
+    }
+}
+
+fn resolve_garp(spec: &VirtualIPSpec) -> ResolvedGarp {
+    let d = ResolvedGarp::default();
+    let Some(g) = &spec.garp else { return d };
+    ResolvedGarp {
+        master_delay_ms: g.master_delay.map_or(d.master_delay_ms, |x| ms32(duration_ms(x))),
+        master_repeat: g.master_repeat.unwrap_or(d.master_repeat),
+        master_refresh_ms: g.master_refresh.map_or(d.master_refresh_ms, |x| ms32(duration_ms(x))),
+        master_refresh_repeat: g.master_refresh_repeat.unwrap_or(d.master_refresh_repeat),
+    }
+}
+
+fn resolve_notify(spec: &VirtualIPSpec) -> ResolvedNotify {
+    let Some(n) = &spec.notify else { return ResolvedNotify { timeout_ms: 30_000, ..Default::default() } };
+    ResolvedNotify {
+        master: n.master.clone(),
+        backup: n.backup.clone(),
+        fault: n.fault.clone(),
+        stop: n.stop.clone(),
+        any: n.any.clone(),
+        timeout_ms: n.timeout.map_or(30_000, |d| ms32(duration_ms(d))),
+    }
+}
+
+/// A label selector in the string form the API's `labelSelector` parameter takes.
+pub fn selector_string(sel: &LabelSelector) -> String {
+    let mut parts: Vec<String> = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            "DoesNotExist" => format!("!{}", e.key),
+            other => format!("{} {other} ({values})", e.key),
+        });
+    }
+    parts.join(",")
+}

@@ -1,0 +1,290 @@
+//! Semantic validation of a [`VirtualIPSpec`], mirroring the schema and CEL rules in Rust.
+//!
+//! Used where no API server checks the spec for us (the converter, standalone mode) and by the
+//! operator before it deploys anything. Every problem is reported with its field path, not just
+//! the first one.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::virtualip::{Track, VirtualIPSpec};
+
+/// One validation problem: the field path (`spec.addresses[1]`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Field path, e.g. `spec.track.scripts[0].rise`.
+    pub path: String,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// All problems found in one spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { path: path.into(), message: message.into() });
+    }
+    /// True when the spec is valid.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// The problems found.
+    pub fn iter(&self) -> impl Iterator<Item = &Problem> {
+        self.0.iter()
+    }
+    /// `Ok(())` when empty, the problems otherwise.
+    pub fn into_result(self) -> Result<(), Problems> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Parse a VIP written as `IP` or `IP/len` (host bits allowed, as keepalived does).
+pub fn parse_address(s: &str) -> Option<IpNet> {
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Some(net);
+    }
+    s.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+/// Validate a spec; returns every problem found.
+pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
+    let mut p = Problems::default();
+    let version = spec.version_or_default();
+
+    if spec.virtual_router_id == Some(0) {
+        p.push("spec.virtualRouterID", "must be between 1 and 255");
+    }
+    if let Some(v) = spec.version {
+        if v != 2 && v != 3 {
+            p.push("spec.version", format!("must be 2 or 3, not {v}"));
+        }
+    }
+    if spec.priority == Some(0) {
+        p.push("spec.priority", "must be between 1 and 255 (0 is reserved for a leaving master)");
+    }
+    if let Some(iface) = &spec.interface {
+        check_ifname(&mut p, "spec.interface", iface);
+    }
+
+    if let Some(d) = spec.advert_interval {
+        let ms = crate::duration_ms(d);
+        if d.is_negative() || ms == 0 {
+            p.push("spec.advertInterval", "must be a positive duration such as 1s or 100ms");
+        } else if version == 2 && (ms % 1000 != 0 || !(1000..=255_000).contains(&ms)) {
+            p.push("spec.advertInterval", "VRRPv2 needs a whole number of seconds from 1s to 255s");
+        } else if version == 3 && (ms % 10 != 0 || !(10..=40_950).contains(&ms)) {
+            p.push("spec.advertInterval", "VRRPv3 needs 10ms to 40.95s in steps of 10ms");
+        }
+    }
+    if let Some(d) = spec.preempt_delay {
+        if d.is_negative() || crate::duration_ms(d) > 1_000_000 {
+            p.push("spec.preemptDelay", "must be between 0s and 1000s");
+        }
+    }
+    if spec.authentication.is_some() && version != 2 {
+        p.push("spec.authentication", "only VRRPv2 has authentication; set version: 2 or remove it");
+    }
+    if let Some(auth) = &spec.authentication {
+        if auth.password_secret_ref.name.is_empty() {
+            p.push("spec.authentication.passwordSecretRef.name", "must not be empty");
+        }
+    }
+
+    check_addresses(&mut p, spec, version);
+
+    if let Some(u) = &spec.unicast {
+        for (i, peer) in u.peers.iter().enumerate() {
+            if peer.parse::<IpAddr>().is_err() {
+                p.push(format!("spec.unicast.peers[{i}]"), format!("{peer:?} is not an IP address"));
+            }
+        }
+    }
+
+    let mut seen = BTreeSet::new();
+    for (i, n) in spec.nodes.iter().enumerate() {
+        let base = format!("spec.nodes[{i}]");
+        if n.name.is_empty() {
+            p.push(format!("{base}.name"), "must not be empty");
+        } else if !seen.insert(n.name.as_str()) {
+            p.push(format!("{base}.name"), format!("node {:?} is listed twice", n.name));
+        }
+        if n.priority == Some(0) {
+            p.push(format!("{base}.priority"), "must be between 1 and 255");
+        }
+        if let Some(iface) = &n.interface {
+            check_ifname(&mut p, &format!("{base}.interface"), iface);
+        }
+    }
+
+    if let Some(t) = &spec.track {
+        check_track(&mut p, t);
+    }
+    if let Some(g) = &spec.garp {
+        if let Some(d) = g.master_delay {
+            if d.is_negative() || crate::duration_ms(d) > 255_000 {
+                p.push("spec.garp.masterDelay", "must be between 0s and 255s");
+            }
+        }
+        if let Some(d) = g.master_refresh {
+            if d.is_negative() {
+                p.push("spec.garp.masterRefresh", "must not be negative");
+            }
+        }
+        if g.master_repeat == Some(0) {
+            p.push("spec.garp.masterRepeat", "must be at least 1");
+        }
+        if g.master_refresh_repeat == Some(0) {
+            p.push("spec.garp.masterRefreshRepeat", "must be at least 1");
+        }
+    }
+    if let Some(n) = &spec.notify {
+        if let Some(d) = n.timeout {
+            if d.is_negative() || crate::duration_ms(d) == 0 {
+                p.push("spec.notify.timeout", "must be greater than 0");
+            }
+        }
+    }
+    if spec.sync_group.as_deref() == Some("") {
+        p.push("spec.syncGroup", "must not be empty when set");
+    }
+    p
+}
+
+fn check_ifname(p: &mut Problems, path: &str, name: &str) {
+    if name.is_empty() || name.len() > 15 || name.contains('/') || name.chars().any(char::is_whitespace) {
+        p.push(path, format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"));
+    }
+}
+
+fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
+    if spec.addresses.is_empty() {
+        p.push("spec.addresses", "at least one address is required");
+    }
+    let mut first_family: Option<bool> = None;
+    let mut seen = BTreeSet::new();
+    for (i, a) in spec.addresses.iter().enumerate() {
+        let path = format!("spec.addresses[{i}]");
+        let Some(net) = parse_address(a) else {
+            p.push(path, format!("{a:?} is not an IP address or CIDR such as 192.0.2.10/24"));
+            continue;
+        };
+        let v4 = matches!(net, IpNet::V4(_));
+        if !seen.insert(net.addr()) {
+            p.push(path.clone(), format!("address {} is listed twice", net.addr()));
+        }
+        if version == 2 && !v4 {
+            p.push(path.clone(), "VRRPv2 carries IPv4 only; use version 3 for IPv6");
+        }
+        match first_family {
+            None => first_family = Some(v4),
+            Some(f) if f != v4 => p.push(
+                path,
+                "all addresses of one VirtualIP must be of one family; put others in excludedAddresses",
+            ),
+            Some(_) => {}
+        }
+    }
+    for (i, a) in spec.excluded_addresses.iter().enumerate() {
+        if parse_address(a).is_none() {
+            p.push(format!("spec.excludedAddresses[{i}]"), format!("{a:?} is not an IP address or CIDR"));
+        }
+    }
+}
+
+fn check_weight(p: &mut Problems, path: String, w: Option<i16>) {
+    if let Some(w) = w {
+        if !(-254..=254).contains(&w) {
+            p.push(path, format!("weight must be between -254 and 254, not {w}"));
+        }
+    }
+}
+
+fn check_unique<'a>(p: &mut Problems, base: &str, names: impl Iterator<Item = &'a str>) {
+    let mut seen = BTreeSet::new();
+    for (i, n) in names.enumerate() {
+        if n.is_empty() {
+            p.push(format!("{base}[{i}].name"), "must not be empty");
+        } else if !seen.insert(n) {
+            p.push(format!("{base}[{i}].name"), format!("duplicate tracker name {n:?}"));
+        }
+    }
+}
+
+fn check_track(p: &mut Problems, t: &Track) {
+    check_unique(p, "spec.track.interfaces", t.interfaces.iter().map(|x| x.name.as_str()));
+    check_unique(p, "spec.track.scripts", t.scripts.iter().map(|x| x.name.as_str()));
+    check_unique(p, "spec.track.processes", t.processes.iter().map(|x| x.name.as_str()));
+    check_unique(p, "spec.track.files", t.files.iter().map(|x| x.name.as_str()));
+    check_unique(p, "spec.track.pods", t.pods.iter().map(|x| x.name.as_str()));
+    for (i, x) in t.interfaces.iter().enumerate() {
+        check_ifname(p, &format!("spec.track.interfaces[{i}].name"), &x.name);
+        check_weight(p, format!("spec.track.interfaces[{i}].weight"), x.weight);
+    }
+    for (i, x) in t.scripts.iter().enumerate() {
+        let base = format!("spec.track.scripts[{i}]");
+        if x.script.trim().is_empty() {
+            p.push(format!("{base}.script"), "must not be empty");
+        }
+        check_weight(p, format!("{base}.weight"), x.weight);
+        if x.rise == Some(0) {
+            p.push(format!("{base}.rise"), "must be at least 1");
+        }
+        if x.fall == Some(0) {
+            p.push(format!("{base}.fall"), "must be at least 1");
+        }
+        for (field, d) in [("interval", x.interval), ("timeout", x.timeout)] {
+            if let Some(d) = d {
+                if d.is_negative() || crate::duration_ms(d) == 0 {
+                    p.push(format!("{base}.{field}"), "must be greater than 0");
+                }
+            }
+        }
+    }
+    for (i, x) in t.processes.iter().enumerate() {
+        let base = format!("spec.track.processes[{i}]");
+        if x.process.is_empty() {
+            p.push(format!("{base}.process"), "must not be empty");
+        }
+        check_weight(p, format!("{base}.weight"), x.weight);
+        if x.quorum == Some(0) {
+            p.push(format!("{base}.quorum"), "must be at least 1");
+        }
+    }
+    for (i, x) in t.files.iter().enumerate() {
+        if x.path.is_empty() {
+            p.push(format!("spec.track.files[{i}].path"), "must not be empty");
+        }
+        check_weight(p, format!("spec.track.files[{i}].weight"), x.weight);
+    }
+    for (i, x) in t.pods.iter().enumerate() {
+        check_weight(p, format!("spec.track.pods[{i}].weight"), x.weight);
+        if x.quorum == Some(0) {
+            p.push(format!("spec.track.pods[{i}].quorum"), "must be at least 1");
+        }
+    }
+}

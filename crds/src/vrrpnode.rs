@@ -1,0 +1,382 @@
+//! The `VRRPNode` custom resource: everything one node's agent runs, fully resolved.
+//!
+//! The operator writes the spec (one [`ResolvedInstance`] per VirtualIP deployed to the node);
+//! the node's agent writes the status (live state per instance). Standalone mode builds the same
+//! [`ResolvedInstance`]s from a keepalived.conf, so the agent has one input type either way.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Desired instances for one node (name = node name).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[cfg_attr(test, kube(cel))]
+#[kube(
+    group = "kubevrrp.io",
+    version = "v1alpha1",
+    kind = "VRRPNode",
+    plural = "vrrpnodes",
+    singular = "vrrpnode",
+    shortname = "vrrpn",
+    category = "kubevrrp",
+    status = "VRRPNodeStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "The resolved VRRP instances one node runs (written by the operator) and their live state (written by the node's agent).",
+    printcolumn(name = "Instances", type_ = "integer", json_path = ".status.instanceCount"),
+    printcolumn(name = "Masters", type_ = "integer", json_path = ".status.masterCount"),
+    printcolumn(name = "Faults", type_ = "integer", json_path = ".status.faultCount"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VRRPNodeSpec {
+    /// Instances this node runs, sorted by name.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub instances: Vec<ResolvedInstance>,
+    /// Hash of `instances`, so a reader can tell at a glance whether two specs differ.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config_hash: String,
+}
+
+/// One VRRP instance with every default applied and every reference resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedInstance {
+    /// Instance name: `NAMESPACE/NAME` of the VirtualIP, or the keepalived instance name.
+    pub name: String,
+    /// The VirtualIP this comes from (absent in standalone mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_ip: Option<ObjectRef>,
+    /// Virtual router id, 1–255.
+    #[serde(rename = "virtualRouterID")]
+    pub virtual_router_id: u8,
+    /// 2 or 3.
+    pub version: u8,
+    /// Interface; absent ⇒ the agent picks the interface whose subnet holds the first address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// This node's base priority, 1–255.
+    pub priority: u8,
+    /// Initial state.
+    pub initial_state: crate::virtualip::InitialState,
+    /// Advert interval in milliseconds.
+    pub advert_interval_ms: u32,
+    /// Preempt a lower-priority master.
+    pub preempt: bool,
+    /// Delay before preempting after start, in milliseconds.
+    #[serde(default)]
+    pub preempt_delay_ms: u32,
+    /// keepalived `accept`.
+    #[serde(default)]
+    pub accept: bool,
+    /// Virtual addresses as `IP/len` (length filled in: /32 or /128 when not given).
+    pub addresses: Vec<String>,
+    /// Excluded (not advertised) addresses as `IP/len`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_addresses: Vec<String>,
+    /// Unicast source address (keepalived `unicast_src_ip`); absent ⇒ interface primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast_source: Option<String>,
+    /// Unicast peers; empty ⇒ multicast.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peers: Vec<String>,
+    /// Accept unicast adverts with TTL below 255.
+    #[serde(default)]
+    pub allow_lower_ttl: bool,
+    /// VRRPv2 PASS password, already truncated to 8 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_pass: Option<String>,
+    /// Trackers with defaults applied.
+    #[serde(default, skip_serializing_if = "ResolvedTrack::is_empty")]
+    pub track: ResolvedTrack,
+    /// GARP / NA settings with defaults applied.
+    pub garp: ResolvedGarp,
+    /// Notify scripts.
+    #[serde(default, skip_serializing_if = "ResolvedNotify::is_empty")]
+    pub notify: ResolvedNotify,
+    /// Sync group name (scoped: `NAMESPACE/GROUP` in-cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_group: Option<String>,
+}
+
+/// Namespace and name of a VirtualIP.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, KubeSchema)]
+pub struct ObjectRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Trackers with defaults applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrack {
+    /// Interfaces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<ResolvedTrackInterface>,
+    /// Scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scripts: Vec<ResolvedTrackScript>,
+    /// Processes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ResolvedTrackProcess>,
+    /// Files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ResolvedTrackFile>,
+    /// Pods (in-cluster only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<ResolvedTrackPods>,
+}
+
+impl ResolvedTrack {
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.interfaces.is_empty()
+            && self.scripts.is_empty()
+            && self.processes.is_empty()
+            && self.files.is_empty()
+            && self.pods.is_empty()
+    }
+}
+
+/// A tracked interface.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackInterface {
+    /// Interface name.
+    pub name: String,
+    /// Weight (0 ⇒ FAULT when down).
+    pub weight: i16,
+    /// Reverse the weight.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// A tracked script.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackScript {
+    /// Tracker name.
+    pub name: String,
+    /// Command line.
+    pub script: String,
+    /// Run interval, ms.
+    pub interval_ms: u32,
+    /// Timeout, ms.
+    pub timeout_ms: u32,
+    /// Successes to become up.
+    pub rise: u32,
+    /// Failures to become down.
+    pub fall: u32,
+    /// Weight (0 ⇒ FAULT when down).
+    pub weight: i16,
+    /// Reverse the weight.
+    #[serde(default)]
+    pub reverse: bool,
+    /// Run as this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// A tracked process.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackProcess {
+    /// Tracker name.
+    pub name: String,
+    /// Process name.
+    pub process: String,
+    /// Weight (0 ⇒ FAULT when below quorum).
+    pub weight: i16,
+    /// Needed count.
+    pub quorum: u32,
+    /// Reverse the weight.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// A tracked file.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackFile {
+    /// Tracker name.
+    pub name: String,
+    /// Path.
+    pub path: String,
+    /// Weight multiplied by the file's integer.
+    pub weight: i16,
+    /// Reverse the weight.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+/// Tracked pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackPods {
+    /// Tracker name.
+    pub name: String,
+    /// Namespace of the pods.
+    pub namespace: String,
+    /// Label selector in string form (`app=web,tier in (a,b)`).
+    pub selector: String,
+    /// Weight (0 ⇒ FAULT below quorum).
+    pub weight: i16,
+    /// Needed count of Ready pods.
+    pub quorum: u32,
+}
+
+/// GARP settings with defaults applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedGarp {
+    /// Delay before the second burst, ms (0 = no second burst).
+    pub master_delay_ms: u32,
+    /// Packets per burst.
+    pub master_repeat: u32,
+    /// Refresh period, ms (0 = off).
+    pub master_refresh_ms: u32,
+    /// Packets per refresh.
+    pub master_refresh_repeat: u32,
+}
+
+impl Default for ResolvedGarp {
+    /// keepalived's defaults: 5 packets, again after 5 s, no refresh.
+    fn default() -> Self {
+        Self { master_delay_ms: 5000, master_repeat: 5, master_refresh_ms: 0, master_refresh_repeat: 1 }
+    }
+}
+
+/// Notify scripts.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedNotify {
+    /// On MASTER.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<String>,
+    /// On BACKUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// On FAULT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// On STOP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<String>,
+    /// On every change, with `INSTANCE NAME STATE PRIORITY` appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<String>,
+    /// Kill after this long, ms.
+    #[serde(default = "default_notify_timeout_ms")]
+    pub timeout_ms: u32,
+}
+
+fn default_notify_timeout_ms() -> u32 {
+    30_000
+}
+
+impl ResolvedNotify {
+    /// True when no script is configured.
+    pub fn is_empty(&self) -> bool {
+        self.master.is_none()
+            && self.backup.is_none()
+            && self.fault.is_none()
+            && self.stop.is_none()
+            && self.any.is_none()
+    }
+}
+
+/// VRRP state as reported by an agent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpState {
+    /// Initialize.
+    Init,
+    /// Backup.
+    Backup,
+    /// Master.
+    Master,
+    /// Fault (keepalived's extra state).
+    Fault,
+}
+
+impl std::fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VrrpState::Init => "INIT",
+            VrrpState::Backup => "BACKUP",
+            VrrpState::Master => "MASTER",
+            VrrpState::Fault => "FAULT",
+        })
+    }
+}
+
+/// Live state written by the node's agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VRRPNodeStatus {
+    /// Per instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub instances: Vec<InstanceStatus>,
+    /// Number of instances (INSTANCES column).
+    #[serde(default)]
+    pub instance_count: u32,
+    /// Number in MASTER (MASTERS column).
+    #[serde(default)]
+    pub master_count: u32,
+    /// Number in FAULT (FAULTS column).
+    #[serde(default)]
+    pub fault_count: u32,
+    /// The agent's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Hash of the spec the agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_config_hash: Option<String>,
+}
+
+/// Live state of one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Instance name (matches the spec).
+    pub name: String,
+    /// Current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<VrrpState>,
+    /// Priority after trackers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_priority: Option<u8>,
+    /// Tracker results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trackers: Vec<TrackerStatus>,
+    /// Master address seen on the wire (or this node's own when master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_address: Option<String>,
+    /// When the current state was entered (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    /// Why the last transition happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Why the instance is in FAULT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_reason: Option<String>,
+}
+
+/// One tracker's result.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerStatus {
+    /// `interface`, `script`, `process`, `file` or `pods`.
+    pub kind: String,
+    /// Tracker name.
+    pub name: String,
+    /// Whether it is up.
+    pub up: bool,
+    /// Contribution to the priority (0 for weight-0 trackers).
+    #[serde(default)]
+    pub delta: i32,
+}
