@@ -1,1 +1,18 @@
+//! kube-vrrp node agent: runs VRRP instances on this node's NICs.
+//!
+//! - [`vrrp`]: the sans-IO protocol core (codec + state machine), no sockets or clocks.
+//! - [`net`]: raw VRRP sockets, netlink (VIPs, link events), gratuitous ARP / unsolicited NA.
+//! - [`track`]: trackers (interface, script, process, file) feeding the core.
+//! - [`notify`]: keepalived-compatible notify scripts.
+//! - [`convert`]: the `convert` command (keepalived.conf → VirtualIP YAML).
+//! - [`cli`]: command-line arguments shared by the binary and tests.
 
+pub mod cli;
+pub mod convert;
+pub mod error;
+pub mod net;
+pub mod notify;
+pub mod track;
+pub mod vrrp;
+
+pub use error::Error;

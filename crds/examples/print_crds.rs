@@ -1,1 +1,0 @@
-fn main() { print!("{}", crds::crd_yaml().unwrap()); }

@@ -1,0 +1,84 @@
+//! Command-line interface of `kube-vrrp-agent` (clap), shared by the binary and tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// kube-vrrp node agent.
+#[derive(Debug, Parser)]
+#[command(name = "kube-vrrp-agent", version, about = "kube-vrrp node agent: VRRP (keepalived-compatible) on this node")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run in a cluster: follow this node's VRRPNode and report live state.
+    Run(RunArgs),
+    /// Run the VRRP instances of a keepalived.conf with no cluster.
+    Standalone(StandaloneArgs),
+    /// Convert a keepalived.conf to VirtualIP YAML on stdout.
+    Convert(ConvertArgs),
+}
+
+/// Options shared by both long-running modes.
+#[derive(Debug, clap::Args, Clone)]
+pub struct CommonArgs {
+    /// Directory for the record of VIPs this agent added (and, in-cluster, the cached config).
+    #[arg(long, default_value = "/var/lib/kube-vrrp", env = "KUBE_VRRP_STATE_DIR")]
+    pub state_dir: PathBuf,
+    /// Serve /metrics, /healthz, /readyz and /status here (e.g. 0.0.0.0:9741). Off when unset.
+    #[arg(long, env = "KUBE_VRRP_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KUBE_VRRP_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `run` options.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// This node's name (the VRRPNode to follow).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `standalone` options.
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// keepalived.conf to run.
+    #[arg(long, short = 'f')]
+    pub config: PathBuf,
+    /// Shared options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `convert` options.
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    /// keepalived.conf to convert.
+    pub file: PathBuf,
+    /// Make node-specific values (priority, state) overrides for this node instead of defaults.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Namespace for the generated objects.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+}

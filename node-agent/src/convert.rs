@@ -1,0 +1,1 @@
+//! keepalived.conf → VirtualIP YAML (the `convert` command). Filled in by the keepalived.conf work.

@@ -1,0 +1,1 @@
+//! Notify scripts. Filled in by the tracker work.

@@ -1,0 +1,1 @@
+//! Trackers. Filled in by the tracker work.

@@ -1,0 +1,1 @@
+//! The sans-IO VRRP core. Filled in by the protocol-core work.
