@@ -3,6 +3,7 @@
 //! - [`vrrp`]: the sans-IO protocol core (codec + state machine), no sockets or clocks.
 //! - [`net`]: raw VRRP sockets, netlink (VIPs, link events), gratuitous ARP / unsolicited NA.
 //! - [`track`]: trackers (interface, script, process, file) feeding the core.
+//! - [`metrics`]: Prometheus metrics and the HTTP endpoints (/metrics, /healthz, /readyz, /status).
 //! - [`notify`]: keepalived-compatible notify scripts.
 //! - [`convert`]: the `convert` command (keepalived.conf → VirtualIP YAML).
 //! - [`cli`]: command-line arguments shared by the binary and tests.
@@ -10,6 +11,7 @@
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod track;

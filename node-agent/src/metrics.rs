@@ -1,0 +1,1 @@
+//! Metrics and HTTP endpoints. Filled in by the tracker/observability work.
