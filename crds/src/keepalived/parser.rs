@@ -1148,7 +1148,7 @@ fn check(cfg: &Config, d: &mut Diagnostics) {
                 ),
                 (None, _) => d.warning(
                     &a.span,
-                    format!("{owner}: authentication without auth_type; keepalived runs without authentication"),
+                    format!("{owner}: authentication without a usable auth_type; keepalived runs without authentication"),
                 ),
                 _ => {}
             }
