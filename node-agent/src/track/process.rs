@@ -57,25 +57,39 @@ impl ProcessSpec {
     }
 }
 
-/// Does the process in `dir` (a `/proc/PID` directory) have the name `want`?
+/// Does the live process in `dir` (a `/proc/PID` directory) have the name `want`?
 fn matches(dir: &Path, want: &str) -> bool {
     let Ok(comm) = std::fs::read(dir.join("comm")) else {
         return false;
     };
     let comm = comm.strip_suffix(b"\n").unwrap_or(&comm);
     let want_b = want.as_bytes();
-    if want_b.len() <= COMM_LEN {
-        return comm == want_b;
-    }
-    if comm != &want_b[..COMM_LEN] {
-        return false;
-    }
-    let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
-        return false;
+    let name_matches = if want_b.len() <= COMM_LEN {
+        comm == want_b
+    } else if comm != &want_b[..COMM_LEN] {
+        false
+    } else {
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            return false;
+        };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        base == want_b
     };
-    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let base = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
-    base == want_b
+    name_matches && !is_dead(dir)
+}
+
+/// True for a zombie (exited, not yet reaped by its parent) or a dying process: it has
+/// stopped running, so it must not count (keepalived counts a process as gone at its exit).
+fn is_dead(dir: &Path) -> bool {
+    let Ok(stat) = std::fs::read(dir.join("stat")) else {
+        return true;
+    };
+    // `PID (comm) S …`: the state follows the last `)` (comm may itself contain parentheses).
+    let Some(close) = stat.iter().rposition(|b| *b == b')') else {
+        return true;
+    };
+    matches!(stat.get(close + 2), Some(b'Z' | b'X' | b'x'))
 }
 
 /// Count the processes under `proc_root` for each wanted process name.
@@ -175,11 +189,20 @@ pub async fn run_scanner(
 mod tests {
     use super::*;
 
-    fn fake_proc(root: &Path, pid: u32, comm: &str, argv0: &str) {
+    fn fake_proc_state(root: &Path, pid: u32, comm: &str, argv0: &str, state: char) {
         let dir = root.join(pid.to_string());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
         std::fs::write(dir.join("cmdline"), format!("{argv0}\0--flag\0")).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            format!("{pid} ({comm}) {state} 1 {pid} {pid} 0 -1"),
+        )
+        .unwrap();
+    }
+
+    fn fake_proc(root: &Path, pid: u32, comm: &str, argv0: &str) {
+        fake_proc_state(root, pid, comm, argv0, 'S');
     }
 
     #[test]
@@ -203,12 +226,25 @@ mod tests {
             "a-very-long-pro",
             "/opt/bin/a-very-long-process-other",
         );
+        // Zombies and dying processes do not count.
+        fake_proc_state(root, 13, "httpd", "/usr/sbin/httpd", 'Z');
+        fake_proc_state(root, 14, "httpd", "/usr/sbin/httpd", 'X');
+        // A process whose stat file is gone vanished between the reads.
+        fake_proc(root, 15, "httpd", "/usr/sbin/httpd");
+        std::fs::remove_file(root.join("15/stat")).unwrap();
+        // comm with a parenthesis and a space.
+        fake_proc_state(root, 16, "we) ird", "/x/we) ird", 'R');
         std::fs::create_dir_all(root.join("self")).unwrap();
         std::fs::write(root.join("uptime"), "1 1").unwrap();
-        let counts = scan(root, &["httpd", "nginx", "a-very-long-process-name"]).unwrap();
+        let counts = scan(
+            root,
+            &["httpd", "nginx", "a-very-long-process-name", "we) ird"],
+        )
+        .unwrap();
         assert_eq!(counts["httpd"], 2);
         assert_eq!(counts["nginx"], 0);
         assert_eq!(counts["a-very-long-process-name"], 1);
+        assert_eq!(counts["we) ird"], 1);
     }
 
     #[test]
