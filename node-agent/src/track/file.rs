@@ -1,14 +1,16 @@
 //! `track_file`: report the integer in a file whenever it changes.
 //!
 //! keepalived re-reads the file on inotify events (close after write, delete, move) in its
-//! directory. We watch the directory with inotify too (any event there triggers a re-read, which
-//! also catches Kubernetes ConfigMap/Secret volumes that swap a `..data` symlink), and re-read
-//! every [`TrackerOptions::file_poll_interval`] as a safety net (directory created later,
-//! inotify limits reached, filesystems without inotify).
+//! directory. We watch the directory for the same events, for the file's name and for `..*`
+//! entries (Kubernetes ConfigMap/Secret volumes swap a `..data` symlink), and also re-read every
+//! [`TrackerOptions::file_poll_interval`] as a safety net (directory created later, inotify
+//! limits reached, filesystems without inotify).
 //!
 //! A writer doing `echo 5 > file` truncates before it writes, so a read can land in between and
-//! see an empty file. A value that differs from the last one reported is therefore confirmed by
-//! a second read [`SETTLE`] later before it is sent.
+//! see an empty file. Reads after an inotify event for the file (the writer closed it, or it was
+//! renamed into place or deleted) are taken as they are. Reads by the poll timer are confirmed
+//! by a second read [`SETTLE`] later when they differ from the last value, and while the watch
+//! works an empty file seen by polling is ignored (the writer's close event will follow).
 //!
 //! Values: keepalived reads the file with `strtol(…, 0)`; we accept the same forms (decimal,
 //! `0x` hex, leading-`0` octal, optional sign, whitespace around) but the whole content must be
@@ -91,31 +93,64 @@ pub fn parse_value(content: &str) -> Option<i64> {
     }
 }
 
+/// What one read of the file found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileRead {
+    /// The file holds this number.
+    Number(i64),
+    /// The file exists and is empty (or only whitespace).
+    Empty,
+    /// The file holds something that is not one number.
+    NotNumber,
+    /// The file cannot be opened or read.
+    Unreadable,
+}
+
+impl FileRead {
+    /// The value reported to the driver.
+    pub fn value(self) -> Option<i64> {
+        match self {
+            FileRead::Number(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// Read and parse the file once.
-pub async fn read_value(path: &Path) -> Option<i64> {
+pub async fn read_file(path: &Path) -> FileRead {
     use tokio::io::AsyncReadExt;
-    let file = tokio::fs::File::open(path).await.ok()?;
+    let Ok(file) = tokio::fs::File::open(path).await else {
+        return FileRead::Unreadable;
+    };
     let mut buf = Vec::new();
-    file.take(READ_CAP).read_to_end(&mut buf).await.ok()?;
-    parse_value(std::str::from_utf8(&buf).ok()?)
+    if file.take(READ_CAP).read_to_end(&mut buf).await.is_err() {
+        return FileRead::Unreadable;
+    }
+    let Ok(text) = std::str::from_utf8(&buf) else {
+        return FileRead::NotNumber;
+    };
+    if text.trim().is_empty() {
+        return FileRead::Empty;
+    }
+    parse_value(text).map_or(FileRead::NotNumber, FileRead::Number)
 }
 
 /// Read until two reads [`SETTLE`] apart agree (at most a few tries), unless the first read
-/// equals `last`.
-async fn read_settled(path: &Path, last: Option<Option<i64>>) -> Option<i64> {
-    let mut value = read_value(path).await;
-    if Some(value) == last {
-        return value;
+/// gives the value `last` reported.
+async fn read_settled(path: &Path, last: Option<Option<i64>>) -> FileRead {
+    let mut read = read_file(path).await;
+    if Some(read.value()) == last {
+        return read;
     }
     for _ in 0..4 {
         tokio::time::sleep(SETTLE).await;
-        let again = read_value(path).await;
-        if again == value {
-            return value;
+        let again = read_file(path).await;
+        if again == read {
+            return read;
         }
-        value = again;
+        read = again;
     }
-    value
+    read
 }
 
 /// `Inotify` with the `AsRawFd` that `AsyncFd` wants.
@@ -131,6 +166,7 @@ impl std::os::fd::AsRawFd for InotifyFd {
 /// An inotify watch on the file's directory.
 struct DirWatch {
     fd: AsyncFd<InotifyFd>,
+    file_name: std::ffi::OsString,
 }
 
 impl DirWatch {
@@ -139,12 +175,16 @@ impl DirWatch {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let file_name = file
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         inotify.add_watch(
             &dir,
+            // Like keepalived: react when a writer closes the file, or on deletes and renames,
+            // not on every write (a half-written file would be read).
             AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_MODIFY
-                | AddWatchFlags::IN_CREATE
                 | AddWatchFlags::IN_DELETE
                 | AddWatchFlags::IN_MOVE
                 | AddWatchFlags::IN_DELETE_SELF
@@ -153,10 +193,11 @@ impl DirWatch {
         // SAFETY: `inotify` owns its descriptor and moves into the AsyncFd, which keeps it
         // open (and registered) until the AsyncFd is dropped.
         let fd = unsafe { AsyncFd::register(InotifyFd(inotify))? };
-        Ok(Self { fd })
+        Ok(Self { fd, file_name })
     }
 
-    /// Wait for events. Returns false when the watch is gone (directory deleted or moved).
+    /// Wait for an event about our file (or a `..name` entry, as Kubernetes volumes swap a
+    /// `..data` symlink). Returns false when the watch is gone (directory deleted or moved).
     async fn changed(&mut self) -> bool {
         loop {
             let Ok(mut guard) = self.fd.readable().await else {
@@ -164,14 +205,20 @@ impl DirWatch {
             };
             match guard.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
                 Ok(Ok(events)) => {
-                    let gone = events.iter().any(|e| {
-                        e.mask.intersects(
-                            AddWatchFlags::IN_IGNORED
-                                | AddWatchFlags::IN_DELETE_SELF
-                                | AddWatchFlags::IN_MOVE_SELF,
-                        )
+                    let gone = AddWatchFlags::IN_IGNORED
+                        | AddWatchFlags::IN_DELETE_SELF
+                        | AddWatchFlags::IN_MOVE_SELF;
+                    if events.iter().any(|e| e.mask.intersects(gone)) {
+                        return false;
+                    }
+                    let ours = events.iter().any(|e| {
+                        e.name.as_ref().is_some_and(|n| {
+                            *n == self.file_name || n.as_encoded_bytes().starts_with(b"..")
+                        })
                     });
-                    return !gone;
+                    if ours {
+                        return true;
+                    }
                 }
                 Ok(Err(_)) => return false,
                 Err(_would_block) => continue,
@@ -180,14 +227,37 @@ impl DirWatch {
     }
 }
 
+/// Why the file is being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// First read.
+    Start,
+    /// inotify reported a close-after-write, delete or rename: the content is complete.
+    Event,
+    /// The poll timer.
+    Poll,
+}
+
 /// The tracker task: sends the first value at once, then every change (and every
 /// `refresh_interval`). Ends when the receiver is gone.
 pub async fn run_tracker(spec: FileSpec, opts: TrackerOptions, tx: mpsc::Sender<Observation>) {
     let mut watch = DirWatch::new(&spec.path).ok();
     let mut last: Option<Option<i64>> = None;
     let mut last_sent = Instant::now();
+    let mut trigger = Trigger::Start;
     loop {
-        let value = read_settled(&spec.path, last).await;
+        let read = match trigger {
+            Trigger::Event => read_file(&spec.path).await,
+            Trigger::Start | Trigger::Poll => read_settled(&spec.path, last).await,
+        };
+        // With a live watch, an empty file seen by polling is most likely a writer between
+        // truncate and write; its close event will tell. Without a watch, polling decides.
+        let transient = trigger == Trigger::Poll && watch.is_some() && read == FileRead::Empty;
+        let value = if transient {
+            last.flatten()
+        } else {
+            read.value()
+        };
         let changed = last != Some(value);
         if changed || last_sent.elapsed() >= opts.refresh_interval {
             if changed {
@@ -195,9 +265,10 @@ pub async fn run_tracker(spec: FileSpec, opts: TrackerOptions, tx: mpsc::Sender<
                     Some(v) => {
                         tracing::info!(tracker = %spec.name, path = %spec.path.display(), value = v, "tracked file value changed")
                     }
-                    None => {
-                        tracing::warn!(tracker = %spec.name, path = %spec.path.display(), "tracked file is missing or does not hold a number")
-                    }
+                    None => tracing::warn!(
+                        tracker = %spec.name, path = %spec.path.display(), read = ?read,
+                        "tracked file is missing or does not hold a number"
+                    ),
                 }
             }
             if tx
@@ -214,19 +285,25 @@ pub async fn run_tracker(spec: FileSpec, opts: TrackerOptions, tx: mpsc::Sender<
             last_sent = Instant::now();
         }
         let poll = tokio::time::sleep(opts.file_poll_interval);
-        match watch.as_mut() {
+        trigger = match watch.as_mut() {
             Some(w) => {
                 tokio::select! {
-                    alive = w.changed() => if !alive { watch = None },
-                    _ = poll => {}
+                    alive = w.changed() => {
+                        if !alive {
+                            watch = None;
+                        }
+                        Trigger::Event
+                    }
+                    _ = poll => Trigger::Poll,
                 }
             }
             None => {
                 poll.await;
                 // The directory may exist now.
                 watch = DirWatch::new(&spec.path).ok();
+                Trigger::Poll
             }
-        }
+        };
     }
 }
 
