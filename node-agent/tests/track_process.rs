@@ -76,10 +76,11 @@ async fn wait_count(rx: &mut mpsc::Receiver<Observation>, name: &str, want: u32)
             .await
             .unwrap_or_else(|_| panic!("timed out waiting for {name} = {want}"))
             .expect("channel open");
-        if let Observation::ProcessCount { tracker, count } = obs {
-            if tracker == name && count == want {
-                return;
-            }
+        if let Observation::ProcessCount { tracker, count } = obs
+            && tracker == name
+            && count == want
+        {
+            return;
         }
     }
 }
