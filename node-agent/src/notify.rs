@@ -241,9 +241,11 @@ impl Notifier {
                 })
                 .collect()
         };
-        tokio::time::timeout(timeout, futures::future::join_all(waits))
-            .await
-            .is_ok()
+        match tokio::time::timeout(timeout, futures::future::join_all(waits)).await {
+            // A dropped barrier means its worker died with jobs unfinished.
+            Ok(done) => done.iter().all(Result::is_ok),
+            Err(_elapsed) => false,
+        }
     }
 }
 
