@@ -38,12 +38,13 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The user's notify.sh, writing to a temporary file instead of /var/run.
+/// The user's notify.sh (a copy of the keepalived-configs fixture), writing to a temporary file
+/// instead of /var/run.
 #[tokio::test]
 async fn users_notify_sh_gets_keepalived_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let status = dir.path().join("keepalived_status");
-    let original = include_str!("../../../shared/reference/keepalived-configs/notify.sh");
+    let original = include_str!("notify_fixtures/notify.sh");
     assert!(
         original.contains("/var/run/keepalived_status"),
         "fixture changed: {original}"
