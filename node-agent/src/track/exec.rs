@@ -13,8 +13,9 @@
 //!   with `/bin/sh`, as `execvp` would. Treating too much as shell syntax is harmless: `sh`
 //!   splits a plain command line exactly as we do.
 //! - Isolation and clean-up: every command runs in its own process group with stdin from
-//!   `/dev/null`. On timeout the whole group gets SIGTERM, then SIGKILL after
-//!   [`TERM_GRACE`]; the run counts as failed. If the future running a command is dropped
+//!   `/dev/null`. On timeout the whole group gets SIGTERM, and SIGKILL once the command has
+//!   exited or after [`TERM_GRACE`], whichever comes first (so its children go too); the run
+//!   counts as failed. If the future running a command is dropped
 //!   (tracker stopped, agent shutting down) the group is killed with SIGKILL.
 //! - `user`: when the agent runs as root, the command runs with that user's uid and primary
 //!   gid (supplementary groups cleared). A non-root agent can only run commands as itself; any
@@ -269,6 +270,20 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Has the group leader exited? Checked without reaping it (`WNOWAIT`), so its pid stays
+/// reserved and the group id stays valid for `killpg`.
+fn leader_exited(pid: Pid) -> bool {
+    use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+    match waitid(
+        Id::Pid(pid),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG,
+    ) {
+        Ok(WaitStatus::StillAlive) => false,
+        // Exited, or already reaped (ECHILD).
+        Ok(_) | Err(_) => true,
+    }
+}
+
 /// Resolve `user` to (uid, gid), or say why the command cannot run as that user.
 async fn resolve_user(user: &str) -> Result<Option<(u32, u32)>, String> {
     let name = user.to_owned();
@@ -402,13 +417,12 @@ pub async fn run(spec: RunSpec<'_>) -> RunOutcome {
                     "command timed out; killing its process group"
                 );
                 let _ = killpg(pgid, Signal::SIGTERM);
-                if tokio::time::timeout(TERM_GRACE, child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = killpg(pgid, Signal::SIGKILL);
+                let grace_end = Instant::now() + TERM_GRACE;
+                while !leader_exited(pgid) && Instant::now() < grace_end {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                // Anything else left in the group goes too.
+                // The leader is not reaped yet (a zombie at worst), so its pid, which is the
+                // group id, cannot have been reused: kill whatever is left of the group.
                 let _ = killpg(pgid, Signal::SIGKILL);
                 let _ = child.wait().await;
             }

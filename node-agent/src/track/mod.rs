@@ -141,6 +141,9 @@ pub struct TrackerSet {
     pub processes: BTreeMap<String, ProcessSpec>,
     /// `track_file`s by name.
     pub files: BTreeMap<String, FileSpec>,
+    /// Which instances track each (kind, name), in configuration order: where the driver
+    /// delivers an [`Observation`].
+    pub tracked_by: BTreeMap<(TrackerKind, String), Vec<String>>,
 }
 
 /// Insert `spec` under `name`, or check that an earlier instance defined the same thing.
@@ -177,6 +180,21 @@ impl TrackerSet {
         let mut set = TrackerSet::default();
         let (mut s_own, mut p_own, mut f_own) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for inst in instances {
+            let mut used_by = |kind: TrackerKind, name: &str| {
+                let users = set.tracked_by.entry((kind, name.to_owned())).or_default();
+                if !users.contains(&inst.name) {
+                    users.push(inst.name.clone());
+                }
+            };
+            for s in &inst.track.scripts {
+                used_by(TrackerKind::Script, &s.name);
+            }
+            for p in &inst.track.processes {
+                used_by(TrackerKind::Process, &p.name);
+            }
+            for f in &inst.track.files {
+                used_by(TrackerKind::File, &f.name);
+            }
             for s in &inst.track.scripts {
                 let spec = ScriptSpec::from_resolved(s).map_err(|e| in_instance(&inst.name, e))?;
                 merge(
@@ -212,6 +230,14 @@ impl TrackerSet {
             }
         }
         Ok(set)
+    }
+
+    /// The instances an observation is for (empty for an unknown tracker).
+    pub fn instances_for(&self, obs: &Observation) -> &[String] {
+        self.tracked_by
+            .get(&(obs.kind(), obs.tracker().to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// True when there is nothing to run.
@@ -393,5 +419,117 @@ fn reconcile<S: Clone + PartialEq>(
             report.started.push((kind, name.clone()));
             running.insert(name.clone(), (spec.clone(), Task(start(spec))));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crds::vrrpnode::{ResolvedTrackFile, ResolvedTrackProcess, ResolvedTrackScript};
+
+    use super::*;
+
+    fn inst(name: &str, script: &str, process: &str, file: &str) -> ResolvedInstance {
+        let mut i = ResolvedInstance {
+            name: name.into(),
+            ..Default::default()
+        };
+        i.track.scripts = vec![ResolvedTrackScript {
+            name: "chk".into(),
+            script: script.into(),
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            rise: 1,
+            fall: 1,
+            ..Default::default()
+        }];
+        i.track.processes = vec![ResolvedTrackProcess {
+            name: "track_apache".into(),
+            process: process.into(),
+            ..Default::default()
+        }];
+        i.track.files = vec![ResolvedTrackFile {
+            name: "tf".into(),
+            path: file.into(),
+            ..Default::default()
+        }];
+        i
+    }
+
+    #[test]
+    fn shared_by_name_and_routed_to_every_user() {
+        let set = TrackerSet::from_instances(&[
+            inst("VI_1", "/bin/true", "httpd", "/run/x"),
+            inst("VI_2", "/bin/true", "httpd", "/run/x"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (set.scripts.len(), set.processes.len(), set.files.len()),
+            (1, 1, 1)
+        );
+        let both = ["VI_1".to_string(), "VI_2".to_string()];
+        let script = Observation::Script {
+            tracker: "chk".into(),
+            success: true,
+            detail: ScriptDetail {
+                exit: RunExit::Code(0),
+                duration: Duration::ZERO,
+            },
+        };
+        assert_eq!(set.instances_for(&script), both);
+        assert_eq!(
+            set.instances_for(&Observation::ProcessCount {
+                tracker: "track_apache".into(),
+                count: 1
+            }),
+            both
+        );
+        assert_eq!(
+            set.instances_for(&Observation::FileValue {
+                tracker: "tf".into(),
+                value: None
+            }),
+            both
+        );
+        // Same name, other kind: not routed.
+        assert!(
+            set.instances_for(&Observation::FileValue {
+                tracker: "chk".into(),
+                value: None
+            })
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn conflicts_and_bad_specs_name_instance_and_field() {
+        for (b, kind) in [
+            (
+                inst("VI_2", "/bin/false", "httpd", "/run/x"),
+                "track.scripts `chk`",
+            ),
+            (
+                inst("VI_2", "/bin/true", "nginx", "/run/x"),
+                "track.processes `track_apache`",
+            ),
+            (
+                inst("VI_2", "/bin/true", "httpd", "/run/y"),
+                "track.files `tf`",
+            ),
+        ] {
+            let e = TrackerSet::from_instances(&[inst("VI_1", "/bin/true", "httpd", "/run/x"), b])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(kind) && e.contains("VI_1") && e.contains("VI_2"),
+                "{e}"
+            );
+        }
+        let e = TrackerSet::from_instances(&[inst("VI_9", "/bin/true", "", "/run/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("instance VI_9") && e.contains("track.processes[track_apache].process"),
+            "{e}"
+        );
     }
 }

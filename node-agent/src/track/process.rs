@@ -7,7 +7,7 @@
 //! Matching: a process matches when `/proc/PID/comm` equals the configured name. The kernel
 //! keeps only the first 15 bytes in `comm`, so for longer names the first 15 bytes must match
 //! and the basename of `argv[0]` (from `/proc/PID/cmdline`) must equal the whole name. Only
-//! processes are counted, not threads. In a pod, `/proc` shows the host's processes only with
+//! processes are counted, not threads, and not zombies (exited but not yet reaped). In a pod, `/proc` shows the host's processes only with
 //! `hostPID: true`.
 
 use std::collections::BTreeMap;
