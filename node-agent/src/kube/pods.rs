@@ -92,15 +92,17 @@ mod tests {
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
 
     fn pod(ready: bool, deleting: bool) -> Arc<Pod> {
-        let mut p = Pod::default();
-        p.status = Some(PodStatus {
-            conditions: Some(vec![PodCondition {
-                type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
+        let mut p = Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
-            }]),
+            }),
             ..Default::default()
-        });
+        };
         if deleting {
             p.metadata.deletion_timestamp = Some(
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
