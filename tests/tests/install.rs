@@ -564,7 +564,7 @@ fn crd_problems(crd: &Value) -> Vec<String> {
                 }
             }
         }
-        check_schema(schema, &format!("{vname}"), false, &mut errors);
+        check_schema(schema, vname, false, &mut errors);
         if let Some(status) = v["subresources"].get("status")
             && !status.as_mapping().is_some_and(|m| m.is_empty())
         {
