@@ -9,7 +9,7 @@
 # Usage: bash tests/tools/install-helm.sh [DEST_DIR]
 #   DEST_DIR defaults to tests/tools/bin (gitignored). The tests look there first, then on PATH;
 #   set KUBE_VRRP_TOOLS_DIR to point them elsewhere.
-# Needs: python3 with pip and venv (the stdlib zipfile/tarfile modules do the unpacking).
+# Needs: python3 with pip (the stdlib zipfile/tarfile modules do the unpacking).
 # Idempotent: a second run with everything in place only re-checks the sums.
 set -euo pipefail
 
@@ -24,6 +24,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 dest="${1:-$here/bin}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
+
+# Quiet pip about running as root (CI is root) and about its own version.
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 
 die() { echo "install-helm.sh: $*" >&2; exit 1; }
 
@@ -74,19 +77,30 @@ PY
   echo "installed helm and kubectl into $dest"
 fi
 
-venv="$dest/kubernetes-validate-venv"
-if [ ! -x "$venv/bin/kubernetes-validate" ] \
-  || ! "$venv/bin/python" -m pip show kubernetes-validate 2>/dev/null | grep -qx "Version: ${KUBERNETES_VALIDATE_SPEC#*==}"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE_SPEC" \
-    || die "pip install $KUBERNETES_VALIDATE_SPEC failed"
-fi
-cat > "$dest/kubernetes-validate" <<WRAP
+# kubernetes-validate goes into its own directory with `pip install --target` (no virtualenv
+# needed, and allowed on externally-managed Pythons); the wrapper runs it with this python3.
+python="$(python3 -c 'import sys; print(sys.executable)')"
+lib="$dest/kubernetes-validate-lib"
+want_kv="${KUBERNETES_VALIDATE_SPEC#*==}"
+write_wrapper() {
+  cat > "$dest/kubernetes-validate" <<WRAP
 #!/bin/sh
-exec "$venv/bin/kubernetes-validate" "\$@"
+# Written by tests/tools/install-helm.sh: $KUBERNETES_VALIDATE_SPEC from $lib.
+PYTHONPATH="$lib\${PYTHONPATH:+:\$PYTHONPATH}" exec "$python" -m kubernetes_validate "\$@"
 WRAP
-chmod 0755 "$dest/kubernetes-validate"
+  chmod 0755 "$dest/kubernetes-validate"
+}
+write_wrapper
+if [ "$("$dest/kubernetes-validate" --version 2>/dev/null)" = "$want_kv" ]; then
+  echo "kubernetes-validate $want_kv already in $lib"
+else
+  rm -rf "$lib" "$dest/kubernetes-validate-venv"
+  "$python" -m pip install --quiet --disable-pip-version-check --no-input --target "$lib" \
+    "$KUBERNETES_VALIDATE_SPEC" || die "pip install --target $lib $KUBERNETES_VALIDATE_SPEC failed"
+  [ "$("$dest/kubernetes-validate" --version)" = "$want_kv" ] \
+    || die "kubernetes-validate in $lib does not report version $want_kv"
+  echo "installed kubernetes-validate $want_kv into $lib"
+fi
 
 "$dest/helm" version --short
 "$dest/kubectl" version --client | head -1
