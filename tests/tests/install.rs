@@ -1584,3 +1584,65 @@ fn bin_names(text: &str) -> Vec<String> {
     }
     out
 }
+
+/// Leaf keys of values.yaml ("operator.podDisruptionBudget.enabled"); Kubernetes-typed maps
+/// (resources, nodeSelector) count as one value.
+fn value_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+    match v.as_mapping() {
+        Some(m)
+            if !m.is_empty()
+                && !prefix.ends_with("resources")
+                && !prefix.ends_with("nodeSelector") =>
+        {
+            for (k, child) in m {
+                let k = k.as_str().expect("string keys");
+                let path = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_paths(child, &path, out);
+            }
+        }
+        _ => {
+            out.insert(prefix.to_string());
+        }
+    }
+}
+
+#[test]
+fn chart_readme_documents_every_value() {
+    let values: Value =
+        serde_yaml::from_str(&read("charts/kube-vrrp/values.yaml")).expect("values");
+    let mut paths = BTreeSet::new();
+    value_paths(&values, "", &mut paths);
+    // First column of the README values table: "`a.b.c`" or "`a.b.c` / `d` / `e`" (d, e are
+    // siblings of c).
+    let readme = read("charts/kube-vrrp/README.md");
+    let mut documented = BTreeSet::new();
+    for row in readme.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap_or("");
+        let keys: Vec<&str> = first
+            .split('/')
+            .map(|k| k.trim().trim_matches('`'))
+            .collect();
+        let parent = keys[0].rsplit_once('.').map(|(p, _)| p);
+        documented.insert(keys[0].to_string());
+        for k in &keys[1..] {
+            documented.insert(match parent {
+                Some(p) => format!("{p}.{k}"),
+                None => k.to_string(),
+            });
+        }
+    }
+    let missing: Vec<&String> = paths.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "values missing from the README values table: {missing:?}"
+    );
+    let stale: Vec<&String> = documented.difference(&paths).collect();
+    assert!(
+        stale.is_empty(),
+        "README documents values that do not exist: {stale:?}"
+    );
+}
