@@ -225,6 +225,16 @@ impl Notifier {
         queues.insert(target, tx);
     }
 
+    /// Drop the queue of an instance or group that no longer exists (after a reload). What is
+    /// already queued for it still runs, in order; then its worker ends.
+    pub fn forget(&self, target: &NotifyTarget) {
+        let mut queues = match self.queues.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        queues.remove(target);
+    }
+
     /// Wait until everything queued so far has finished, or `timeout` passes. Returns false on
     /// timeout. Use at shutdown so `notify_stop` / `STOP` scripts get to run.
     pub async fn flush(&self, timeout: Duration) -> bool {

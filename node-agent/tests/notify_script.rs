@@ -244,3 +244,31 @@ async fn flush_times_out() {
     n.notify("VI_1", &s, NotifyState::Stop, 100);
     assert!(!n.flush(Duration::from_millis(200)).await);
 }
+
+/// Forgetting an instance lets what was queued for it finish, and a later notify for the same
+/// name starts a fresh queue.
+#[tokio::test]
+async fn forget_finishes_queued_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let sh = script(
+        dir.path(),
+        "rec.sh",
+        &format!("#!/bin/sh\nsleep 0.2\necho \"$3\" >> {}\n", log.display()),
+    );
+    let s = generic(&sh, 5000);
+    let n = Notifier::new();
+    n.notify("VI_1", &s, NotifyState::Master, 100);
+    n.notify("VI_1", &s, NotifyState::Stop, 100);
+    n.forget(&NotifyTarget::Instance("VI_1".into()));
+    wait_until("the queued notifications to run", || {
+        std::fs::read_to_string(&log).unwrap_or_default() == "MASTER\nSTOP\n"
+    })
+    .await;
+    n.notify("VI_1", &s, NotifyState::Backup, 100);
+    assert!(n.flush(DEADLINE).await);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "MASTER\nSTOP\nBACKUP\n"
+    );
+}

@@ -78,6 +78,11 @@ struct ScriptLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrackerLabels {
+    tracker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VipErrorLabels {
     instance: String,
     /// `add` or `remove`.
@@ -109,6 +114,8 @@ pub struct Metrics {
     drops: Family<DropLabels, Counter>,
     announcements: Family<AnnounceLabels, Counter>,
     script_results: Family<ScriptLabels, Counter>,
+    process_counts: Family<TrackerLabels, Gauge>,
+    file_values: Family<TrackerLabels, Gauge>,
     timer_lateness: Histogram,
     late_wakeups: Counter,
     vip_errors: Family<VipErrorLabels, Counter>,
@@ -182,6 +189,18 @@ impl Metrics {
             "vrrp_script runs by tracker and result",
             script_results.clone(),
         );
+        let process_counts = Family::<TrackerLabels, Gauge>::default();
+        registry.register(
+            "tracked_processes",
+            "Processes matching each vrrp_track_process",
+            process_counts.clone(),
+        );
+        let file_values = Family::<TrackerLabels, Gauge>::default();
+        registry.register(
+            "tracked_file_value",
+            "The number in each track_file (no series while the file is missing or not a number)",
+            file_values.clone(),
+        );
         let timer_lateness = Histogram::new(LATENESS_BUCKETS);
         registry.register_with_unit(
             "timer_lateness",
@@ -218,6 +237,8 @@ impl Metrics {
             drops,
             announcements,
             script_results,
+            process_counts,
+            file_values,
             timer_lateness,
             late_wakeups,
             vip_errors,
@@ -301,24 +322,46 @@ impl Metrics {
         self.announcements.get_or_create(&labels).inc_by(n);
     }
 
-    /// Record what a tracker observation says (script results are counted; other kinds have
-    /// no counter).
+    /// Record what a tracker observation says: script runs are counted by result, process
+    /// counts and file values are kept as gauges.
     pub fn observe(&self, obs: &Observation) {
-        if let Observation::Script {
-            tracker, detail, ..
-        } = obs
-        {
-            let result = match detail.exit {
-                RunExit::Code(0) => "success",
-                RunExit::Code(_) | RunExit::Signal(_) => "failure",
-                RunExit::TimedOut => "timeout",
-                RunExit::SpawnFailed(_) => "error",
-            };
-            let labels = ScriptLabels {
-                tracker: tracker.clone(),
-                result: result.into(),
-            };
-            self.script_results.get_or_create(&labels).inc();
+        match obs {
+            Observation::Script {
+                tracker, detail, ..
+            } => {
+                let result = match detail.exit {
+                    RunExit::Code(0) => "success",
+                    RunExit::Code(_) | RunExit::Signal(_) => "failure",
+                    RunExit::TimedOut => "timeout",
+                    RunExit::SpawnFailed(_) => "error",
+                };
+                let labels = ScriptLabels {
+                    tracker: tracker.clone(),
+                    result: result.into(),
+                };
+                self.script_results.get_or_create(&labels).inc();
+            }
+            Observation::ProcessCount { tracker, count } => {
+                let labels = TrackerLabels {
+                    tracker: tracker.clone(),
+                };
+                self.process_counts
+                    .get_or_create(&labels)
+                    .set(i64::from(*count));
+            }
+            Observation::FileValue { tracker, value } => {
+                let labels = TrackerLabels {
+                    tracker: tracker.clone(),
+                };
+                match value {
+                    Some(v) => {
+                        self.file_values.get_or_create(&labels).set(*v);
+                    }
+                    None => {
+                        self.file_values.remove(&labels);
+                    }
+                }
+            }
         }
     }
 
@@ -545,6 +588,10 @@ mod tests {
             success: false,
             detail: to,
         });
+        m.observe(&Observation::FileValue {
+            tracker: "tf".into(),
+            value: Some(-7),
+        });
         m.observe(&Observation::ProcessCount {
             tracker: "p".into(),
             count: 1,
@@ -609,7 +656,18 @@ mod tests {
             )),
             "1"
         );
+        assert_eq!(v("kube_vrrp_tracked_processes{tracker=\"p\"}"), "1");
+        assert_eq!(v("kube_vrrp_tracked_file_value{tracker=\"tf\"}"), "-7");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        m.observe(&Observation::FileValue {
+            tracker: "tf".into(),
+            value: None,
+        });
+        let text = m.encode().unwrap();
+        assert!(
+            line_value(&text, "kube_vrrp_tracked_file_value{").is_none(),
+            "{text}"
+        );
 
         m.remove_instance("VI_1");
         let text = m.encode().unwrap();
