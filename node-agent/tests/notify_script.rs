@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent::notify::{Notifier, NotifyScripts, NotifyState};
+use agent::notify::{Notifier, NotifyScripts, NotifyState, NotifyTarget};
 use crds::vrrpnode::ResolvedNotify;
 use tokio::time::Instant;
 
