@@ -75,6 +75,9 @@ async fn values_missing_and_garbage_via_inotify() {
     // Empty is also None: no change to report. Then a value again.
     std::fs::write(&path, "7").unwrap();
     expect(&mut rx, Some(7)).await;
+    // Emptied for good: reported once it stays empty.
+    std::fs::write(&path, "").unwrap();
+    expect(&mut rx, None).await;
 }
 
 /// Unchanged content (even rewritten) is not re-sent before the refresh interval.

@@ -8,9 +8,11 @@
 //!
 //! A writer doing `echo 5 > file` truncates before it writes, so a read can land in between and
 //! see an empty file. Reads after an inotify event for the file (the writer closed it, or it was
-//! renamed into place or deleted) are taken as they are. Reads by the poll timer are confirmed
-//! by a second read [`SETTLE`] later when they differ from the last value, and while the watch
-//! works an empty file seen by polling is ignored (the writer's close event will follow).
+//! renamed into place or deleted) are taken as they are, except that a number turning into an
+//! empty file is believed only if the file stays empty for [`EMPTY_CONFIRM`] (a slow writer may
+//! already be between truncate and write again). Reads by the poll timer are confirmed by a
+//! second read [`SETTLE`] later when they differ from the last value, and while the watch works
+//! an empty file seen by polling is ignored (the writer's close event will follow).
 //!
 //! Values: keepalived reads the file with `strtol(…, 0)`; we accept the same forms (decimal,
 //! `0x` hex, leading-`0` octal, optional sign, whitespace around) but the whole content must be
@@ -153,6 +155,22 @@ async fn read_settled(path: &Path, last: Option<Option<i64>>) -> FileRead {
     read
 }
 
+/// How long an empty file must stay empty before a number it held is reported gone.
+pub const EMPTY_CONFIRM: Duration = Duration::from_millis(200);
+
+/// Re-read an empty file for [`EMPTY_CONFIRM`]; the first non-empty read wins, else `Empty`.
+async fn confirm_empty(path: &Path) -> FileRead {
+    let until = Instant::now() + EMPTY_CONFIRM;
+    while Instant::now() < until {
+        tokio::time::sleep(SETTLE).await;
+        let read = read_file(path).await;
+        if read != FileRead::Empty {
+            return read;
+        }
+    }
+    FileRead::Empty
+}
+
 /// `Inotify` with the `AsRawFd` that `AsyncFd` wants.
 struct InotifyFd(Inotify);
 
@@ -253,6 +271,14 @@ pub async fn run_tracker(spec: FileSpec, opts: TrackerOptions, tx: mpsc::Sender<
         // With a live watch, an empty file seen by polling is most likely a writer between
         // truncate and write; its close event will tell. Without a watch, polling decides.
         let transient = trigger == Trigger::Poll && watch.is_some() && read == FileRead::Empty;
+        let read = if !transient && read == FileRead::Empty && matches!(last, Some(Some(_))) {
+            // A number turning into an empty file: a slow writer may be between truncate and
+            // write (even after a close event, when the next write has begun). Believe it only
+            // if it stays empty for EMPTY_CONFIRM.
+            confirm_empty(&spec.path).await
+        } else {
+            read
+        };
         let value = if transient {
             last.flatten()
         } else {
