@@ -209,7 +209,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .map(|x| {
                 let interval_ms = x.interval.map_or(1000, |d| ms32(duration_ms(d)));
                 ResolvedTrackScript {
-                    name: x.name.clone(),
+                    name: tracker_name(vip, &x.name),
                     script: x.script.clone(),
                     interval_ms,
                     // keepalived: a script without a timeout may run for one interval.
@@ -226,7 +226,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .processes
             .iter()
             .map(|x| ResolvedTrackProcess {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 process: x.process.clone(),
                 weight: x.weight.unwrap_or(0),
                 quorum: x.quorum.unwrap_or(1),
@@ -237,7 +237,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .files
             .iter()
             .map(|x| ResolvedTrackFile {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 path: x.path.clone(),
                 weight: x.weight.unwrap_or(1),
                 reverse: x.reverse.unwrap_or(false),
@@ -247,7 +247,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .pods
             .iter()
             .map(|x| ResolvedTrackPods {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 namespace: vip.map(|r| r.namespace.clone()).unwrap_or_default(),
                 selector: selector_string(&x.selector),
                 weight: x.weight.unwrap_or(0),
