@@ -29,7 +29,13 @@ pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
 pub fn can_run(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: {test}: needs root (network namespaces)");
+        // Written to the real stderr (not eprintln!, which the test harness captures), so
+        // the skip is visible in every test run.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {test}: needs root (network namespaces)"
+        );
         return false;
     }
     true
