@@ -7,7 +7,7 @@ mod net_lab;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use agent::net::{Family, Gratuitous, Netlink, ReceivedPacket, VrrpSocket};
+use agent::net::{Family, Gratuitous, Netlink, ReceivedPacket, VrrpSocket, VrrpSockets};
 use net_lab::{Capture, Lab, MAC_A};
 
 const RECV_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +63,20 @@ fn net_vrrp_ipv4_multicast_and_unicast() {
                 (tx.family(), tx.ifindex(), tx.ifname()),
                 (Family::V4, a_idx, "eth0")
             );
+            // The per-agent set opens one socket per (interface, family) and shares it.
+            let mut set = VrrpSockets::new();
+            let (s1, opened1) = set.get_or_open("eth0", a_idx, Family::V4).unwrap();
+            let (s2, opened2) = set.get_or_open("eth0", a_idx, Family::V4).unwrap();
+            let (s3, opened3) = set.get_or_open("eth0", a_idx, Family::V6).unwrap();
+            assert!(opened1 && !opened2 && opened3);
+            assert!(std::sync::Arc::ptr_eq(&s1, &s2) && !std::sync::Arc::ptr_eq(&s1, &s3));
+            assert_eq!(set.iter().count(), 2);
+            assert!(set.close(a_idx, Family::V6).is_some() && set.get(a_idx, Family::V6).is_none());
+            // Opening on an interface that does not exist fails with a clear error.
+            let err = VrrpSocket::open("nosuch0", 999, Family::V4)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("VRRP IPv4 socket on nosuch0"), "{err}");
             let msg = advert(ip4("192.0.2.100"));
 
             // Multicast from the primary address.

@@ -25,6 +25,6 @@ pub use netlink::{
     Interface, InterfaceAddress, LinkState, NetEvent, NetEvents, Netlink, OperState, Vip,
     node_facts,
 };
-pub use socket::{Family, ReceivedPacket, VrrpSocket};
+pub use socket::{Family, ReceivedPacket, VrrpSocket, VrrpSockets};
 pub use stale::{CleanupReport, RecordedVip, VipRecord, cleanup_stale};
 pub use timer::{Wakeup, sleep_until};

@@ -38,6 +38,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{MulticastGroup, new_connection, new_multicast_connection};
 use tokio::task::JoinHandle;
 
@@ -46,6 +47,9 @@ use crate::Error;
 /// Requests queued before waiting for their acknowledgements (keeps the kernel's replies well
 /// inside the socket's receive buffer).
 const PIPELINE_WINDOW: usize = 128;
+
+/// Receive buffer asked for the event socket (the kernel caps it at `net.core.rmem_max`).
+const EVENTS_RCVBUF: usize = 4 << 20;
 
 /// Longest interface name / address label the kernel accepts (IFNAMSIZ − 1).
 const IFNAMSIZ_MAX: usize = 15;
@@ -477,8 +481,16 @@ impl Netlink {
             groups.push(MulticastGroup::Ipv4Ifaddr);
             groups.push(MulticastGroup::Ipv6Ifaddr);
         }
-        let (connection, handle, rx) = new_multicast_connection(&groups)
+        let (mut connection, handle, rx) = new_multicast_connection(&groups)
             .map_err(|e| Error::io("subscribing to rtnetlink link/address events", e))?;
+        // Bursts (hundreds of VIPs changing at once) must not overflow the socket.
+        if let Err(e) = connection
+            .socket_mut()
+            .socket_mut()
+            .set_rx_buf_sz(EVENTS_RCVBUF)
+        {
+            tracing::warn!(error = %e, "cannot enlarge the netlink event socket's receive buffer");
+        }
         let connection = tokio::spawn(connection);
         Ok(NetEvents {
             rx,

@@ -25,9 +25,11 @@
 //! packets that arrived there; unicast adverts addressed to any local address on the
 //! interface are received too.
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
 
 use nix::sys::socket::{
     self as nixsock, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6,
@@ -262,6 +264,56 @@ impl VrrpSocket {
             ));
         }
         Ok(())
+    }
+}
+
+/// The agent's VRRP sockets: at most one per (interface index, family), opened on first use
+/// and shared (`Arc`) by every instance on that interface and family. One task should own the
+/// receiving side of each socket (the router that demultiplexes by VRID); any task may send.
+///
+/// A socket stays bound to the interface index it was opened for: when netlink reports the link
+/// deleted (or re-created under a new index), [`VrrpSockets::close`] it and open a new one.
+#[derive(Debug, Default)]
+pub struct VrrpSockets {
+    open: HashMap<(u32, Family), Arc<VrrpSocket>>,
+}
+
+impl VrrpSockets {
+    /// No sockets yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The socket for (`ifindex`, `family`), opening it (see [`VrrpSocket::open`]) if needed.
+    /// The second value is true when the socket was opened by this call (the caller then
+    /// starts a receive task for it).
+    pub fn get_or_open(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        family: Family,
+    ) -> Result<(Arc<VrrpSocket>, bool), Error> {
+        if let Some(s) = self.open.get(&(ifindex, family)) {
+            return Ok((Arc::clone(s), false));
+        }
+        let s = Arc::new(VrrpSocket::open(ifname, ifindex, family)?);
+        self.open.insert((ifindex, family), Arc::clone(&s));
+        Ok((s, true))
+    }
+
+    /// The socket for (`ifindex`, `family`), if open.
+    pub fn get(&self, ifindex: u32, family: Family) -> Option<Arc<VrrpSocket>> {
+        self.open.get(&(ifindex, family)).cloned()
+    }
+
+    /// Forgets the socket for (`ifindex`, `family`); it closes when the last `Arc` is dropped.
+    pub fn close(&mut self, ifindex: u32, family: Family) -> Option<Arc<VrrpSocket>> {
+        self.open.remove(&(ifindex, family))
+    }
+
+    /// All open sockets.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<VrrpSocket>> {
+        self.open.values()
     }
 }
 
