@@ -39,11 +39,7 @@ pub fn vrrpnode_crd_yaml() -> Result<String, Error> {
 
 /// Both CRDs as one multi-document YAML stream.
 pub fn crd_yaml() -> Result<String, Error> {
-    Ok(format!(
-        "---\n{}---\n{}",
-        virtualip_crd_yaml()?,
-        vrrpnode_crd_yaml()?
-    ))
+    Ok(format!("---\n{}---\n{}", virtualip_crd_yaml()?, vrrpnode_crd_yaml()?))
 }
 
 /// Whole milliseconds of a Kubernetes duration (negative durations count as 0).

@@ -95,11 +95,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
     }
     let vrid = vrid.unwrap_or_default();
 
-    let addresses: Vec<IpNet> = spec
-        .addresses
-        .iter()
-        .filter_map(|a| parse_address(a))
-        .collect();
+    let addresses: Vec<IpNet> = spec.addresses.iter().filter_map(|a| parse_address(a)).collect();
     let node_override = spec.nodes.iter().find(|n| n.name == input.node.name);
 
     let priority = node_override
@@ -113,11 +109,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
     let interface = node_override
         .and_then(|n| n.interface.clone())
         .or_else(|| spec.interface.clone())
-        .or_else(|| {
-            addresses
-                .first()
-                .and_then(|a| interface_for(input.node, a.addr()))
-        });
+        .or_else(|| addresses.first().and_then(|a| interface_for(input.node, a.addr())));
 
     let (unicast_peers, allow_lower_ttl) = match &spec.unicast {
         Some(u) if u.enabled || !u.peers.is_empty() => {
@@ -136,10 +128,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             peers.retain(|p| p.is_ipv4() == v4 && !own.contains(p));
             peers.sort();
             peers.dedup();
-            (
-                peers.iter().map(ToString::to_string).collect(),
-                u.allow_lower_ttl.unwrap_or(false),
-            )
+            (peers.iter().map(ToString::to_string).collect(), u.allow_lower_ttl.unwrap_or(false))
         }
         _ => (Vec::new(), false),
     };
@@ -190,9 +179,7 @@ fn ms32(ms: u64) -> u32 {
 }
 
 fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack {
-    let Some(t) = &spec.track else {
-        return ResolvedTrack::default();
-    };
+    let Some(t) = &spec.track else { return ResolvedTrack::default() };
     ResolvedTrack {
         interfaces: t
             .interfaces
@@ -261,24 +248,15 @@ fn resolve_garp(spec: &VirtualIPSpec) -> ResolvedGarp {
     let d = ResolvedGarp::default();
     let Some(g) = &spec.garp else { return d };
     ResolvedGarp {
-        master_delay_ms: g
-            .master_delay
-            .map_or(d.master_delay_ms, |x| ms32(duration_ms(x))),
+        master_delay_ms: g.master_delay.map_or(d.master_delay_ms, |x| ms32(duration_ms(x))),
         master_repeat: g.master_repeat.unwrap_or(d.master_repeat),
-        master_refresh_ms: g
-            .master_refresh
-            .map_or(d.master_refresh_ms, |x| ms32(duration_ms(x))),
+        master_refresh_ms: g.master_refresh.map_or(d.master_refresh_ms, |x| ms32(duration_ms(x))),
         master_refresh_repeat: g.master_refresh_repeat.unwrap_or(d.master_refresh_repeat),
     }
 }
 
 fn resolve_notify(spec: &VirtualIPSpec) -> ResolvedNotify {
-    let Some(n) = &spec.notify else {
-        return ResolvedNotify {
-            timeout_ms: 30_000,
-            ..Default::default()
-        };
-    };
+    let Some(n) = &spec.notify else { return ResolvedNotify { timeout_ms: 30_000, ..Default::default() } };
     ResolvedNotify {
         master: n.master.clone(),
         backup: n.backup.clone(),

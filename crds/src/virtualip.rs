@@ -12,15 +12,7 @@ use serde::{Deserialize, Serialize};
 /// Rule helper: the address family (4 or 6) of an address written as `IP` or `IP/len`.
 macro_rules! family_of {
     ($a:literal) => {
-        concat!(
-            "(isIP(",
-            $a,
-            ") ? ip(",
-            $a,
-            ").family() : cidr(",
-            $a,
-            ").ip().family())"
-        )
+        concat!("(isIP(", $a, ") ? ip(", $a, ").family() : cidr(", $a, ").ip().family())")
     };
 }
 
@@ -42,19 +34,11 @@ macro_rules! family_of {
     derive = "Default",
     doc = "A virtual IP address held by one node at a time, elected with VRRP (keepalived's vrrp_instance).",
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.addresses[0]"),
-    printcolumn(
-        name = "VRID",
-        type_ = "integer",
-        json_path = ".status.virtualRouterID"
-    ),
+    printcolumn(name = "VRID", type_ = "integer", json_path = ".status.virtualRouterID"),
     printcolumn(name = "Master", type_ = "string", json_path = ".status.master"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Nodes", type_ = "string", json_path = ".status.nodesSummary"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -78,11 +62,7 @@ macro_rules! family_of {
 pub struct VirtualIPSpec {
     /// Virtual router identifier (keepalived `virtual_router_id`), 1–255. When omitted, the
     /// operator allocates the lowest free one for the network of the first address.
-    #[serde(
-        default,
-        rename = "virtualRouterID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "virtualRouterID", skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 255))]
     pub virtual_router_id: Option<u8>,
 
@@ -175,10 +155,9 @@ pub struct VirtualIPSpec {
     pub sync_group: Option<String>,
 }
 
+
 /// Initial state at start-up (keepalived `state`).
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InitialState {
     /// Start as master at once (keepalived `state MASTER`).
@@ -200,9 +179,7 @@ pub struct Authentication {
 }
 
 /// Authentication type.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
 pub enum AuthType {
     /// Clear-text password (RFC 2338 type 1).
     #[default]
@@ -472,11 +449,7 @@ pub struct VirtualIPStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_address: Option<String>,
     /// Effective VRID (given or allocated).
-    #[serde(
-        default,
-        rename = "virtualRouterID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "virtualRouterID", skip_serializing_if = "Option::is_none")]
     pub virtual_router_id: Option<u8>,
     /// Summary phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
