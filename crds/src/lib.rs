@@ -11,6 +11,9 @@ pub mod validate;
 pub mod virtualip;
 pub mod vrrpnode;
 
+#[cfg(test)]
+mod schema_tests;
+
 pub use virtualip::{VirtualIP, VirtualIPSpec, VirtualIPStatus};
 pub use vrrpnode::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
 
@@ -39,7 +42,11 @@ pub fn vrrpnode_crd_yaml() -> Result<String, Error> {
 
 /// Both CRDs as one multi-document YAML stream.
 pub fn crd_yaml() -> Result<String, Error> {
-    Ok(format!("---\n{}---\n{}", virtualip_crd_yaml()?, vrrpnode_crd_yaml()?))
+    Ok(format!(
+        "---\n{}---\n{}",
+        virtualip_crd_yaml()?,
+        vrrpnode_crd_yaml()?
+    ))
 }
 
 /// Whole milliseconds of a Kubernetes duration (negative durations count as 0).

@@ -6,14 +6,18 @@
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoints (/metrics, /healthz, /readyz, /status).
 //! - [`notify`]: keepalived-compatible notify scripts.
 //! - [`convert`]: the `convert` command (keepalived.conf → VirtualIP YAML).
+//! - [`kube`]: in-cluster mode: watch this node's VRRPNode, report status, cache config.
+//! - [`reconcile`]: old × new instances → start / stop / update in place / restart.
 //! - [`cli`]: command-line arguments shared by the binary and tests.
 
 pub mod cli;
 pub mod convert;
 pub mod error;
+pub mod kube;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod reconcile;
 pub mod track;
 pub mod vrrp;
 
