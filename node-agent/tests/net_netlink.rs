@@ -223,6 +223,13 @@ fn net_link_and_address_events() {
         })
         .await;
         assert!(matches!(e, NetEvent::Link { state, .. } if !state.is_up()));
+        // A rename (same state) is reported with the new name.
+        lab.home.sh("ip link set eth0 name lan0");
+        expect_event(&mut ev, "rename to lan0", Duration::from_secs(10), |e| {
+            matches!(e, NetEvent::Link { ifindex: i, ifname, .. } if *i == ifindex && ifname == "lan0")
+        })
+        .await;
+        lab.home.sh("ip link set lan0 name eth0");
         lab.home.sh("ip link set eth0 up");
         expect_event(&mut ev, "eth0 up again", Duration::from_secs(10), |e| {
             matches!(e, NetEvent::Link { ifindex: i, state, .. } if *i == ifindex && state.is_up())

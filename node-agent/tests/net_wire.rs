@@ -136,6 +136,16 @@ fn net_vrrp_ipv4_multicast_and_unicast() {
             assert_eq!(frames[0][14 + 1], 0xc0, "TOS on unicast");
             assert_eq!(frames[0][14 + 8], 255, "TTL on unicast");
 
+            // Several unicast peers: one packet each, results in order.
+            lab.peer.sh("ip addr add 192.0.2.3/24 dev eth0");
+            let peers = [ip4("192.0.2.2"), ip4("192.0.2.3")];
+            for r in tx.send_each(ip4("192.0.2.1"), &peers, &msg).await {
+                r.unwrap();
+            }
+            let mut dsts = vec![recv(&rx).await.dst, recv(&rx).await.dst];
+            dsts.sort();
+            assert_eq!(dsts, peers);
+
             // An explicit unicast_src_ip other than the primary address.
             lab.home.sh("ip addr add 192.0.2.50/24 dev eth0");
             tx.send(ip4("192.0.2.50"), ip4("192.0.2.2"), &msg)

@@ -330,8 +330,8 @@ impl std::fmt::Display for Vip {
 /// What happened to the network, from the kernel's multicast notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetEvent {
-    /// A link appeared or its state changed (only reported when [`LinkState`] differs from the
-    /// last one reported for that index on this stream).
+    /// A link appeared, or its state or name changed (only reported when they differ from
+    /// the last ones reported for that index on this stream).
     Link {
         /// Interface index.
         ifindex: u32,
@@ -375,7 +375,7 @@ pub struct NetEvents {
         rtnetlink::sys::SocketAddr,
     )>,
     connection: JoinHandle<()>,
-    last: HashMap<u32, LinkState>,
+    last: HashMap<u32, (String, LinkState)>,
     _handle: rtnetlink::Handle,
 }
 
@@ -408,13 +408,15 @@ impl NetEvents {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
                 let ifindex = link.header.index;
                 let state = LinkState::from_message(&link);
-                if self.last.get(&ifindex) == Some(&state) {
+                let ifname = link_name(&link).unwrap_or_default();
+                let seen = (ifname.clone(), state);
+                if self.last.get(&ifindex) == Some(&seen) {
                     return None;
                 }
-                self.last.insert(ifindex, state);
+                self.last.insert(ifindex, seen);
                 Some(NetEvent::Link {
                     ifindex,
-                    ifname: link_name(&link).unwrap_or_default(),
+                    ifname,
                     state,
                 })
             }

@@ -57,6 +57,9 @@ pub const VRRP_TOS: u8 = 0xc0;
 /// truncated.
 const RECV_BUFFER: usize = 4096;
 
+/// Receive buffer asked for each VRRP socket.
+const RECV_SOCKET_BUFFER: usize = 1 << 20;
+
 /// Address family of a socket (VRRP instances are single-family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
@@ -139,6 +142,10 @@ impl VrrpSocket {
         .map_err(|e| Error::io(what("create"), e))?;
         sock.set_nonblocking(true)
             .map_err(|e| Error::io(what("set non-blocking"), e))?;
+        // Room for bursts (many instances, short intervals); the kernel caps it at rmem_max.
+        if let Err(e) = sock.set_recv_buffer_size(RECV_SOCKET_BUFFER) {
+            tracing::debug!(error = %e, "cannot enlarge the VRRP socket's receive buffer");
+        }
         sock.bind_device(Some(ifname.as_bytes()))
             .map_err(|e| Error::io(what("SO_BINDTODEVICE"), e))?;
         match family {
@@ -182,7 +189,8 @@ impl VrrpSocket {
     }
 
     /// Waits for and returns the next VRRP packet. Cancel-safe (dropping the future loses no
-    /// packet). Datagrams too short to hold an IPv4 header are skipped.
+    /// packet). Datagrams too short to hold an IPv4 header are skipped. An error concerns this
+    /// call only; the socket stays usable (log it and call again).
     pub async fn recv(&self) -> Result<ReceivedPacket, Error> {
         loop {
             let res = self
@@ -314,6 +322,24 @@ impl VrrpSockets {
     /// All open sockets.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<VrrpSocket>> {
         self.open.values()
+    }
+}
+
+impl VrrpSocket {
+    /// Sends the same message from `src` to each destination in `dsts` (unicast peers), one
+    /// packet each; a failure for one peer does not stop the others. Returns one result per
+    /// destination, in order.
+    pub async fn send_each(
+        &self,
+        src: IpAddr,
+        dsts: &[IpAddr],
+        payload: &[u8],
+    ) -> Vec<Result<(), Error>> {
+        let mut out = Vec::with_capacity(dsts.len());
+        for dst in dsts {
+            out.push(self.send(src, *dst, payload).await);
+        }
+        out
     }
 }
 
