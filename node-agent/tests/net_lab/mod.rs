@@ -242,6 +242,14 @@ impl Lab {
             ));
             ns.sh("ip link set eth0 up");
         }
+        // Carrier comes up asynchronously (link watch); tests start from a running link.
+        for ns in [&self.home, &self.peer] {
+            wait_until(
+                "eth0 to be operationally up",
+                Duration::from_secs(10),
+                || ns.addr_json("eth0")["operstate"] == "UP",
+            );
+        }
     }
 }
 
