@@ -273,6 +273,22 @@ impl VrrpSocket {
         }
         Ok(())
     }
+
+    /// Sends the same message from `src` to each destination in `dsts` (unicast peers), one
+    /// packet each; a failure for one peer does not stop the others. Returns one result per
+    /// destination, in order.
+    pub async fn send_each(
+        &self,
+        src: IpAddr,
+        dsts: &[IpAddr],
+        payload: &[u8],
+    ) -> Vec<Result<(), Error>> {
+        let mut out = Vec::with_capacity(dsts.len());
+        for dst in dsts {
+            out.push(self.send(src, *dst, payload).await);
+        }
+        out
+    }
 }
 
 /// The agent's VRRP sockets: at most one per (interface index, family), opened on first use
@@ -322,24 +338,6 @@ impl VrrpSockets {
     /// All open sockets.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<VrrpSocket>> {
         self.open.values()
-    }
-}
-
-impl VrrpSocket {
-    /// Sends the same message from `src` to each destination in `dsts` (unicast peers), one
-    /// packet each; a failure for one peer does not stop the others. Returns one result per
-    /// destination, in order.
-    pub async fn send_each(
-        &self,
-        src: IpAddr,
-        dsts: &[IpAddr],
-        payload: &[u8],
-    ) -> Vec<Result<(), Error>> {
-        let mut out = Vec::with_capacity(dsts.len());
-        for dst in dsts {
-            out.push(self.send(src, *dst, payload).await);
-        }
-        out
     }
 }
 
