@@ -7,7 +7,9 @@ mod net_lab;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use agent::net::{NetEvent, Netlink, RecordedVip, Vip, VipRecord, cleanup_stale, node_facts};
+use agent::net::{
+    NetEvent, Netlink, RecordedVip, Vip, VipManager, VipRecord, cleanup_stale, node_facts,
+};
 use ipnet::IpNet;
 use net_lab::{Lab, MAC_A};
 
@@ -425,5 +427,46 @@ fn net_300_vips_pipelined() {
         eprintln!(
             "net_300_vips_pipelined: added 300 VIPs in {add_time:?}, removed them in {remove_time:?}"
         );
+    });
+}
+
+#[test]
+fn net_vip_manager_keeps_the_record() {
+    net_lab::run("net_vip_manager_keeps_the_record", |lab: Lab| async move {
+        lab.veth();
+        let state_dir = tempfile::tempdir().unwrap();
+        let ifindex = lab.home.ifindex("eth0");
+        let a = Vip::new("eth0", ifindex, net("192.0.2.30/24"), Some("eth0:a".into())).unwrap();
+        let b = Vip::new("eth0", ifindex, net("2001:db8::30/64"), None).unwrap();
+        let present = |x: &str| lab.home.addresses("eth0").iter().any(|(y, _, _)| y == x);
+
+        let mgr = VipManager::new(Netlink::new().unwrap(), VipRecord::load(state_dir.path()));
+        // Runs fine from a spawned task (how the driver uses it).
+        let m = mgr.clone();
+        let (va, vb) = (a.clone(), b.clone());
+        let results = tokio::spawn(async move { m.add(&[va, vb]).await })
+            .await
+            .unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(present("192.0.2.30") && present("2001:db8::30"));
+        let on_disk: Vec<RecordedVip> = VipRecord::load(state_dir.path()).vips().cloned().collect();
+        assert_eq!(on_disk.len(), 2);
+        assert_eq!(mgr.recorded(), on_disk);
+
+        for r in mgr.remove(std::slice::from_ref(&a)).await {
+            r.unwrap();
+        }
+        assert!(!present("192.0.2.30"));
+        let on_disk: Vec<RecordedVip> = VipRecord::load(state_dir.path()).vips().cloned().collect();
+        assert_eq!(on_disk, vec![RecordedVip::from(&b)]);
+
+        // "Restart" without removing b: the next life's clean-up takes it away.
+        drop(mgr);
+        let mgr = VipManager::new(Netlink::new().unwrap(), VipRecord::load(state_dir.path()));
+        let report = mgr.cleanup_stale(&[]).await.unwrap();
+        assert_eq!(report.removed, vec![RecordedVip::from(&b)]);
+        assert!(!present("2001:db8::30"));
+        assert!(mgr.recorded().is_empty());
+        assert_eq!(VipRecord::load(state_dir.path()).vips().count(), 0);
     });
 }

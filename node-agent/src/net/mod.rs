@@ -26,5 +26,5 @@ pub use netlink::{
     node_facts,
 };
 pub use socket::{Family, ReceivedPacket, VrrpSocket, VrrpSockets};
-pub use stale::{CleanupReport, RecordedVip, VipRecord, cleanup_stale};
+pub use stale::{CleanupReport, RecordedVip, VipManager, VipRecord, cleanup_stale};
 pub use timer::{Wakeup, sleep_until};

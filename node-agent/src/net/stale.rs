@@ -12,11 +12,15 @@
 //! those the new life does not hold. A missing file is an empty record; a corrupt one is
 //! logged, kept aside as `vips.json.corrupt`, and treated as empty — the agent never fails to
 //! start because of it.
+//!
+//! [`VipManager`] bundles the record with a [`Netlink`] handle and follows that discipline
+//! for the caller.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -207,8 +211,20 @@ pub async fn cleanup_stale(
     record: &mut VipRecord,
     held_now: &[RecordedVip],
 ) -> Result<CleanupReport, Error> {
-    let stale: Vec<RecordedVip> = record
-        .vips()
+    let recorded: Vec<RecordedVip> = record.vips().cloned().collect();
+    let report = remove_stale(netlink, &recorded, held_now).await?;
+    record.forget(report.removed.iter().chain(report.already_gone.iter()))?;
+    Ok(report)
+}
+
+/// The kernel side of [`cleanup_stale`]: removes the stale VIPs, leaves the record alone.
+async fn remove_stale(
+    netlink: &Netlink,
+    recorded: &[RecordedVip],
+    held_now: &[RecordedVip],
+) -> Result<CleanupReport, Error> {
+    let stale: Vec<RecordedVip> = recorded
+        .iter()
         .filter(|v| !held_now.iter().any(|h| h.same_place(v)))
         .cloned()
         .collect();
@@ -251,8 +267,102 @@ pub async fn cleanup_stale(
             }
         }
     }
-    record.forget(report.removed.iter().chain(report.already_gone.iter()))?;
     Ok(report)
+}
+
+/// VIP changes with the write-ahead record kept for the caller: [`VipManager::add`] records
+/// before adding, [`VipManager::remove`] forgets after removing. Cheap to clone; meant to be
+/// moved into a spawned task so the protocol loop never waits for netlink or `fsync` (the
+/// record is written on tokio's blocking pool).
+///
+/// If the record cannot be written, the VIPs are still added (holding the address matters
+/// more than the leftover clean-up) and the failure is logged as a warning.
+#[derive(Clone, Debug)]
+pub struct VipManager {
+    netlink: Netlink,
+    record: Arc<Mutex<VipRecord>>,
+}
+
+impl VipManager {
+    /// Manages VIPs through `netlink`, keeping `record`.
+    pub fn new(netlink: Netlink, record: VipRecord) -> VipManager {
+        VipManager {
+            netlink,
+            record: Arc::new(Mutex::new(record)),
+        }
+    }
+
+    /// The netlink handle in use.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+
+    /// The VIPs currently recorded.
+    pub fn recorded(&self) -> Vec<RecordedVip> {
+        lock(&self.record).vips().cloned().collect()
+    }
+
+    /// [`cleanup_stale`] with this manager's record (run once at start). Entries recorded by
+    /// concurrent [`VipManager::add`] calls are kept.
+    pub async fn cleanup_stale(&self, held_now: &[RecordedVip]) -> Result<CleanupReport, Error> {
+        let recorded = self.recorded();
+        let report = remove_stale(&self.netlink, &recorded, held_now).await?;
+        let done: Vec<RecordedVip> = report
+            .removed
+            .iter()
+            .chain(report.already_gone.iter())
+            .cloned()
+            .collect();
+        self.update_record(done, false).await?;
+        Ok(report)
+    }
+
+    /// Records, then adds (replace semantics) the VIPs in order; one result per VIP.
+    pub async fn add(&self, vips: &[Vip]) -> Vec<Result<(), Error>> {
+        let entries: Vec<RecordedVip> = vips.iter().map(RecordedVip::from).collect();
+        if let Err(e) = self.update_record(entries, true).await {
+            tracing::warn!(error = %e, "cannot record the VIPs being added; adding them anyway");
+        }
+        self.netlink.add_vips(vips).await
+    }
+
+    /// Removes the VIPs in order, then forgets those that are gone; one result per VIP.
+    pub async fn remove(&self, vips: &[Vip]) -> Vec<Result<(), Error>> {
+        let results = self.netlink.remove_vips(vips).await;
+        let gone: Vec<RecordedVip> = vips
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(v, _)| RecordedVip::from(v))
+            .collect();
+        if let Err(e) = self.update_record(gone, false).await {
+            tracing::warn!(error = %e, "cannot update the VIP record after removing VIPs");
+        }
+        results
+    }
+
+    async fn update_record(&self, entries: Vec<RecordedVip>, add: bool) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let record = Arc::clone(&self.record);
+        tokio::task::spawn_blocking(move || {
+            let mut r = lock(&record);
+            if add {
+                r.record(entries.iter())
+            } else {
+                r.forget(entries.iter())
+            }
+        })
+        .await
+        .map_err(|e| Error::io("updating the VIP record", io::Error::other(e)))?
+    }
+}
+
+/// Locks the record; a panic elsewhere while holding it leaves data that is still consistent
+/// (every change is a whole-set update), so poisoning is ignored.
+fn lock(m: &Mutex<VipRecord>) -> std::sync::MutexGuard<'_, VipRecord> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
