@@ -13,6 +13,19 @@
 //!
 //! Everything here is bound to the network namespace of the thread that creates it, which the
 //! tests use to run in private namespaces.
+//!
+//! How a driver puts it together at start:
+//!
+//! 1. [`Netlink::new`], then [`Netlink::events`] (subscribe first), then
+//!    [`Netlink::interfaces`] for the initial state and [`node_facts`] for the resolver;
+//! 2. [`VipManager::new`] with [`VipRecord::load`]`(state_dir)`, then
+//!    [`VipManager::cleanup_stale`] before taking any VIP;
+//! 3. for each (interface, family) in use, [`VrrpSockets::get_or_open`] and one task looping
+//!    on [`VrrpSocket::recv`] that feeds the core's router;
+//! 4. the protocol loop sleeps with [`sleep_until`] on the core's next deadline (logging and
+//!    counting late [`Wakeup`]s), sends adverts with [`VrrpSocket::send`] /
+//!    [`VrrpSocket::send_each`], and spawns VIP changes ([`VipManager::add`] /
+//!    [`VipManager::remove`]) and [`Gratuitous::send_gratuitous`] so it never waits on them.
 
 pub mod garp;
 pub mod netlink;
