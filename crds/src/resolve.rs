@@ -189,6 +189,16 @@ fn ms32(ms: u64) -> u32 {
     u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
+/// Tracker names are shared node-wide (one script runs once however many instances track it),
+/// so in-cluster they are scoped by VirtualIP: `NAMESPACE/NAME/TRACKER`. Standalone keeps
+/// keepalived's global names.
+fn tracker_name(vip: Option<&ObjectRef>, name: &str) -> String {
+    match vip {
+        Some(r) => format!("{}/{}/{}", r.namespace, r.name, name),
+        None => name.to_string(),
+    }
+}
+
 fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack {
     let Some(t) = &spec.track else {
         return ResolvedTrack::default();
