@@ -401,3 +401,176 @@ impl InstanceConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::vrrpnode::{ResolvedGarp, ResolvedTrack, ResolvedTrackProcess, ResolvedTrackScript};
+
+    /// The user's track-script.conf, resolved (VIP moved to a documentation range).
+    fn resolved() -> ResolvedInstance {
+        ResolvedInstance {
+            name: "VI_1".into(),
+            virtual_router_id: 51,
+            version: 2,
+            interface: Some("eth0".into()),
+            priority: 244,
+            initial_state: crds::virtualip::InitialState::Master,
+            advert_interval_ms: 1000,
+            preempt: true,
+            addresses: vec!["192.0.2.200/24".into()],
+            auth_pass: Some("12345".into()),
+            track: ResolvedTrack {
+                scripts: vec![ResolvedTrackScript {
+                    name: "keepalived_check".into(),
+                    script: "/usr/local/bin/keepalived_check.sh".into(),
+                    interval_ms: 1000,
+                    timeout_ms: 5000,
+                    rise: 3,
+                    fall: 3,
+                    weight: 0,
+                    reverse: false,
+                    user: None,
+                }],
+                processes: vec![ResolvedTrackProcess {
+                    name: "track_apache".into(),
+                    process: "httpd".into(),
+                    weight: 10,
+                    quorum: 1,
+                    reverse: false,
+                }],
+                ..Default::default()
+            },
+            garp: ResolvedGarp::default(),
+            ..Default::default()
+        }
+    }
+
+    const PRIMARY: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+
+    #[test]
+    fn from_resolved_keepalived_config() {
+        let c = InstanceConfig::from_resolved(&resolved(), "eth0", PRIMARY).unwrap();
+        assert_eq!(c.version, Version::V2);
+        assert_eq!(c.advert_interval, Interval(100));
+        assert_eq!(c.start_state, StartState::Master);
+        assert_eq!(c.auth, Auth::pass(b"12345").unwrap());
+        assert_eq!(c.vips, vec!["192.0.2.200/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(c.source, PRIMARY);
+        assert_eq!(c.trackers.len(), 2);
+        assert_eq!(c.trackers[0].rule, Rule::Script { rise: 3, fall: 3 });
+        assert_eq!(c.trackers[1].rule, Rule::Process { quorum: 1 });
+        assert_eq!(c.garp, GarpConfig::default());
+        assert_eq!(
+            c.destinations(),
+            vec![IpAddr::V4(super::super::packet::MULTICAST_V4)]
+        );
+    }
+
+    #[test]
+    fn from_resolved_rejections_name_the_field() {
+        type Mutation = Box<dyn Fn(&mut ResolvedInstance)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|r| r.version = 4), "version"),
+            (
+                Box::new(|r| r.advert_interval_ms = 1500),
+                "advertIntervalMs",
+            ),
+            (Box::new(|r| r.advert_interval_ms = 0), "advertIntervalMs"),
+            (
+                Box::new(|r| r.addresses = vec!["not-an-ip".into()]),
+                "addresses",
+            ),
+            (Box::new(|r| r.addresses = vec![]), "addresses"),
+            (
+                Box::new(|r| r.addresses = vec!["2001:db8::1/64".into()]),
+                "addresses",
+            ),
+            (
+                Box::new(|r| r.unicast_peers = vec!["x".into()]),
+                "unicastPeers",
+            ),
+            (
+                Box::new(|r| r.unicast_source = Some("1.2.3".into())),
+                "unicastSource",
+            ),
+            (
+                Box::new(|r| r.auth_pass = Some("123456789".into())),
+                "authPass",
+            ),
+            (Box::new(|r| r.virtual_router_id = 0), "virtualRouterID"),
+            (Box::new(|r| r.priority = 0), "priority"),
+            (Box::new(|r| r.track.scripts[0].rise = 0), "track"),
+            (Box::new(|r| r.track.processes[0].weight = 300), "track"),
+            (
+                Box::new(|r| r.track.scripts.push(r.track.scripts[0].clone())),
+                "track",
+            ),
+            (
+                Box::new(|r| {
+                    r.version = 3;
+                    r.auth_pass = None;
+                    r.addresses = vec!["2001:db8::200/64".into()];
+                }),
+                "addresses",
+            ),
+            (Box::new(|r| r.version = 3), "authPass"),
+        ];
+        for (mutate, field) in cases {
+            let mut r = resolved();
+            mutate(&mut r);
+            let e = InstanceConfig::from_resolved(&r, "eth0", PRIMARY).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert_eq!(e.instance, "VI_1");
+            assert!(e.to_string().starts_with("instance \"VI_1\": "), "{e}");
+        }
+        // Duplicate name across kinds is fine (script and process both "x").
+        let mut r = resolved();
+        r.track.processes[0].name = "x".into();
+        r.track.scripts[0].name = "x".into();
+        assert!(InstanceConfig::from_resolved(&r, "eth0", PRIMARY).is_ok());
+    }
+
+    #[test]
+    fn ipv6_needs_link_local_source_for_multicast() {
+        let mut r = resolved();
+        r.version = 3;
+        r.auth_pass = None;
+        r.addresses = vec!["2001:db8::200/64".into()];
+        let global: IpAddr = "2001:db8::10".parse().unwrap();
+        let e = InstanceConfig::from_resolved(&r, "eth0", global).unwrap_err();
+        assert_eq!(e.field, "source");
+        let ll: IpAddr = "fe80::10".parse().unwrap();
+        let c = InstanceConfig::from_resolved(&r, "eth0", ll).unwrap();
+        assert_eq!(c.family(), Family::V6);
+        assert_eq!(c.advert_interval, Interval(100));
+        // Unicast IPv6 may use a global source.
+        r.unicast_peers = vec!["2001:db8::11".into()];
+        assert!(InstanceConfig::from_resolved(&r, "eth0", global).is_ok());
+    }
+
+    #[test]
+    fn v3_interval_steps() {
+        let mut r = resolved();
+        r.version = 3;
+        r.auth_pass = None;
+        r.advert_interval_ms = 10;
+        assert_eq!(
+            InstanceConfig::from_resolved(&r, "eth0", PRIMARY)
+                .unwrap()
+                .advert_interval,
+            Interval(1)
+        );
+        r.advert_interval_ms = 40_950;
+        assert_eq!(
+            InstanceConfig::from_resolved(&r, "eth0", PRIMARY)
+                .unwrap()
+                .advert_interval,
+            Interval(4095)
+        );
+        r.advert_interval_ms = 15;
+        assert!(InstanceConfig::from_resolved(&r, "eth0", PRIMARY).is_err());
+        r.advert_interval_ms = 40_960;
+        assert!(InstanceConfig::from_resolved(&r, "eth0", PRIMARY).is_err());
+    }
+}

@@ -877,3 +877,160 @@ impl Instance {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::sim::{cfg, v4};
+    use std::time::Duration;
+
+    fn master(now: Instant) -> Instance {
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.start_state = StartState::Master;
+        let mut i = Instance::new(c).unwrap();
+        i.start(now);
+        while i.poll_action().is_some() {}
+        i
+    }
+
+    #[test]
+    fn update_in_place_does_not_flap() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.priority = 150;
+        c.preempt = false;
+        c.garp.master_repeat = 3;
+        c.advert_interval = Interval(50);
+        assert_eq!(i.update_config(t0, c).unwrap(), ConfigUpdate::Applied);
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(i.effective_priority(), 150);
+        assert_eq!(i.poll_action(), None);
+        // The next advert uses the new interval and priority.
+        i.handle_timeout(t0 + Duration::from_secs(1));
+        match i.poll_action() {
+            Some(Action::SendAdvert {
+                priority: 150,
+                bytes,
+                ..
+            }) => assert_eq!(&bytes[4..6], &[0, 50]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.poll_timeout(), Some(t0 + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn vip_change_on_master_adds_and_removes() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.vips = vec!["192.0.2.201/24".parse().unwrap()];
+        assert_eq!(i.update_config(t0, c).unwrap(), ConfigUpdate::Applied);
+        assert_eq!(
+            i.poll_action(),
+            Some(Action::RemoveVips(vec!["192.0.2.200/24".parse().unwrap()]))
+        );
+        assert_eq!(
+            i.poll_action(),
+            Some(Action::AddVips(vec!["192.0.2.201/24".parse().unwrap()]))
+        );
+        assert!(matches!(
+            i.poll_action(),
+            Some(Action::SendGratuitous {
+                kind: GratuitousKind::Initial,
+                ..
+            })
+        ));
+        assert_eq!(i.state(), State::Master);
+    }
+
+    #[test]
+    fn identity_changes_need_a_restart() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.vrid = 52;
+        c.interface = "eth1".into();
+        c.version = Version::V2;
+        match i.update_config(t0, c).unwrap() {
+            ConfigUpdate::RestartRequired(f) => {
+                assert_eq!(f, vec!["interface", "virtualRouterID", "version"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.config().vrid, 51, "not applied");
+        let mut bad = i.config().clone();
+        bad.priority = 0;
+        assert_eq!(i.update_config(t0, bad).unwrap_err().field, "priority");
+    }
+
+    #[test]
+    fn tracker_state_survives_update_and_weight_change_applies() {
+        let t0 = Instant::now();
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.trackers = vec![super::super::track::TrackerSpec {
+            name: "p".into(),
+            weight: 10,
+            reverse: false,
+            rule: super::super::track::Rule::Process { quorum: 1 },
+        }];
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        assert!(i.handle_tracker(t0, "p", Observation::ProcessCount(1)));
+        assert!(!i.handle_tracker(t0, "q", Observation::ProcessCount(1)));
+        assert_eq!(i.effective_priority(), 110);
+        let mut c = i.config().clone();
+        c.trackers[0].weight = 20;
+        i.update_config(t0, c).unwrap();
+        assert_eq!(i.effective_priority(), 120);
+        assert_eq!(i.status().trackers[0].delta, 20);
+        assert_eq!(i.status().state, Some(crds::vrrpnode::VrrpState::Backup));
+    }
+
+    #[test]
+    fn garp_refresh_repeats() {
+        let t0 = Instant::now();
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.start_state = StartState::Master;
+        c.garp.master_refresh = Duration::from_secs(60);
+        c.garp.master_refresh_repeat = 2;
+        c.garp.master_delay = Duration::ZERO;
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        while i.poll_action().is_some() {}
+        let mut refreshes = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(185) {
+            now = i.poll_timeout().unwrap();
+            i.handle_timeout(now);
+            while let Some(a) = i.poll_action() {
+                if let Action::SendGratuitous { kind, repeat, .. } = a {
+                    refreshes.push((now - t0, kind, repeat));
+                }
+            }
+        }
+        let want = [60, 120, 180].map(|s| (Duration::from_secs(s), GratuitousKind::Refresh, 2));
+        assert_eq!(refreshes, want);
+    }
+
+    #[test]
+    fn reason_and_state_text() {
+        assert_eq!(State::Master.to_string(), "MASTER");
+        assert_eq!(State::Stop.to_string(), "STOP");
+        let r = Reason::HigherPriorityAdvert {
+            from: v4(2),
+            priority: 200,
+        };
+        assert_eq!(
+            r.to_string(),
+            "received higher priority advert from 192.0.2.2 (priority 200)"
+        );
+        assert_eq!(
+            Reason::InterfaceDown {
+                interface: "eth0".into()
+            }
+            .to_string(),
+            "interface eth0 down"
+        );
+    }
+}

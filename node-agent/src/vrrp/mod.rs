@@ -47,6 +47,8 @@
 pub mod checksum;
 pub mod config;
 pub mod counters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod instance;
 pub mod packet;
 pub mod router;

@@ -649,3 +649,312 @@ fn verify_checksum(
     }
     .ok_or(ParseError::BadChecksum { found })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SRC: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const DST: IpAddr = IpAddr::V4(MULTICAST_V4);
+
+    fn v2() -> Advert {
+        Advert {
+            version: Version::V2,
+            vrid: 51,
+            priority: 244,
+            interval: Interval::from_secs(1),
+            addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200))],
+            auth: Auth::pass(b"12345").unwrap(),
+        }
+    }
+
+    fn v3() -> Advert {
+        Advert {
+            version: Version::V3,
+            auth: Auth::None,
+            ..v2()
+        }
+    }
+
+    #[test]
+    fn v2_layout_matches_keepalived() {
+        let b = v2()
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader)
+            .unwrap();
+        assert_eq!(b.len(), 8 + 4 + 8);
+        assert_eq!(&b[..6], &[0x21, 51, 244, 1, 1, 1]);
+        assert_eq!(&b[8..12], &[192, 0, 2, 200]);
+        assert_eq!(&b[12..], b"12345\0\0\0");
+        // v2 checksum covers the message only: summing it (checksum included) gives zero.
+        assert_eq!(Sum::default().add_bytes(&b).finish(), 0);
+        assert_eq!(
+            Advert::parse(&b, SRC, DST).unwrap(),
+            (v2(), ChecksumKind::V2)
+        );
+        // …and is independent of the addresses in the IP header.
+        let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+        assert!(Advert::parse(&b, other, DST).is_ok());
+    }
+
+    #[test]
+    fn v2_without_auth_carries_eight_zero_bytes() {
+        let a = Advert {
+            auth: Auth::None,
+            ..v2()
+        };
+        let b = a
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader)
+            .unwrap();
+        assert_eq!(b[4], 0);
+        assert_eq!(&b[12..], &[0; 8]);
+    }
+
+    #[test]
+    fn v3_ipv4_both_checksum_forms() {
+        let with = v3()
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader)
+            .unwrap();
+        let without = v3()
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithoutPseudoHeader)
+            .unwrap();
+        assert_eq!(&with[..6], &[0x31, 51, 244, 1, 0x00, 100]);
+        assert_ne!(with[6..8], without[6..8]);
+        assert_eq!(
+            Advert::parse(&with, SRC, DST).unwrap().1,
+            ChecksumKind::V3Ipv4WithPseudoHeader
+        );
+        assert_eq!(
+            Advert::parse(&without, SRC, DST).unwrap().1,
+            ChecksumKind::V3Ipv4WithoutPseudoHeader
+        );
+        // The pseudo-header form binds the addresses: another source fails.
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        assert_eq!(
+            Advert::parse(&with, other, DST).unwrap_err(),
+            ParseError::BadChecksum {
+                found: u16::from_be_bytes([with[6], with[7]])
+            }
+        );
+    }
+
+    #[test]
+    fn v3_ipv6_uses_the_ipv6_pseudo_header() {
+        let src = IpAddr::V6("fe80::1".parse().unwrap());
+        let dst = IpAddr::V6(MULTICAST_V6);
+        let a = Advert {
+            addresses: vec![IpAddr::V6("2001:db8::200".parse().unwrap())],
+            ..v3()
+        };
+        let b = a
+            .to_bytes(src, dst, V3Ipv4Checksum::WithoutPseudoHeader)
+            .unwrap();
+        assert_eq!(b.len(), 8 + 16);
+        assert_eq!(
+            Advert::parse(&b, src, dst).unwrap(),
+            (a, ChecksumKind::V3Ipv6)
+        );
+        let sum = ipv6_sum_check(&b, src, dst);
+        assert_eq!(sum, 0);
+        assert!(Advert::parse(&b, IpAddr::V6("fe80::2".parse().unwrap()), dst).is_err());
+    }
+
+    fn ipv6_sum_check(b: &[u8], src: IpAddr, dst: IpAddr) -> u16 {
+        pseudo_header(src, dst, b.len())
+            .unwrap()
+            .add_bytes(b)
+            .finish()
+    }
+
+    #[test]
+    fn v3_reserved_bits_ignored_on_receive() {
+        let mut b = v3()
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithoutPseudoHeader)
+            .unwrap();
+        b[4] |= 0xf0;
+        b[6] = 0;
+        b[7] = 0;
+        let c = Sum::default().add_bytes(&b).finish();
+        b[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(
+            Advert::parse(&b, SRC, DST).unwrap().0.interval,
+            Interval(100)
+        );
+    }
+
+    /// Fix the checksum (message-only form) after mangling a v2/v3 IPv4 packet.
+    fn refix(b: &mut [u8]) {
+        b[6] = 0;
+        b[7] = 0;
+        let c = Sum::default().add_bytes(b).finish();
+        b[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+
+    #[test]
+    fn every_parse_error() {
+        let good = v2()
+            .to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader)
+            .unwrap();
+        let v6src = IpAddr::V6("fe80::1".parse().unwrap());
+        let cases: Vec<(Vec<u8>, IpAddr, IpAddr, ParseError)> = vec![
+            (vec![], SRC, DST, ParseError::Truncated { len: 0 }),
+            (
+                good[..7].to_vec(),
+                SRC,
+                DST,
+                ParseError::Truncated { len: 7 },
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = 0x11;
+                    refix(&mut b);
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::UnsupportedVersion(1),
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[0] = 0x22;
+                    refix(&mut b);
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::UnknownType(2),
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[1] = 0;
+                    refix(&mut b);
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::InvalidVrid,
+            ),
+            (
+                good.clone(),
+                v6src,
+                IpAddr::V6(MULTICAST_V6),
+                ParseError::V2OverIpv6,
+            ),
+            (good.clone(), v6src, DST, ParseError::FamilyMismatch),
+            (
+                {
+                    let mut b = good.clone();
+                    b[3] = 2;
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::CountMismatch {
+                    count: 2,
+                    expected: 24,
+                    actual: 20,
+                },
+            ),
+            (
+                good[..19].to_vec(),
+                SRC,
+                DST,
+                ParseError::CountMismatch {
+                    count: 1,
+                    expected: 20,
+                    actual: 19,
+                },
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[5] = 0;
+                    refix(&mut b);
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::BadInterval,
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[4] = 2;
+                    refix(&mut b);
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::UnsupportedAuthType(2),
+            ),
+            (
+                {
+                    let mut b = good.clone();
+                    b[2] ^= 0x40;
+                    b
+                },
+                SRC,
+                DST,
+                ParseError::BadChecksum {
+                    found: u16::from_be_bytes([good[6], good[7]]),
+                },
+            ),
+        ];
+        for (bytes, src, dst, want) in cases {
+            assert_eq!(Advert::parse(&bytes, src, dst), Err(want), "{want}");
+            // Display and label exist for every variant.
+            assert!(!want.to_string().is_empty());
+            assert!(!want.label().is_empty());
+        }
+    }
+
+    #[test]
+    fn emit_errors() {
+        let mut small = [0u8; 10];
+        assert_eq!(
+            v2().emit(&mut small, SRC, DST, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::BufferTooSmall { need: 20, have: 10 })
+        );
+        let v6 = IpAddr::V6("fe80::1".parse().unwrap());
+        assert_eq!(
+            v2().to_bytes(v6, v6, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::FamilyMismatch)
+        );
+        let bad = Advert {
+            interval: Interval(150),
+            ..v2()
+        };
+        assert_eq!(
+            bad.to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::BadInterval(150))
+        );
+        let bad = Advert {
+            interval: Interval(4096),
+            ..v3()
+        };
+        assert_eq!(
+            bad.to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::BadInterval(4096))
+        );
+        let bad = Advert {
+            auth: Auth::pass(b"x").unwrap(),
+            ..v3()
+        };
+        assert_eq!(
+            bad.to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::AuthOnV3)
+        );
+        let many = Advert {
+            addresses: vec![SRC; 256],
+            ..v3()
+        };
+        assert_eq!(
+            many.to_bytes(SRC, DST, V3Ipv4Checksum::WithPseudoHeader),
+            Err(EmitError::TooManyAddresses(256))
+        );
+        assert_eq!(Auth::pass(b""), None);
+        assert_eq!(Auth::pass(b"123456789"), None);
+    }
+}
