@@ -3,9 +3,11 @@
 //!
 //! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
 //! - [`validate`]: semantic validation returning every problem with its field path.
+//! - [`keepalived`]: keepalived.conf parser, printer, converter to VirtualIP, standalone resolution.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
+pub mod keepalived;
 pub mod resolve;
 pub mod validate;
 pub mod virtualip;
