@@ -9,6 +9,7 @@
 //! - [`convert`]: the `convert` command (keepalived.conf → VirtualIP YAML).
 //! - [`kube`]: in-cluster mode: watch this node's VRRPNode, report status, cache config.
 //! - [`reconcile`]: old × new instances → start / stop / update in place / restart.
+//! - [`modes`]: `run` and `standalone` wired from the pieces; [`standalone`]: its config.
 //! - [`cli`]: command-line arguments shared by the binary and tests.
 
 pub mod cli;
@@ -18,9 +19,11 @@ pub mod error;
 pub mod kube;
 pub mod logging;
 pub mod metrics;
+pub mod modes;
 pub mod net;
 pub mod notify;
 pub mod reconcile;
+pub mod standalone;
 pub mod track;
 pub mod vrrp;
 
