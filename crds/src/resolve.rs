@@ -189,6 +189,16 @@ fn ms32(ms: u64) -> u32 {
     u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
+/// Tracker names are shared node-wide (one script runs once however many instances track it),
+/// so in-cluster they are scoped by VirtualIP: `NAMESPACE/NAME/TRACKER`. Standalone keeps
+/// keepalived's global names.
+fn tracker_name(vip: Option<&ObjectRef>, name: &str) -> String {
+    match vip {
+        Some(r) => format!("{}/{}/{}", r.namespace, r.name, name),
+        None => name.to_string(),
+    }
+}
+
 fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack {
     let Some(t) = &spec.track else {
         return ResolvedTrack::default();
@@ -209,7 +219,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .map(|x| {
                 let interval_ms = x.interval.map_or(1000, |d| ms32(duration_ms(d)));
                 ResolvedTrackScript {
-                    name: x.name.clone(),
+                    name: tracker_name(vip, &x.name),
                     script: x.script.clone(),
                     interval_ms,
                     // keepalived: a script without a timeout may run for one interval.
@@ -226,7 +236,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .processes
             .iter()
             .map(|x| ResolvedTrackProcess {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 process: x.process.clone(),
                 weight: x.weight.unwrap_or(0),
                 quorum: x.quorum.unwrap_or(1),
@@ -237,7 +247,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .files
             .iter()
             .map(|x| ResolvedTrackFile {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 path: x.path.clone(),
                 weight: x.weight.unwrap_or(1),
                 reverse: x.reverse.unwrap_or(false),
@@ -247,7 +257,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .pods
             .iter()
             .map(|x| ResolvedTrackPods {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 namespace: vip.map(|r| r.namespace.clone()).unwrap_or_default(),
                 selector: selector_string(&x.selector),
                 weight: x.weight.unwrap_or(0),

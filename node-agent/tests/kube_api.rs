@@ -189,3 +189,43 @@ async fn the_watch_asks_for_this_node_only_and_publishes_its_spec() {
     );
     task.abort();
 }
+
+#[tokio::test]
+async fn becoming_master_publishes_an_event_on_the_virtualip() {
+    let (client, mut handle) = mock_client();
+    let events = agent::kube::events::TransitionEvents::new(client, "node-a");
+    let vip = crds::vrrpnode::ObjectRef {
+        namespace: "prod".into(),
+        name: "web".into(),
+    };
+    let publish = tokio::spawn(async move {
+        events
+            .publish(&vip, VrrpState::Master, "master down timer expired")
+            .await
+    });
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/prod/events"
+    );
+    let body = body_json(req).await;
+    assert_eq!(body["reason"], "BecameMaster");
+    assert_eq!(body["regarding"]["kind"], "VirtualIP");
+    assert_eq!(body["regarding"]["name"], "web");
+    assert_eq!(body["reportingController"], "kube-vrrp-agent");
+    assert_eq!(body["reportingInstance"], "node-a");
+    assert_eq!(
+        body["note"],
+        "node node-a is now MASTER: master down timer expired"
+    );
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    publish.await.unwrap();
+}

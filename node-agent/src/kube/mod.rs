@@ -7,9 +7,13 @@
 //! - [`cache`]: the last applied spec on local disk, so a restarted agent runs without the API.
 //! - [`report`]: coalesced, server-side-applied status writes (pure [`report::Coalescer`] +
 //!   the writer loop).
+//! - [`events`]: Events on the VirtualIP when this node becomes MASTER or enters FAULT.
+//! - [`pods`]: the `track.pods` tracker (Ready pods on this node).
 //! - [`source`]: the watch on this node's own `VRRPNode` (field selector on its name).
 
 pub mod cache;
+pub mod events;
+pub mod pods;
 pub mod report;
 pub mod source;
 
