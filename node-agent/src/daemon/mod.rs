@@ -297,50 +297,29 @@ impl Daemon {
 
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
         self.unplaced.remove(&ri.name);
-        let placed = place(&ri, &self.interfaces).and_then(|p| {
-            let cfg = InstanceConfig::from_resolved(&ri, &p.ifname, p.primary)
-                .map_err(|e| e.to_string())?;
-            Ok((p, cfg))
-        });
-        let (placement, cfg) = match placed {
-            Ok(x) => x,
+        match self.add_instance(now, &ri) {
+            Ok(()) => self.feed_interface_trackers(now),
             Err(reason) => {
                 tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.unplaced.insert(ri.name.clone(), (ri, reason));
-                return;
             }
-        };
-        let vips = match build_vips(&ri, &placement) {
-            Ok(v) => v,
-            Err(reason) => {
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
-                return;
-            }
-        };
-        let notify = match NotifyScripts::from_resolved(&ri.notify) {
-            Ok(n) => n,
-            Err(e) => {
-                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-                return;
-            }
-        };
-        if let Err(e) = self.ensure_socket(&placement) {
-            self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-            return;
         }
-        let id = match self.router.add(cfg) {
-            Ok(id) => id,
-            Err(e) => {
-                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-                return;
-            }
-        };
-        let link_up = placement.link_up;
-        let ifname = placement.ifname.clone();
+    }
+
+    /// Place the instance, open its socket and add it to the router.
+    fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<(), String> {
+        let placement = place(ri, &self.interfaces)?;
+        let cfg = InstanceConfig::from_resolved(ri, &placement.ifname, placement.primary)
+            .map_err(|e| e.to_string())?;
+        let vips = build_vips(ri, &placement)?;
+        let notify = NotifyScripts::from_resolved(&ri.notify).map_err(|e| e.to_string())?;
+        self.ensure_socket(&placement).map_err(|e| e.to_string())?;
+        let id = self.router.add(cfg).map_err(|e| e.to_string())?;
+        let (link_up, ifname) = (placement.link_up, placement.ifname.clone());
         self.io.insert(
             id,
             InstanceIo {
-                resolved: ri,
+                resolved: ri.clone(),
                 placement,
                 vips,
                 notify,
@@ -349,7 +328,7 @@ impl Daemon {
         if !link_up {
             self.router.handle_link(now, &ifname, false);
         }
-        self.feed_interface_trackers(now);
+        Ok(())
     }
 
     fn stop_instance(&mut self, now: Instant, name: &str) {
