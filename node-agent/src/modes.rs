@@ -132,7 +132,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     let api: kube::Api<VRRPNode> = kube::Api::all(client.clone());
     let (spec_tx, mut spec_rx) = watch::channel(cached.clone());
-    let health = Arc::new(source::ApiHealth::default());
+    let telemetry = Telemetry::new();
+    let health = Arc::new(source::ApiHealth {
+        telemetry: Some(telemetry.clone()),
+        ..Default::default()
+    });
     let watch_task = tokio::spawn(source::run(
         api.clone(),
         node.clone(),
@@ -169,7 +173,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         events: Some(TransitionEvents::new(client, &node)),
         pods: Some(pods_rx),
     };
-    let result = run_daemon(&args.common, node, Telemetry::new(), hooks, desired_rx).await;
+    let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;
     watch_task.abort();
     forward.abort();
     // The daemon dropped its status sender: the reporter flushes the final state and ends.

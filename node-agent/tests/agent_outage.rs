@@ -205,7 +205,7 @@ fn agent_keeps_its_vip_through_an_api_outage_and_reports_after_recovery() {
                     .sh("ip -br addr show dev eth0")
                     .contains("192.0.2.200/24")
             };
-            assert!(vip_held(), "VIP bound while MASTER");
+            wait("the VIP bound while MASTER", &log_path, vip_held);
             wait("the agent notices the outage", &log_path, || {
                 agent_log().contains("Kubernetes API unreachable")
             });
@@ -213,6 +213,16 @@ fn agent_keeps_its_vip_through_an_api_outage_and_reports_after_recovery() {
                 http_get(metrics_port, "/readyz").as_deref().map(str::trim),
                 Some("ready"),
                 "ready without the API"
+            );
+
+            let metrics = http_get(metrics_port, "/metrics").unwrap_or_default();
+            assert!(
+                metrics.contains("kube_vrrp_api_connected 0"),
+                "outage visible in metrics:\n{metrics}"
+            );
+            assert!(
+                metrics.contains("kube_vrrp_api_outages_total 1"),
+                "one outage counted:\n{metrics}"
             );
 
             // 2. The API comes back; the agent lists its VRRPNode and writes its status.
@@ -254,6 +264,12 @@ fn agent_keeps_its_vip_through_an_api_outage_and_reports_after_recovery() {
                 Some(reported["lastTransitionTime"].clone()),
                 master_since,
                 "the reported transition is the one from before the outage"
+            );
+
+            let metrics = http_get(metrics_port, "/metrics").unwrap_or_default();
+            assert!(
+                metrics.contains("kube_vrrp_api_connected 1"),
+                "recovery visible in metrics"
             );
 
             // No transition happened: still MASTER, same since, VIP never moved.
