@@ -271,7 +271,10 @@ impl Demo {
     }
 
     fn heading(&mut self, n: usize, text: &str) {
-        let line = self.style.paint(Paint::Bold, &format!("\n[{n}/6] {text}"));
+        let total = if self.keepalived.is_some() { 7 } else { 6 };
+        let line = self
+            .style
+            .paint(Paint::Bold, &format!("\n[{n}/{total}] {text}"));
         self.say(&[line]);
     }
 
@@ -464,6 +467,27 @@ impl Demo {
             "node-b",
             format!("{} (Skew_Time)", view::duration(skew)),
         )?;
+
+        // 7. With real keepalived on node-c: hand over from kube-vrrp to keepalived.
+        if self.keepalived.is_some() {
+            self.pause()?;
+            self.heading(
+                7,
+                "interop: SIGTERM to node-b's agent, keepalived on node-c takes over",
+            );
+            let t0 = Instant::now();
+            self.lab.terminate("node-b");
+            let skew_c = skew_time(advert, HOSTS[2].priority);
+            self.step_to(
+                "keepalived on node-c MASTER with the VIP",
+                t0,
+                Duration::from_secs(5) + master_down_interval(advert, HOSTS[2].priority) * 2,
+                |v| v[2].is_master() && !v[1].vip_held,
+                "SIGTERM -> keepalived",
+                "node-c",
+                format!("{} (Skew_Time)", view::duration(skew_c)),
+            )?;
+        }
         Ok(())
     }
 
@@ -598,9 +622,9 @@ impl Demo {
     fn pause(&mut self) -> Result<(), Abort> {
         let until = Instant::now()
             + if self.args.fast {
-                Duration::from_millis(700)
-            } else {
                 Duration::from_millis(1500)
+            } else {
+                Duration::from_millis(2000)
             };
         while Instant::now() < until {
             if INTERRUPTED.load(Ordering::SeqCst) {
