@@ -358,7 +358,19 @@ impl Lab {
         }
         let (out, err) = self.log_file(host)?;
         let ns = self.ns(host);
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+        // which is async-signal-safe. If the demo itself is killed outright, its daemons get
+        // SIGTERM instead of living on (`ip netns exec` execs them, keeping this setting).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(["netns", "exec", &ns])
             .arg(program)
             .args(args)

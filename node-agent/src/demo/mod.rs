@@ -97,6 +97,11 @@ pub fn main(args: DemoArgs) -> u8 {
     let style = Style {
         color: out.is_terminal() && !args.no_color && std::env::var_os("NO_COLOR").is_none(),
         live: out.is_terminal(),
+        width: if out.is_terminal() {
+            view::terminal_width()
+        } else {
+            None
+        },
     };
     let mut demo = Demo::new(args, keepalived, style);
     let result = demo.steps();

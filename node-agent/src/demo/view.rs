@@ -11,6 +11,16 @@ pub struct Style {
     pub color: bool,
     /// stdout is a terminal: redraw the live table in place.
     pub live: bool,
+    /// Terminal width: live table lines are cut to it so redrawing in place stays exact.
+    pub width: Option<usize>,
+}
+
+/// The width of the terminal on stdout, if it is one.
+pub fn terminal_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills the winsize struct it is given; nothing else is touched.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
 
 /// ANSI colours used.
@@ -33,7 +43,7 @@ pub enum Paint {
 impl Style {
     /// `text` in colour `p` (plain without colours).
     pub fn paint(&self, p: Paint, text: &str) -> String {
-        if !self.color {
+        if !self.color || text.is_empty() {
             return text.to_owned();
         }
         let code = match p {
@@ -68,10 +78,22 @@ pub fn table(style: &Style, indent: &str, rows: &[Vec<Cell>]) -> Vec<String> {
         .enumerate()
         .map(|(i, row)| {
             let mut line = indent.to_owned();
+            let mut used = indent.chars().count();
             for (c, (text, paint)) in row.iter().enumerate() {
                 let last = c + 1 == row.len();
+                let text = &match style.width {
+                    // The last column gives way so the line never wraps.
+                    Some(w) if last && used + text.chars().count() >= w => {
+                        let keep = w.saturating_sub(used + 2);
+                        let mut t: String = text.chars().take(keep).collect();
+                        t.push('~');
+                        t
+                    }
+                    _ => text.clone(),
+                };
+                used += width[c] + 2;
                 let padded = if last {
-                    text.clone()
+                    text.to_owned()
                 } else {
                     format!("{text:<w$}  ", w = width[c])
                 };
@@ -107,6 +129,7 @@ pub fn duration(d: Duration) -> String {
 #[derive(Debug, Default)]
 pub struct Screen {
     drawn: usize,
+    last_draw: Option<std::time::Instant>,
 }
 
 impl Screen {
@@ -125,11 +148,17 @@ impl Screen {
         self.draw(style, table);
     }
 
-    /// Redraw the live table (terminal only).
+    /// Redraw the live table (terminal only), at most ten times a second.
     pub fn draw(&mut self, style: &Style, table: &[String]) {
-        if !style.live {
+        if !style.live
+            || self.drawn > 0
+                && self
+                    .last_draw
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
             return;
         }
+        self.last_draw = Some(std::time::Instant::now());
         self.erase(style);
         for l in table {
             println!("{l}");
@@ -165,6 +194,7 @@ mod tests {
             &Style {
                 color: false,
                 live: false,
+                width: None,
             },
             "",
             &rows,
@@ -174,11 +204,22 @@ mod tests {
             &Style {
                 color: true,
                 live: false,
+                width: None,
             },
             "",
             &rows,
         );
         assert_eq!(coloured[1], "\x1b[1;32mnode-a\x1b[0m  MASTER");
+        let narrow = table(
+            &Style {
+                color: false,
+                live: true,
+                width: Some(12),
+            },
+            "",
+            &[vec![("node-a".into(), None), ("MASTER".into(), None)]],
+        );
+        assert_eq!(narrow, vec!["node-a  MAS~"]);
     }
 
     #[test]
