@@ -6,6 +6,7 @@
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoints (/metrics, /healthz, /readyz, /status).
 //! - [`notify`]: keepalived-compatible notify scripts.
 //! - [`daemon`]: the protocol loop around the core, shared by `standalone` and `run`.
+//! - [`demo`]: the `demo` command: a throw-away 3-host namespace lab showing failover live.
 //! - [`convert`]: the `convert` command (keepalived.conf → VirtualIP YAML).
 //! - [`kube`]: in-cluster mode: watch this node's VRRPNode, report status, cache config.
 //! - [`reconcile`]: old × new instances → start / stop / update in place / restart.
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod convert;
 pub mod daemon;
+pub mod demo;
 pub mod error;
 pub mod kube;
 pub mod logging;

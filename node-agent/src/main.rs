@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => block_on(agent::modes::run(args)),
         Command::Standalone(args) => block_on(agent::modes::standalone(args)),
+        Command::Demo(args) => ExitCode::from(agent::demo::main(args)),
     }
 }
 
