@@ -220,6 +220,27 @@ fn bench(c: &mut Criterion) {
     g.bench_function("one_node_change_10000_vips_100_nodes", |b| {
         b.iter(|| plan(std::hint::black_box(&changed)))
     });
+    g.bench_function("place_all_after_one_node_change", |b| {
+        b.iter(|| operator::planner::place_all(std::hint::black_box(&changed)))
+    });
+    g.finish();
+
+    // What one agent report costs the executor: rebuild the report index, then one
+    // VirtualIP's status from the cached placement.
+    let placement = operator::planner::place_all(&steady);
+    let vip = steady.virtual_ips[1234].clone();
+    let key = operator::planner::vip_key(&vip);
+    let mut g = c.benchmark_group("report");
+    g.sample_size(10);
+    g.bench_function("index_50000_reports", |b| {
+        b.iter(|| operator::planner::ReportIndex::new(std::hint::black_box(&steady.vrrp_nodes)))
+    });
+    let reports = operator::planner::ReportIndex::new(&steady.vrrp_nodes);
+    g.bench_function("one_vip_status", |b| {
+        b.iter(|| {
+            operator::planner::vip_plan(&vip, &placement.virtual_ips[&key], &reports, steady.now)
+        })
+    });
     g.finish();
 }
 

@@ -3,10 +3,16 @@
 //! - A kube-runtime [`Controller`] on VirtualIP, with watches on Nodes, VRRPNodes and Secret
 //!   metadata (a change maps to the VirtualIPs it concerns). Every watch feeds a reflector
 //!   store; the planner reads the stores, never the API.
-//! - A plan cache: the world has a generation that goes up whenever something the planner reads
-//!   changes (a VirtualIP's spec or deletion, a Node's labels/readiness/addresses, an agent's
-//!   report, a Secret's revision). The first reconcile that sees a new generation re-plans and
-//!   applies every VRRPNode whose spec differs; later reconciles reuse the plan.
+//! - Two caches, each with a generation that goes up when its inputs change. The placement
+//!   ([`planner::place_all`]) depends on VirtualIP specs and deletion, Node labels, readiness and
+//!   addresses, and Secret revisions; the first reconcile that sees a new generation re-places
+//!   everything and applies every VRRPNode whose spec differs. The report index
+//!   ([`planner::ReportIndex`]) depends only on the agents' VRRPNode status and is rebuilt
+//!   cheaply. Each reconcile then computes its own VirtualIP's status and events
+//!   ([`planner::vip_plan`]) from the cached placement, the reports and the object as observed
+//!   now, so an agent report never costs a full re-placement.
+//! - VRRPNodes are also compared with the plan every [`Settings::resync`], which undoes edits
+//!   or deletions by others that did not change the plan.
 //! - Writes use server-side apply with the field manager [`FIELD_MANAGER`] and happen only when
 //!   the desired object differs from the observed one (compared as JSON), so a steady state
 //!   makes no writes. VRRPNodes carry an ownerReference to their Node for garbage collection.
@@ -39,7 +45,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::metrics::Metrics;
-use crate::planner::{self, EventType, Plan, VipKey, World};
+use crate::planner::{self, EventType, Placement, ReportIndex, VipKey, World};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kube-vrrp-operator";
@@ -94,8 +100,11 @@ type SecretCache = HashMap<(String, String), (Option<String>, Arc<Secret>)>;
 #[derive(Default)]
 struct PlanCache {
     generation: Option<u64>,
-    plan: Option<Arc<Plan>>,
+    placement: Option<Arc<Placement>>,
     nodes_synced: bool,
+    synced_at: Option<Instant>,
+    reports_generation: Option<u64>,
+    reports: Option<Arc<ReportIndex>>,
     secrets: SecretCache,
 }
 
@@ -107,7 +116,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     clock: Clock,
     settings: Settings,
-    world_generation: Arc<AtomicU64>,
+    spec_generation: Arc<AtomicU64>,
+    report_generation: Arc<AtomicU64>,
     stores_ready: AtomicBool,
     cache: tokio::sync::Mutex<PlanCache>,
     failures: std::sync::Mutex<HashMap<VipKey, u32>>,
@@ -133,7 +143,8 @@ impl Context {
             metrics,
             clock,
             settings,
-            world_generation: Arc::new(AtomicU64::new(0)),
+            spec_generation: Arc::new(AtomicU64::new(0)),
+            report_generation: Arc::new(AtomicU64::new(0)),
             stores_ready: AtomicBool::new(false),
             cache: tokio::sync::Mutex::new(PlanCache::default()),
             failures: std::sync::Mutex::new(HashMap::new()),
@@ -146,9 +157,15 @@ impl Context {
         self.stores_ready.store(true, Ordering::Release);
     }
 
-    /// Note that something the planner reads has changed.
+    /// Note that something the planner reads has changed (both caches become stale).
     pub fn world_changed(&self) {
-        self.world_generation.fetch_add(1, Ordering::AcqRel);
+        self.spec_generation.fetch_add(1, Ordering::AcqRel);
+        self.report_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Note that only the agents' reports changed (the placement stays valid).
+    pub fn reports_changed(&self) {
+        self.report_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Current time in whole seconds (the API server keeps no more).
@@ -157,11 +174,11 @@ impl Context {
         Timestamp::from_second(t.as_second()).unwrap_or(t)
     }
 
-    /// The plan for the current world generation, computing it (and syncing VRRPNodes) if stale.
-    pub async fn current_plan(&self) -> Result<Arc<Plan>, Error> {
+    /// The placement for the current generation, re-placing (and syncing VRRPNodes) if stale.
+    pub async fn current_placement(&self) -> Result<Arc<Placement>, Error> {
         let mut cache = self.cache.lock().await;
-        let generation = self.world_generation.load(Ordering::Acquire);
-        let plan = match (&cache.plan, cache.generation) {
+        let generation = self.spec_generation.load(Ordering::Acquire);
+        let placement = match (&cache.placement, cache.generation) {
             (Some(p), Some(g)) if g == generation => p.clone(),
             _ => {
                 let mut secrets = std::mem::take(&mut cache.secrets);
@@ -169,7 +186,7 @@ impl Context {
                 cache.secrets = secrets;
                 let world = world?;
                 let start = Instant::now();
-                let plan = Arc::new(planner::plan(&world));
+                let placement = Arc::new(planner::place_all(&world));
                 self.metrics
                     .plan_duration
                     .observe(start.elapsed().as_secs_f64());
@@ -177,19 +194,39 @@ impl Context {
                     generation,
                     virtual_ips = world.virtual_ips.len(),
                     nodes = world.nodes.len(),
-                    "planned"
+                    "placed"
                 );
-                cache.plan = Some(plan.clone());
+                cache.placement = Some(placement.clone());
                 cache.generation = Some(generation);
                 cache.nodes_synced = false;
-                plan
+                placement
             }
         };
-        if !cache.nodes_synced {
-            self.sync_vrrp_nodes(&plan).await?;
+        // Re-check the VRRPNodes now and then even without a change, to undo edits by others.
+        let stale = cache
+            .synced_at
+            .is_none_or(|t| t.elapsed() >= self.settings.resync);
+        if !cache.nodes_synced || stale {
+            self.sync_vrrp_nodes(&placement).await?;
             cache.nodes_synced = true;
+            cache.synced_at = Some(Instant::now());
         }
-        Ok(plan)
+        Ok(placement)
+    }
+
+    /// The agents' reports for the current report generation.
+    pub async fn current_reports(&self) -> Arc<ReportIndex> {
+        let mut cache = self.cache.lock().await;
+        let generation = self.report_generation.load(Ordering::Acquire);
+        match (&cache.reports, cache.reports_generation) {
+            (Some(r), Some(g)) if g == generation => r.clone(),
+            _ => {
+                let reports = Arc::new(ReportIndex::new(&self.stores.vrrp_nodes.state()));
+                cache.reports = Some(reports.clone());
+                cache.reports_generation = Some(generation);
+                reports
+            }
+        }
     }
 
     /// The world as the stores see it, plus the referenced Secrets (fetched when their
@@ -233,13 +270,14 @@ impl Context {
             virtual_ips,
             nodes: self.stores.nodes.state(),
             secrets,
-            vrrp_nodes: self.stores.vrrp_nodes.state(),
+            // Placement does not read reports.
+            vrrp_nodes: Vec::new(),
             now: self.now(),
         })
     }
 
     /// Apply every planned VRRPNode whose spec or owner differs from the observed one.
-    async fn sync_vrrp_nodes(&self, plan: &Plan) -> Result<(), Error> {
+    async fn sync_vrrp_nodes(&self, plan: &Placement) -> Result<(), Error> {
         let api: Api<VRRPNode> = Api::all(self.client.clone());
         for (name, np) in &plan.nodes {
             let desired = desired_vrrp_node(name, np);
@@ -357,7 +395,8 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let key = planner::vip_key(vip);
-    let plan = ctx.current_plan().await?;
+    let placement = ctx.current_placement().await?;
+    let reports = ctx.current_reports().await;
     let api: Api<VirtualIP> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let has_finalizer = vip.finalizers().iter().any(|f| f == FINALIZER);
 
@@ -365,11 +404,11 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         if !has_finalizer {
             return Ok(Action::await_change());
         }
-        let reported = plan
-            .virtual_ips
-            .get(&key)
-            .map(|p| p.reported_on.clone())
-            .unwrap_or_default();
+        let reported: Vec<String> = reports
+            .get(&planner::instance_name(&key))
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
         let waited = ctx.now().duration_since(deleted_at.0);
         let timeout = k8s_openapi::jiff::SignedDuration::try_from(ctx.settings.cleanup_timeout)
             .unwrap_or_default();
@@ -389,11 +428,12 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         add_finalizer(&api, vip).await?;
         ctx.metrics.write("finalizer");
     }
-    let Some(vp) = plan.virtual_ips.get(&key) else {
-        // The plan predates this object; a newer generation is on its way.
-        ctx.world_changed();
+    let Some(placed) = placement.virtual_ips.get(&key) else {
+        // The placement predates this object; make the next reconcile re-place.
+        ctx.spec_generation.fetch_add(1, Ordering::AcqRel);
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
+    let vp = planner::vip_plan(vip, placed, &reports, ctx.now());
     if status_differs(vip.status.as_ref(), &vp.status)? {
         let patch = json!({
             "apiVersion": VirtualIP::api_version(&()),
@@ -609,7 +649,8 @@ pub async fn run(
         settings,
         system_clock(),
     ));
-    let generation = ctx.world_generation.clone();
+    let spec_generation = ctx.spec_generation.clone();
+    let report_generation = ctx.report_generation.clone();
     let wc = watcher::Config::default();
 
     let vip_stream = changes(
@@ -617,7 +658,7 @@ pub async fn run(
             .default_backoff()
             .reflect(vip_writer),
         vip_fingerprint,
-        generation.clone(),
+        spec_generation.clone(),
         true,
     );
     let node_stream = changes(
@@ -625,7 +666,7 @@ pub async fn run(
             .default_backoff()
             .reflect(node_writer),
         node_fingerprint,
-        generation.clone(),
+        spec_generation.clone(),
         false,
     );
     let vn_stream = changes(
@@ -633,7 +674,7 @@ pub async fn run(
             .default_backoff()
             .reflect(vn_writer),
         vrrp_node_fingerprint,
-        generation.clone(),
+        report_generation,
         false,
     );
     let secret_stream = changes(
@@ -641,7 +682,7 @@ pub async fn run(
             .default_backoff()
             .reflect(secret_writer),
         secret_fingerprint,
-        generation,
+        spec_generation,
         false,
     );
 

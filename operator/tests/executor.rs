@@ -704,3 +704,32 @@ async fn errors_back_off_exponentially() {
     let _ = h.vips;
     let _ = VirtualIP::kind(&());
 }
+
+#[tokio::test]
+async fn a_report_change_reuses_the_placement() {
+    let v = with_finalizer(vip("ns", "v", 0, spec("192.0.2.10/24")));
+    let (v, vns) = settled(&v, &two_nodes(), &[]);
+    let mut h = harness(std::slice::from_ref(&v), &two_nodes(), &vns, &[], &v);
+    h.reconcile(&v).await;
+    // n2's agent reports MASTER.
+    let mut vn = vns[1].clone();
+    vn.status = report("n2", &[("ns/v", Master, 99)]).status.clone();
+    h.vrrp_nodes.apply_watcher_event(&watcher::Event::Apply(vn));
+    h.ctx.reports_changed();
+    h.reconcile(&v).await;
+    let text = h.metrics.encode().unwrap();
+    assert!(
+        text.contains("kube_vrrp_operator_plan_duration_seconds_count 1"),
+        "placed once: {text}"
+    );
+    let calls = h.calls().await;
+    let paths: Vec<&str> = calls.iter().map(Call::path).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/apis/kubevrrp.io/v1alpha1/namespaces/ns/virtualips/v/status",
+            "/apis/events.k8s.io/v1/namespaces/ns/events"
+        ]
+    );
+    assert_eq!(calls[0].body["status"]["master"], "n2");
+}

@@ -210,8 +210,131 @@ struct VipWork<'a> {
     auth_pass: Option<String>,
 }
 
+/// Where each VirtualIP goes: the first half of [`plan`], which does not look at the agents'
+/// reports. The executor caches it while only reports change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// Desired VRRPNode per Node name.
+    pub nodes: BTreeMap<String, NodePlan>,
+    /// Placement of each VirtualIP.
+    pub virtual_ips: BTreeMap<VipKey, VipPlacement>,
+}
+
+/// The placement of one VirtualIP.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VipPlacement {
+    /// Being deleted.
+    pub deleting: bool,
+    /// Why it is not deployed.
+    pub blocker: Option<Blocker>,
+    /// Effective VRID.
+    pub vrid: Option<u8>,
+    /// Newer VirtualIPs whose explicit VRID collides with this one.
+    pub vrid_conflict_with: Vec<VipKey>,
+    /// Node → base priority, for every node it is deployed to.
+    pub placed: BTreeMap<String, u8>,
+}
+
+/// The agents' reports indexed by instance name, each list sorted by node.
+#[derive(Debug, Clone, Default)]
+pub struct ReportIndex {
+    by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>>,
+}
+
+impl ReportIndex {
+    /// Index the status of every VRRPNode.
+    pub fn new(vrrp_nodes: &[Arc<VRRPNode>]) -> Self {
+        let mut by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>> = BTreeMap::new();
+        for vn in vrrp_nodes {
+            let Some(node) = vn.metadata.name.as_deref() else {
+                continue;
+            };
+            for inst in vn.status.iter().flat_map(|s| s.instances.iter()) {
+                by_instance
+                    .entry(inst.name.clone())
+                    .or_default()
+                    .push((node.to_string(), inst.clone()));
+            }
+        }
+        for list in by_instance.values_mut() {
+            list.sort_by(|a, b| a.0.cmp(&b.0));
+            list.dedup_by(|a, b| a.0 == b.0);
+        }
+        Self { by_instance }
+    }
+
+    /// Reports of one instance: (node, status), sorted by node.
+    pub fn get(&self, instance: &str) -> Vec<(&str, &InstanceStatus)> {
+        self.by_instance
+            .get(instance)
+            .into_iter()
+            .flatten()
+            .map(|(n, s)| (n.as_str(), s))
+            .collect()
+    }
+}
+
 /// Compute the plan for a world. Pure and deterministic.
 pub fn plan(world: &World) -> Plan {
+    let Placement {
+        nodes,
+        virtual_ips: placements,
+    } = place_all(world);
+    let reports = ReportIndex::new(&world.vrrp_nodes);
+    let mut out = Plan {
+        nodes,
+        virtual_ips: BTreeMap::new(),
+    };
+    for vip in &world.virtual_ips {
+        let key = vip_key(vip);
+        if out.virtual_ips.contains_key(&key) {
+            continue;
+        }
+        // Duplicate keys keep the object place_all kept (the first in key order is the same
+        // object for a consistent world).
+        let Some(p) = placements.get(&key) else {
+            continue;
+        };
+        out.virtual_ips
+            .insert(key, vip_plan(vip, p, &reports, world.now));
+    }
+    out
+}
+
+/// The desired status and events of one VirtualIP, from its placement and the reports.
+pub fn vip_plan(
+    vip: &VirtualIP,
+    placement: &VipPlacement,
+    reports: &ReportIndex,
+    now: Timestamp,
+) -> VipPlan {
+    let node_reports = reports.get(&instance_name(&vip_key(vip)));
+    let input = status::StatusInput {
+        vip,
+        blocker: placement.blocker.as_ref(),
+        vrid: placement.vrid,
+        vrid_conflict_with: &placement.vrid_conflict_with,
+        placed: &placement.placed,
+        reports: &node_reports,
+        now,
+    };
+    let status = status::aggregate(&input);
+    let events = if placement.deleting {
+        Vec::new()
+    } else {
+        status::events(vip.status.as_ref(), &status, placement.blocker.as_ref())
+    };
+    VipPlan {
+        deleting: placement.deleting,
+        status,
+        events,
+        deployed_to: placement.placed.keys().cloned().collect(),
+        reported_on: node_reports.iter().map(|(n, _)| n.to_string()).collect(),
+    }
+}
+
+/// Place every VirtualIP (everything but status aggregation; VRRPNode reports are not read).
+pub fn place_all(world: &World) -> Placement {
     // Nodes, sorted by name.
     let mut nodes: Vec<NodeView<'_>> = world
         .nodes
@@ -235,22 +358,6 @@ pub fn plan(world: &World) -> Plan {
             ))
         })
         .collect();
-
-    // Reports by instance name: (node, status), sorted by node.
-    let mut reports: BTreeMap<&str, Vec<(&str, &InstanceStatus)>> = BTreeMap::new();
-    let mut vrrp_nodes: Vec<&VRRPNode> = world.vrrp_nodes.iter().map(|v| &**v).collect();
-    vrrp_nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    for vn in vrrp_nodes {
-        let Some(node) = vn.metadata.name.as_deref() else {
-            continue;
-        };
-        for inst in vn.status.iter().flat_map(|s| s.instances.iter()) {
-            reports
-                .entry(inst.name.as_str())
-                .or_default()
-                .push((node, inst));
-        }
-    }
 
     // VirtualIPs, in a stable order; duplicates (same key) keep the first.
     let mut vips: Vec<VipWork<'_>> = world
@@ -297,24 +404,33 @@ pub fn plan(world: &World) -> Plan {
 
     // Resolve instances per node.
     let mut per_node: BTreeMap<&str, Vec<ResolvedInstance>> = BTreeMap::new();
-    let mut planned: BTreeMap<VipKey, BTreeMap<String, u8>> = BTreeMap::new();
-    for w in vips.iter_mut() {
+    let mut out = Placement::default();
+    for w in vips {
         let mut placed = BTreeMap::new();
-        if w.blocker.is_none() && !w.deleting {
-            match place(w, &nodes) {
+        let mut blocker = w.blocker.clone();
+        if blocker.is_none() && !w.deleting {
+            match place(&w, &nodes) {
                 Ok(instances) => {
                     for (node, inst) in instances {
                         placed.insert(node.to_string(), inst.priority);
                         per_node.entry(node).or_default().push(inst);
                     }
                 }
-                Err(problems) => w.blocker = Some(Blocker::InvalidSpec(problems)),
+                Err(problems) => blocker = Some(Blocker::InvalidSpec(problems)),
             }
         }
-        planned.insert(w.key.clone(), placed);
+        out.virtual_ips.insert(
+            w.key,
+            VipPlacement {
+                deleting: w.deleting,
+                blocker,
+                vrid: w.vrid,
+                vrid_conflict_with: w.vrid_conflict_with,
+                placed,
+            },
+        );
     }
 
-    let mut out = Plan::default();
     for n in &nodes {
         let mut instances = per_node.remove(n.name).unwrap_or_default();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
@@ -327,40 +443,6 @@ pub fn plan(world: &World) -> Plan {
                     instances,
                     config_hash,
                 },
-            },
-        );
-    }
-
-    for w in &vips {
-        let name = instance_name(&w.key);
-        let node_reports = reports
-            .get(name.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let placed = planned.remove(&w.key).unwrap_or_default();
-        let input = status::StatusInput {
-            vip: w.vip,
-            blocker: w.blocker.as_ref(),
-            vrid: w.vrid,
-            vrid_conflict_with: &w.vrid_conflict_with,
-            placed: &placed,
-            reports: node_reports,
-            now: world.now,
-        };
-        let status = status::aggregate(&input);
-        let events = if w.deleting {
-            Vec::new()
-        } else {
-            status::events(w.vip.status.as_ref(), &status, w.blocker.as_ref())
-        };
-        out.virtual_ips.insert(
-            w.key.clone(),
-            VipPlan {
-                deleting: w.deleting,
-                status,
-                events,
-                deployed_to: placed.keys().cloned().collect(),
-                reported_on: node_reports.iter().map(|(n, _)| n.to_string()).collect(),
             },
         );
     }
