@@ -61,8 +61,9 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// VRRPNodes.
     pub vrrp_nodes: Store<VRRPNode>,
-    /// Secret metadata (content is fetched only for referenced Secrets).
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Secret metadata (content is fetched only for referenced Secrets): one store for the
+    /// whole cluster, or one per namespace the operator may read Secrets in.
+    pub secrets: Vec<Store<PartialObjectMeta<Secret>>>,
 }
 
 /// Tunables of the executor.
@@ -74,6 +75,9 @@ pub struct Settings {
     pub resync: Duration,
     /// Reporting instance for Events (the pod name).
     pub reporter_instance: Option<String>,
+    /// Namespaces whose Secrets may be read; empty ⇒ all. A VirtualIP whose Secret lies
+    /// elsewhere reports `SecretNotFound`.
+    pub secret_namespaces: Vec<String>,
 }
 
 impl Default for Settings {
@@ -82,6 +86,7 @@ impl Default for Settings {
             cleanup_timeout: Duration::from_secs(60),
             resync: Duration::from_secs(300),
             reporter_instance: None,
+            secret_namespaces: Vec::new(),
         }
     }
 }
@@ -243,7 +248,8 @@ impl Context {
         let mut fresh = HashMap::new();
         let mut secrets = Vec::new();
         for (ns, name) in wanted {
-            let Some(meta) = self.stores.secrets.get(&KubeRef::new(&name).within(&ns)) else {
+            let wanted_ref = KubeRef::new(&name).within(&ns);
+            let Some(meta) = self.stores.secrets.iter().find_map(|s| s.get(&wanted_ref)) else {
                 continue;
             };
             let rv = meta.metadata.resource_version.clone();
@@ -635,12 +641,25 @@ pub async fn run(
     let (vip_store, vip_writer) = reflector::store::<VirtualIP>();
     let (node_store, node_writer) = reflector::store::<Node>();
     let (vn_store, vn_writer) = reflector::store::<VRRPNode>();
-    let (secret_store, secret_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = if settings.secret_namespaces.is_empty()
+    {
+        vec![Api::all(client.clone())]
+    } else {
+        settings
+            .secret_namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let (secret_stores, secret_writers): (Vec<_>, Vec<_>) = secret_apis
+        .iter()
+        .map(|_| reflector::store::<PartialObjectMeta<Secret>>())
+        .unzip();
     let stores = Stores {
         virtual_ips: vip_store.clone(),
         nodes: node_store.clone(),
         vrrp_nodes: vn_store.clone(),
-        secrets: secret_store.clone(),
+        secrets: secret_stores,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -677,14 +696,18 @@ pub async fn run(
         report_generation,
         false,
     );
-    let secret_stream = changes(
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), wc)
-            .default_backoff()
-            .reflect(secret_writer),
-        secret_fingerprint,
-        spec_generation,
-        false,
-    );
+    let secret_stream =
+        futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
+            |(api, writer)| {
+                changes(
+                    watcher(api, wc.clone()).default_backoff().reflect(writer),
+                    secret_fingerprint,
+                    spec_generation.clone(),
+                    false,
+                )
+                .boxed()
+            },
+        ));
 
     let ready_ctx = ctx.clone();
     let ready_metrics = metrics.clone();
@@ -693,7 +716,7 @@ pub async fn run(
             stores.virtual_ips.wait_until_ready(),
             stores.nodes.wait_until_ready(),
             stores.vrrp_nodes.wait_until_ready(),
-            stores.secrets.wait_until_ready(),
+            future::try_join_all(stores.secrets.iter().map(|s| s.wait_until_ready())),
         )
         .await;
         if all.is_ok() {

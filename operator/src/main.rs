@@ -58,6 +58,10 @@ struct RunArgs {
     /// Requests per second the API client may start.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     api_qps: u64,
+    /// Read Secrets only in this namespace (repeatable; default: all namespaces). Needed when
+    /// the operator may not list Secrets cluster-wide.
+    #[arg(long = "secret-namespace", value_name = "NS")]
+    secret_namespaces: Vec<String>,
     /// Lease holder identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -141,6 +145,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let settings = Settings {
         reporter_instance: Some(identity),
+        secret_namespaces: args.secret_namespaces,
         ..Settings::default()
     };
     let concurrency = args.concurrency;

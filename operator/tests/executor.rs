@@ -93,12 +93,13 @@ fn harness(
         virtual_ips: vip_store,
         nodes: node_store,
         vrrp_nodes: vn_store,
-        secrets: sec_store,
+        secrets: vec![sec_store],
     };
     let settings = Settings {
         cleanup_timeout: Duration::from_secs(60),
         resync: Duration::from_secs(300),
         reporter_instance: Some("test-pod".into()),
+        secret_namespaces: vec![],
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -645,7 +646,7 @@ async fn not_ready_stores_defer_without_requests() {
         virtual_ips: reflector::store().0,
         nodes: reflector::store().0,
         vrrp_nodes: reflector::store().0,
-        secrets: reflector::store().0,
+        secrets: vec![reflector::store().0],
     };
     let ctx = Arc::new(Context::new(
         client,
