@@ -258,6 +258,17 @@ async fn first_reconcile_writes_vrrpnodes_finalizer_and_status() {
     );
     assert_eq!(n1.body["apiVersion"], "kubevrrp.io/v1alpha1");
     assert_eq!(n1.body["kind"], "VRRPNode");
+    assert!(
+        n1.body.get("status").is_none(),
+        "the agent owns the status: {}",
+        n1.body
+    );
+    assert_eq!(
+        n1.body["metadata"].as_object().unwrap().len(),
+        2,
+        "only name and owner: {}",
+        n1.body
+    );
     assert_eq!(
         n1.body["metadata"]["ownerReferences"],
         json!([{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "uid-n1"}])
@@ -733,4 +744,68 @@ async fn a_report_change_reuses_the_placement() {
         ]
     );
     assert_eq!(calls[0].body["status"]["master"], "n2");
+}
+
+#[tokio::test]
+async fn secrets_are_found_in_any_per_namespace_store() {
+    let spec = VirtualIPSpec {
+        version: Some(2),
+        authentication: Some(Authentication {
+            auth_type: AuthType::Pass,
+            password_secret_ref: SecretKeyRef {
+                name: "auth".into(),
+                key: None,
+            },
+        }),
+        ..spec("192.0.2.10/24")
+    };
+    let v = with_finalizer(vip("team-b", "v", 0, spec));
+    let mut s = (*secret("team-b", "auth", &[("password", "pw")])).clone();
+    s.metadata.resource_version = Some("3".into());
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let (vip_store, mut vip_w) = reflector::store::<VirtualIP>();
+    vip_w.apply_watcher_event(&watcher::Event::Apply(via_json(&v)));
+    let (node_store, mut node_w) = reflector::store::<Node>();
+    node_w.apply_watcher_event(&watcher::Event::Apply(
+        (*node("n1", &[], &["192.0.2.1"])).clone(),
+    ));
+    let (team_a, _wa) = reflector::store::<PartialObjectMeta<Secret>>();
+    let (team_b, mut wb) = reflector::store::<PartialObjectMeta<Secret>>();
+    wb.apply_watcher_event(&watcher::Event::Apply(PartialObjectMeta::<Secret> {
+        metadata: s.metadata.clone(),
+        ..Default::default()
+    }));
+    let stores = Stores {
+        virtual_ips: vip_store,
+        nodes: node_store,
+        vrrp_nodes: reflector::store().0,
+        secrets: vec![team_a, team_b],
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        stores,
+        Arc::new(Metrics::new()),
+        Settings::default(),
+        Arc::new(|| ts(T0 + 1000)),
+    ));
+    ctx.mark_stores_ready();
+    let server = tokio::spawn(serve(
+        handle,
+        serde_json::to_value(&v).unwrap(),
+        Some(serde_json::to_value(&s).unwrap()),
+    ));
+    controller::reconcile(Arc::new(v), ctx.clone())
+        .await
+        .unwrap();
+    drop(ctx);
+    let calls = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+    let vn = calls
+        .iter()
+        .find(|c| c.path().ends_with("/vrrpnodes/n1"))
+        .unwrap();
+    assert_eq!(vn.body["spec"]["instances"][0]["authPass"], "pw");
 }
