@@ -1,6 +1,7 @@
 //! kube-vrrp node agent: runs VRRP instances on this node's NICs.
 //!
-//! - [`vrrp`]: the sans-IO protocol core (codec + state machine), no sockets or clocks.
+//! - [`vrrp`]: the sans-IO protocol core (its own crate, `node-agent/vrrp/`: codec + state
+//!   machine, no sockets, clocks or tokio).
 //! - [`net`]: raw VRRP sockets, netlink (VIPs, link events), gratuitous ARP / unsolicited NA.
 //! - [`track`]: trackers (interface, script, process, file) feeding the core.
 //! - [`metrics`]: Prometheus metrics and the HTTP endpoints (/metrics, /healthz, /readyz, /status).
@@ -27,6 +28,7 @@ pub mod notify;
 pub mod reconcile;
 pub mod standalone;
 pub mod track;
-pub mod vrrp;
 
 pub use error::Error;
+/// The sans-IO VRRP core (crate `kube-vrrp-core`, in `node-agent/vrrp/`).
+pub use vrrp;
