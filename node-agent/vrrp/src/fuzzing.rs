@@ -473,7 +473,7 @@ mod tests {
     /// through its target. Regenerate with `VRRP_WRITE_FUZZ_CORPUS=1 cargo test … seed_corpus`.
     #[test]
     fn seed_corpus_is_current_and_runs() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
         let write = std::env::var_os("VRRP_WRITE_FUZZ_CORPUS").is_some();
         let seeds = seed_corpus();
         assert!(seeds.len() >= 18);
