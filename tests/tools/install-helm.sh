@@ -103,5 +103,6 @@ else
 fi
 
 "$dest/helm" version --short
-"$dest/kubectl" version --client | head -1
+kubectl_version=$("$dest/kubectl" version --client)
+echo "${kubectl_version%%$'\n'*}"
 "$dest/kubernetes-validate" --version
