@@ -104,7 +104,6 @@ pub struct Daemon {
     pkt_tx: mpsc::Sender<(String, ReceivedPacket)>,
     pkt_rx: mpsc::Receiver<(String, ReceivedPacket)>,
     vips: VipWorker,
-    garp: Arc<Gratuitous>,
     trackers: Trackers,
     tracker_set: TrackerSet,
     obs_rx: mpsc::Receiver<TrackObservation>,
@@ -143,7 +142,7 @@ impl Daemon {
             io: BTreeMap::new(),
             unplaced: BTreeMap::new(),
             applied: Vec::new(),
-            vips: VipWorker::spawn(manager, telemetry.clone()),
+            vips: VipWorker::spawn(manager, Arc::clone(&garp), telemetry.clone()),
             netlink,
             events,
             interfaces,
@@ -151,7 +150,6 @@ impl Daemon {
             rx_tasks: BTreeMap::new(),
             pkt_tx,
             pkt_rx,
-            garp,
             trackers: Trackers::new(obs_tx, TrackerOptions::default()),
             tracker_set: TrackerSet::default(),
             obs_rx,
@@ -546,31 +544,16 @@ impl Daemon {
                     repeat,
                     kind,
                 } => {
-                    let garp = Arc::clone(&self.garp);
-                    let ifindex = io.placement.ifindex;
-                    let v6 = io.placement.family == Family::V6;
-                    let telemetry = self.telemetry.clone();
-                    let inst = name.clone();
-                    tokio::spawn(async move {
-                        // Wait until the VIPs are bound before announcing them.
-                        match garp.send_gratuitous(ifindex, &addresses, repeat).await {
-                            Ok(n) => {
-                                let n = n as u64;
-                                if v6 {
-                                    telemetry.metrics().na_sent(&inst, n)
-                                } else {
-                                    telemetry.metrics().garp_sent(&inst, n)
-                                }
-                                tracing::debug!(instance = %inst, ?kind, sent = n, "gratuitous announcements sent");
-                            }
-                            Err(e) => {
-                                tracing::warn!(instance = %inst, error = %e, "cannot send gratuitous ARP/NA")
-                            }
-                        }
-                    });
                     if matches!(kind, GratuitousKind::Initial) {
                         tracing::info!(instance = %name, "sending gratuitous ARP/NA for the virtual addresses");
                     }
+                    // Queued behind the VIP additions, so nothing is announced before it is bound.
+                    self.vips.announce(vips::Announcement {
+                        instance: name,
+                        ifindex: io.placement.ifindex,
+                        addresses,
+                        repeat,
+                    });
                 }
                 Action::StateChanged {
                     from,

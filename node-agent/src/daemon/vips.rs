@@ -1,17 +1,34 @@
-//! The VIP worker: one task that adds and removes VIPs in the order the core asked, so the
-//! protocol loop never waits on netlink.
+//! The VIP worker: one task that adds and removes VIPs and sends gratuitous ARP / unsolicited
+//! NA, in the order the core asked, so the protocol loop never waits on netlink — and an
+//! announcement never goes out before the address it announces is bound.
 //!
 //! Commands carry the instance name for logs and metrics. [`VipWorker::flush`] waits until
 //! every earlier command is done (used at shutdown, so the agent exits with its VIPs gone).
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::{Telemetry, VipOp};
-use crate::net::{Vip, VipManager};
+use crate::net::{Gratuitous, Vip, VipManager};
+
+/// A burst of gratuitous ARPs (IPv4) or unsolicited NAs (IPv6).
+pub struct Announcement {
+    /// Instance name (logs, metrics).
+    pub instance: String,
+    /// Interface index to send on.
+    pub ifindex: u32,
+    /// Addresses to announce.
+    pub addresses: Vec<IpAddr>,
+    /// Packets per address.
+    pub repeat: u32,
+}
 
 enum Command {
     Add(String, Vec<Vip>),
     Remove(String, Vec<Vip>),
+    Announce(Announcement),
     Flush(oneshot::Sender<()>),
 }
 
@@ -23,7 +40,7 @@ pub struct VipWorker {
 
 impl VipWorker {
     /// Start the worker on the current runtime.
-    pub fn spawn(manager: VipManager, telemetry: Telemetry) -> Self {
+    pub fn spawn(manager: VipManager, garp: Arc<Gratuitous>, telemetry: Telemetry) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
@@ -48,6 +65,7 @@ impl VipWorker {
                             VipOp::Remove,
                         );
                     }
+                    Command::Announce(a) => announce(&garp, a, &telemetry).await,
                     Command::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -67,11 +85,37 @@ impl VipWorker {
         let _ = self.tx.send(Command::Remove(instance.to_owned(), vips));
     }
 
+    /// Send gratuitous ARP / NA (after earlier commands, so after the VIPs are bound).
+    pub fn announce(&self, a: Announcement) {
+        let _ = self.tx.send(Command::Announce(a));
+    }
+
     /// Wait until every command sent before this call is done.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Command::Flush(tx)).is_ok() {
             let _ = rx.await;
+        }
+    }
+}
+
+async fn announce(garp: &Gratuitous, a: Announcement, telemetry: &Telemetry) {
+    match garp
+        .send_gratuitous(a.ifindex, &a.addresses, a.repeat)
+        .await
+    {
+        Ok(n) => {
+            let n = n as u64;
+            let v6 = a.addresses.first().is_some_and(IpAddr::is_ipv6);
+            if v6 {
+                telemetry.metrics().na_sent(&a.instance, n);
+            } else {
+                telemetry.metrics().garp_sent(&a.instance, n);
+            }
+            tracing::debug!(instance = %a.instance, sent = n, "gratuitous announcements sent");
+        }
+        Err(e) => {
+            tracing::warn!(instance = %a.instance, error = %e, "cannot send gratuitous ARP/NA")
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The record of VIPs this agent added, and the clean-up of leftovers from an earlier life.
 //!
 //! The record is a small JSON file (`vips.json`) in the agent's `--state-dir`. It is written
-//! atomically (temporary file, `fsync`, `rename`, `fsync` of the directory) so a crash leaves
-//! either the old or the new version. Write-ahead discipline for callers:
+//! atomically (temporary file, then `rename`) so a crash of the agent leaves either the old or
+//! the new version. It is deliberately not `fsync`ed: it only has to survive the agent, not the
+//! kernel — a kernel crash or reboot drops every address the record could name — and an fsync
+//! on the path to binding a VIP would add tens of milliseconds to every failover. Write-ahead
+//! discipline for callers:
 //!
 //! 1. [`VipRecord::record`] a VIP *before* asking the kernel to add it;
 //! 2. [`VipRecord::forget`] it only *after* the kernel removed it.
 //!
-//! Then whatever happens (SIGKILL, power loss between the two steps), every VIP this agent may
+//! Then whatever happens (SIGKILL between the two steps, a panic), every VIP this agent may
 //! have left on the host is in the record, and [`cleanup_stale`] at the next start removes
 //! those the new life does not hold. A missing file is an empty record; a corrupt one is
 //! logged, kept aside as `vips.json.corrupt`, and treated as empty — the agent never fails to
@@ -174,9 +177,7 @@ impl VipRecord {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()
+            fs::rename(&tmp, &self.path)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
