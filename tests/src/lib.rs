@@ -20,6 +20,8 @@ pub mod http;
 pub mod netns;
 pub mod ping;
 pub mod proc;
+pub mod scenario;
+pub mod suite;
 pub mod topology;
 pub mod wait;
 
@@ -30,6 +32,7 @@ pub use error::{LabError, Result};
 pub use netns::can_run;
 pub use ping::{PingMonitor, PingReport};
 pub use proc::ProcGuard;
+pub use scenario::{Cluster, Failover, Variant};
 pub use topology::{Lab, LabBuilder, Node};
 pub use wait::wait_until;
 

@@ -1,0 +1,186 @@
+//! The scenario list (issue 5) as functions over daemon kinds and a protocol [`Variant`], so
+//! the keepalived-only tests, the agent tests and the interop tests share one implementation.
+//! Each returns a short human-readable summary of what it measured.
+
+use std::time::Duration;
+
+use crate::config::KeepalivedConf;
+use crate::daemon::DaemonKind;
+use crate::error::{LabError, Result};
+use crate::scenario::{Cluster, Failover, Variant, check_burst};
+
+fn fail(what: &str, reason: String) -> LabError {
+    LabError::Parse {
+        what: what.to_string(),
+        reason,
+    }
+}
+
+/// Extra time the first election gets (daemons starting on a busy machine).
+const START_MARGIN: Duration = Duration::from_secs(5);
+
+/// Starts every daemon and waits until host 1 (highest priority) is the only master, the
+/// client can ping the VIP, and that stays so for a while.
+pub fn election(kinds: &[DaemonKind], variant: Variant) -> Result<Cluster> {
+    let mut c = Cluster::new(kinds, variant)?;
+    elect(&mut c)?;
+    Ok(c)
+}
+
+/// [`election`] on a prepared cluster.
+pub fn elect(c: &mut Cluster) -> Result<()> {
+    c.start_all()?;
+    let bound = c.variant.takeover_bound(c.priority(0)) + START_MARGIN;
+    c.wait_master(0, bound)?;
+    c.wait_vip_pingable()?;
+    c.assert_stable_master(0)
+}
+
+fn check_failover(what: &str, f: &Failover) -> Result<()> {
+    if !f.ping.recovered {
+        return Err(fail(
+            what,
+            format!("client pings did not recover: {:?}", f.ping),
+        ));
+    }
+    check_burst(f).map_err(|e| fail(what, e))
+}
+
+fn summary(what: &str, f: &Failover) -> String {
+    format!(
+        "{what}: takeover {:?}, client gap {:?} (outage {:?}, {}/{} answered), {} announcements",
+        f.takeover,
+        f.ping.max_gap,
+        f.ping.outage(),
+        f.ping.answered,
+        f.ping.sent,
+        f.announces.len()
+    )
+}
+
+/// Election; the master's node dies (daemon crash + link down) ⇒ host 2 takes over within
+/// Master_Down_Interval + margin, announces the VIP (≥ 5 GARPs / NAs at once) and the client
+/// reaches it again; host 1 comes back ⇒ it preempts and is the only master.
+pub fn crash_failover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failover, String)> {
+    let mut c = election(kinds, variant)?;
+    let bound = c.variant.takeover_bound(c.priority(1));
+    let f = c.failover(1, bound, |c| c.kill_node(0))?;
+    check_failover("crash failover", &f)?;
+    // The backup cannot have noticed before Master_Down_Interval minus one advert interval
+    // (the crash lands somewhere between two adverts); faster means it did not wait.
+    let floor = c
+        .variant
+        .master_down_interval(c.priority(1))
+        .saturating_sub(c.variant.advert + Duration::from_millis(100));
+    if f.ping.max_gap < floor {
+        return Err(fail(
+            "crash failover",
+            format!(
+                "client gap {:?} shorter than possible ({floor:?})",
+                f.ping.max_gap
+            ),
+        ));
+    }
+    c.assert_stable_master(1)?;
+    c.revive(0)?;
+    let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
+    c.wait_vip_pingable()?;
+    c.assert_stable_master(0)?;
+    let s = format!("{}; preempted back in {back:?}", summary("crash", &f));
+    Ok((f, s))
+}
+
+/// Election; SIGTERM on the master ⇒ it sends priority 0 and host 2 takes over after its
+/// skew time (well before a Master_Down_Interval); restart ⇒ host 1 preempts back.
+pub fn sigterm_handover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failover, String)> {
+    let mut c = election(kinds, variant)?;
+    // Generous, but below what a crash would take at 1 s adverts.
+    let bound = c.variant.skew_time(c.priority(1)) + c.variant.advert + Duration::from_secs(2);
+    let f = c.failover(1, bound, |c| c.stop(0))?;
+    check_failover("SIGTERM handover", &f)?;
+    if c.lab.holds(c.lab.host(0), c.variant.vip) {
+        return Err(fail(
+            "SIGTERM handover",
+            "the stopped master kept the VIP".into(),
+        ));
+    }
+    c.assert_stable_master(1)?;
+    c.start(0)?;
+    let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
+    c.assert_stable_master(0)?;
+    let s = format!("{}; preempted back in {back:?}", summary("SIGTERM", &f));
+    Ok((f, s))
+}
+
+/// All instances `nopreempt` (state BACKUP): election; master stopped ⇒ host 2; host 1
+/// restarted ⇒ host 2 keeps the VIP.
+pub fn nopreempt(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
+    let confs = (0..kinds.len())
+        .map(|i| {
+            let mut inst = variant.instance(i).nopreempt();
+            inst.master = false;
+            KeepalivedConf::single(inst)
+        })
+        .collect();
+    let mut c = Cluster::with_confs(kinds, variant, confs)?;
+    elect(&mut c)?;
+    c.stop(0)?;
+    let t = c.wait_master(1, c.variant.takeover_bound(c.priority(1)))?;
+    c.start(0)?;
+    // Host 1 must stay out for many of its Master_Down_Intervals.
+    let hold = (c.variant.master_down_interval(c.priority(0)) * 4).max(Duration::from_secs(2));
+    crate::wait::holds_for(hold, "host 2 stays master under nopreempt", || {
+        c.live_holders() == [1]
+    })
+    .map_err(|e| fail("nopreempt", format!("{e}\n{}", c.logs())))?;
+    c.wait_master(1, Duration::from_secs(1))?;
+    Ok(format!(
+        "nopreempt: moved in {t:?}, host 2 kept the VIP for {hold:?}"
+    ))
+}
+
+/// Election; the master's link goes down ⇒ host 2 takes over; link back ⇒ host 1 preempts.
+pub fn link_down_moves(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
+    let mut c = election(kinds, variant)?;
+    let bound = c.variant.takeover_bound(c.priority(1));
+    let f = c.failover(1, bound, |c| {
+        c.lab.link_down(c.lab.host(0))?;
+        c.set_excluded(0, true);
+        Ok(())
+    })?;
+    check_failover("link down", &f)?;
+    c.assert_stable_master(1)?;
+    c.lab.link_up(c.lab.host(0))?;
+    c.set_excluded(0, false);
+    let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
+    c.wait_vip_pingable()?;
+    c.assert_stable_master(0)?;
+    Ok(format!(
+        "{}; back after link up in {back:?}",
+        summary("link down", &f)
+    ))
+}
+
+/// Election; the master is partitioned (carrier kept) ⇒ host 2 becomes master too; heal ⇒
+/// the two masters meet and exactly one (host 1, higher priority) remains.
+pub fn partition_heal(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
+    let mut c = election(kinds, variant)?;
+    c.lab.partition(c.lab.host(0))?;
+    c.set_excluded(0, true);
+    let t = c.wait_master(1, c.variant.takeover_bound(c.priority(1)))?;
+    if !c.lab.holds(c.lab.host(0), c.variant.vip) {
+        return Err(fail(
+            "partition",
+            "the partitioned master dropped the VIP (it hears nobody, so it should stay master)"
+                .into(),
+        ));
+    }
+    c.lab.heal(c.lab.host(0))?;
+    c.set_excluded(0, false);
+    let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)))?;
+    c.wait_vip_pingable()?;
+    c.assert_stable_master(0)?;
+    Ok(format!(
+        "partition: host 2 master after {t:?}; one master {back:?} after heal"
+    ))
+}
