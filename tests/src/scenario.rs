@@ -174,10 +174,8 @@ impl Cluster {
 
     /// Starts the daemon on host `i` (again, after a crash or stop).
     pub fn start(&mut self, i: usize) -> Result<()> {
-        if let Some(mut old) = self.daemons[i].take() {
-            if old.is_running() {
-                old.crash()?;
-            }
+        if let Some(mut old) = self.daemons[i].take().filter(|d| d.is_running()) {
+            old.crash()?;
         }
         let d = self.kinds[i].start(&self.lab, self.lab.host(i), &self.confs[i])?;
         self.daemons[i] = Some(d);
