@@ -232,10 +232,6 @@ impl KeepalivedConf {
     /// Renders the file.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        if !self.scripts.is_empty() {
-            // Scripts run as root without keepalived's script-user lookup.
-            s.push_str("global_defs {\n    script_user root\n    enable_script_security\n}\n\n");
-        }
         for sc in &self.scripts {
             let _ = writeln!(s, "vrrp_script {} {{", sc.name);
             let _ = writeln!(s, "    script \"{}\"", sc.script);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::KeepalivedConf;
+use crate::config::{KeepalivedConf, TrackProcess, TrackScript};
 use crate::daemon::DaemonKind;
 use crate::error::{LabError, Result};
 use crate::scenario::{Cluster, Failover, Variant, check_burst};
@@ -182,5 +182,101 @@ pub fn partition_heal(kinds: &[DaemonKind], variant: Variant) -> Result<String> 
     c.assert_stable_master(0)?;
     Ok(format!(
         "partition: host 2 master after {t:?}; one master {back:?} after heal"
+    ))
+}
+
+/// Host 1 tracks a `vrrp_script` (`test -f FILE`, weight 0, rise 2, fall 2): election; the
+/// file goes away ⇒ host 1 goes FAULT (drops the VIP) and host 2 takes over; the file comes
+/// back ⇒ host 1 preempts back.
+pub fn script_tracker_fail_recover(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
+    let mut confs: Vec<KeepalivedConf> = (0..kinds.len())
+        .map(|i| KeepalivedConf::single(variant.instance(i)))
+        .collect();
+    let mut c = Cluster::with_confs(kinds, variant, Vec::new())?;
+    let flag = c.lab.node_dir(c.lab.host(0))?.join("healthy");
+    std::fs::write(&flag, "ok\n").map_err(|e| LabError::io("write the health flag", e))?;
+    let script = TrackScript {
+        name: "chk_flag".into(),
+        script: format!("/usr/bin/test -f {}", flag.display()),
+        interval: 1,
+        timeout: 2,
+        rise: 2,
+        fall: 2,
+        weight: None,
+    };
+    // Time the tracker needs to change its verdict, on top of the VRRP takeover.
+    let script_lag = Duration::from_secs(u64::from(
+        script.interval * script.fall.max(script.rise) + script.timeout,
+    ));
+    confs[0].scripts.push(script);
+    confs[0].instances[0].track_scripts.push("chk_flag".into());
+    c.confs = confs;
+    elect(&mut c)?;
+    std::fs::remove_file(&flag).map_err(|e| LabError::io("remove the health flag", e))?;
+    let t = c.wait_master(1, c.variant.takeover_bound(c.priority(1)) + script_lag)?;
+    if c.lab.holds(c.lab.host(0), c.variant.vip) {
+        return Err(fail(
+            "script tracker",
+            "the failed host kept the VIP".into(),
+        ));
+    }
+    std::fs::write(&flag, "ok\n").map_err(|e| LabError::io("write the health flag", e))?;
+    let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + script_lag)?;
+    c.assert_stable_master(0)?;
+    Ok(format!(
+        "script tracker: moved {t:?} after failing; back {back:?} after recovering"
+    ))
+}
+
+/// Host 1 (priority 100) tracks a process with weight +60 (so 160 while it runs, above host
+/// 2's 150): the process dies ⇒ host 2 preempts; it runs again ⇒ host 1 preempts back.
+/// The process has a name unique to this run (trackers see every process on the machine).
+pub fn process_tracker(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
+    let mut confs: Vec<KeepalivedConf> = (0..kinds.len())
+        .map(|i| KeepalivedConf::single(variant.instance(i)))
+        .collect();
+    let mut c = Cluster::with_confs(kinds, variant, Vec::new())?;
+    let name = format!(
+        "kvp{:05x}",
+        u32::from(crate::topology::random_u16()) << 4 | std::process::id() & 0xf
+    );
+    let bin_dir = c.lab.node_dir(c.lab.host(0))?.join("bin");
+    std::fs::create_dir_all(&bin_dir).map_err(|e| LabError::io("mkdir bin", e))?;
+    std::fs::copy("/bin/sleep", bin_dir.join(&name))
+        .map_err(|e| LabError::io("copy /bin/sleep", e))?;
+    confs[0].instances[0].priority = 100;
+    confs[0].processes.push(TrackProcess {
+        name: "track_app".into(),
+        process: name.clone(),
+        weight: Some(60),
+    });
+    confs[0].instances[0]
+        .track_processes
+        .push("track_app".into());
+    if let Some(conf) = confs.get_mut(2) {
+        conf.instances[0].priority = 50;
+    }
+    c.confs = confs;
+    let run_app = |c: &Cluster| {
+        let mut cmd = crate::netns::command_in(&c.lab.host(0).netns, &[name.as_str(), "3600"]);
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path);
+        c.lab.spawn_cmd(cmd, &name, None)
+    };
+    let app = run_app(&c)?;
+    elect(&mut c)?;
+    let lag = Duration::from_secs(2);
+    drop(app);
+    let t = c.wait_master(1, c.variant.takeover_bound(150) + lag)?;
+    c.assert_stable_master(1)?;
+    let _app = run_app(&c)?;
+    let back = c.wait_master(0, c.variant.takeover_bound(160) + lag)?;
+    c.assert_stable_master(0)?;
+    Ok(format!(
+        "process tracker: moved {t:?} after the process died; back {back:?} after it returned"
     ))
 }

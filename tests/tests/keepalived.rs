@@ -115,3 +115,18 @@ fn keepalived_v3_ipv6_sigterm_handover() {
     let (_, s) = suite::sigterm_handover(&KA, v3_ipv6()).unwrap();
     eprintln!("{s}");
 }
+
+#[test]
+fn keepalived_v3_100ms_script_tracker_fail_recover() {
+    skip_unless_root!("keepalived_v3_100ms_script_tracker_fail_recover");
+    eprintln!(
+        "{}",
+        suite::script_tracker_fail_recover(&KA, v3_100ms()).unwrap()
+    );
+}
+
+// No keepalived variant of the process-tracker scenario: keepalived's vrrp_track_process
+// listens to the kernel's process-event connector, which exists only in the initial network
+// namespace ("Failed to set/clear process event listen - errno 111" inside a lab host), so
+// keepalived never sees the process there. Our agent scans /proc and runs that scenario in
+// agent_standalone.rs.
