@@ -269,9 +269,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent with configuration text `conf` and waits until `/healthz` answers.
+    /// Starts the agent ([`agent_bin`]) with configuration text `conf` and waits until
+    /// `/healthz` answers.
     pub fn start(lab: &Lab, node: &Node, conf: &str) -> Result<Self> {
-        let bin = agent_bin();
+        Self::start_with(lab, node, conf, &agent_bin())
+    }
+
+    /// Like [`Agent::start`] with an explicit binary.
+    pub fn start_with(lab: &Lab, node: &Node, conf: &str, bin: &Path) -> Result<Self> {
+        let bin = bin.to_path_buf();
         if !bin.exists() {
             return Err(LabError::Daemon {
                 daemon: format!("kube-vrrp-agent on {}", node.name),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::Announce;
 use crate::config::{Instance, KeepalivedConf};
-use crate::daemon::{DaemonKind, VrrpDaemon};
+use crate::daemon::{Agent, DaemonKind, Keepalived, VrrpDaemon};
 use crate::error::{LabError, Result};
 use crate::ping::PingReport;
 use crate::topology::Lab;
@@ -120,6 +120,10 @@ pub struct Cluster {
     /// The protocol flavour.
     pub variant: Variant,
     dead: Vec<bool>,
+    /// The agent binary used for [`DaemonKind::Agent`] hosts (default: [`agent_bin`]).
+    ///
+    /// [`agent_bin`]: crate::daemon::agent_bin
+    pub agent_bin: std::path::PathBuf,
     /// The lab (dropped after the daemons).
     pub lab: Lab,
 }
@@ -158,6 +162,7 @@ impl Cluster {
             confs,
             variant,
             dead: vec![false; kinds.len()],
+            agent_bin: crate::daemon::agent_bin(),
             lab,
         })
     }
@@ -177,7 +182,13 @@ impl Cluster {
         if let Some(mut old) = self.daemons[i].take().filter(|d| d.is_running()) {
             old.crash()?;
         }
-        let d = self.kinds[i].start(&self.lab, self.lab.host(i), &self.confs[i])?;
+        let (node, text) = (self.lab.host(i), self.confs[i].render());
+        let d: Box<dyn VrrpDaemon> = match self.kinds[i] {
+            DaemonKind::Keepalived => Box::new(Keepalived::start(&self.lab, node, &text)?),
+            DaemonKind::Agent => {
+                Box::new(Agent::start_with(&self.lab, node, &text, &self.agent_bin)?)
+            }
+        };
         self.daemons[i] = Some(d);
         Ok(())
     }

@@ -218,3 +218,33 @@ fn wait_until_times_out() {
     assert!(matches!(r, Err(lab::LabError::Timeout { .. })), "{r:?}");
     assert!(start.elapsed() >= Duration::from_millis(100));
 }
+
+/// The agent runner and the scenario code's /status checks, exercised with `fake-agent` (a
+/// stand-in that runs keepalived and serves /healthz and /status) on two hosts next to a real
+/// keepalived: readiness, /status parsing, agreement checks, SIGTERM exit code.
+#[test]
+fn agent_runner_with_a_stand_in() {
+    if !can_run("agent_runner_with_a_stand_in") {
+        return;
+    }
+    use lab::DaemonKind::{Agent, Keepalived};
+    let mut c = lab::Cluster::new(
+        &[Agent, Keepalived, Agent],
+        lab::Variant::v3(Duration::from_millis(100)),
+    )
+    .unwrap();
+    c.agent_bin = env!("CARGO_BIN_EXE_fake-agent").into();
+    lab::suite::elect(&mut c).unwrap();
+    let st = c.daemon(0).unwrap().status().unwrap().unwrap();
+    let i = st.instance("VI_1").unwrap();
+    assert_eq!((i.state.as_str(), i.effective_priority), ("MASTER", 200));
+    assert_eq!(i.vips, vec![lab::VIP4.to_string()]);
+    assert!(
+        c.daemon(1).unwrap().status().is_none(),
+        "keepalived has no /status"
+    );
+    c.stop(0).unwrap();
+    c.wait_master(1, Duration::from_secs(5)).unwrap();
+    let st = c.daemon(2).unwrap().status().unwrap().unwrap();
+    assert_eq!(st.instances[0].state, "BACKUP");
+}
