@@ -21,7 +21,13 @@ pub fn can_run(test: &str) -> bool {
     match privilege() {
         Ok(()) => true,
         Err(reason) => {
-            eprintln!("SKIPPED: {test}: needs root for network namespaces ({reason})");
+            // Straight to fd 2, not eprintln!: the test harness captures (and hides) the
+            // print macros of passing tests, and a skip must be visible.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {test}: needs root for network namespaces ({reason})"
+            );
             false
         }
     }
