@@ -37,6 +37,40 @@ pub fn random_u16() -> u16 {
     h.finish() as u16
 }
 
+/// Removes namespaces left behind by lab runs whose process no longer exists (a test binary
+/// that was SIGKILLed cannot run its Drop). Lab namespaces are named `kvlab<PID>x...`; only
+/// those whose PID is gone are touched, after killing (by PID) whatever still runs inside.
+pub fn sweep_stale() {
+    let Ok(out) = netns::run(Command::new("ip").args(["netns", "list"])) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("kvlab") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(out) = netns::run(Command::new("ip").args(["netns", "pids", name])) {
+            for p in String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: plain kill(2) of a process inside an orphaned lab namespace.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+        let _ = netns::run(Command::new("ip").args(["netns", "del", name]));
+    }
+}
+
 /// One namespace on the segment: a VRRP host or the client.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -84,6 +118,7 @@ impl LabBuilder {
                 reason: format!("{} hosts; must be 1-40", self.hosts),
             });
         }
+        sweep_stale();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let id = format!("kvlab{}x{n}{:04x}", std::process::id(), random_u16());
         let dir = tempfile::Builder::new()

@@ -248,3 +248,24 @@ fn agent_runner_with_a_stand_in() {
     let st = c.daemon(2).unwrap().status().unwrap().unwrap();
     assert_eq!(st.instances[0].state, "BACKUP");
 }
+
+#[test]
+fn stale_namespaces_of_dead_runs_are_swept() {
+    if !can_run("stale_namespaces_of_dead_runs_are_swept") {
+        return;
+    }
+    // A PID above pid_max cannot be alive: a namespace named after it is an orphan.
+    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let name = format!("kvlab{}x0dead-h1", max + 1);
+    std::process::Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
+    assert!(ns_exists(&name));
+    lab::topology::sweep_stale();
+    assert!(!ns_exists(&name), "{name} swept");
+}
