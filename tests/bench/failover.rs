@@ -175,8 +175,11 @@ fn failover_series(
                 c.set_excluded(0, true);
                 Ok(())
             }
-            _ => c.stop(0),
+            _ => c.terminate(0),
         })?;
+        if event == "sigterm" {
+            c.wait_stopped(0)?;
+        }
         out.push(Sample {
             gap: f.ping.max_gap,
             takeover: f.takeover,

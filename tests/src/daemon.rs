@@ -61,8 +61,17 @@ pub trait VrrpDaemon: Send {
     fn node(&self) -> &Node;
     /// Dies without saying goodbye (no priority-0 advert, VIPs left bound).
     fn crash(&mut self) -> Result<()>;
-    /// Graceful stop (SIGTERM): a master sends priority 0 and removes its VIPs. Waits for exit.
-    fn stop(&mut self) -> Result<()>;
+    /// Sends SIGTERM and returns at once (graceful stop: a master sends priority 0 and removes
+    /// its VIPs).
+    fn terminate(&mut self) -> Result<()>;
+    /// Waits for the daemon to exit after [`VrrpDaemon::terminate`]; for our agent, an exit
+    /// status other than 0 is an error.
+    fn wait_stopped(&mut self) -> Result<()>;
+    /// Graceful stop: [`VrrpDaemon::terminate`] then [`VrrpDaemon::wait_stopped`].
+    fn stop(&mut self) -> Result<()> {
+        self.terminate()?;
+        self.wait_stopped()
+    }
     /// Whether it is still running.
     fn is_running(&self) -> bool;
     /// PIDs of its processes (for RSS/CPU).
@@ -185,8 +194,11 @@ impl VrrpDaemon for Keepalived {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.parent.signal(libc::SIGTERM)?;
+    fn terminate(&mut self) -> Result<()> {
+        self.parent.signal(libc::SIGTERM).map(|_| ())
+    }
+
+    fn wait_stopped(&mut self) -> Result<()> {
         self.parent.wait_exit(START_TIMEOUT).map(|_| ())
     }
 
@@ -394,8 +406,11 @@ impl VrrpDaemon for Agent {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<()> {
-        self.proc.signal(libc::SIGTERM)?;
+    fn terminate(&mut self) -> Result<()> {
+        self.proc.signal(libc::SIGTERM).map(|_| ())
+    }
+
+    fn wait_stopped(&mut self) -> Result<()> {
         let st = self.proc.wait_exit(START_TIMEOUT)?;
         if !st.success() {
             return Err(LabError::Daemon {

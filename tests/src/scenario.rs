@@ -131,7 +131,8 @@ pub struct Cluster {
 /// What a failover scenario measured.
 #[derive(Debug, Clone)]
 pub struct Failover {
-    /// From the event to the successor holding the VIP alone among the live hosts.
+    /// From the start of the event (e.g. before SIGTERM is sent) to the successor holding the
+    /// VIP alone among the live hosts (polled every 20 ms).
     pub takeover: Duration,
     /// The client's ping record across the event.
     pub ping: PingReport,
@@ -218,6 +219,16 @@ impl Cluster {
     /// Stops host `i`'s daemon gracefully.
     pub fn stop(&mut self, i: usize) -> Result<()> {
         self.daemon_mut(i)?.stop()
+    }
+
+    /// Sends SIGTERM to host `i`'s daemon without waiting.
+    pub fn terminate(&mut self, i: usize) -> Result<()> {
+        self.daemon_mut(i)?.terminate()
+    }
+
+    /// Waits for host `i`'s daemon to exit after [`Cluster::terminate`] (exit 0 for agents).
+    pub fn wait_stopped(&mut self, i: usize) -> Result<()> {
+        self.daemon_mut(i)?.wait_stopped()
     }
 
     /// "The node died": daemon crash plus link down. The host no longer counts in holder
@@ -395,7 +406,8 @@ impl Cluster {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         event(self)?;
-        let takeover = self.wait_master(successor, within)?;
+        self.wait_master(successor, within)?;
+        let takeover = t0.elapsed();
         mon.wait_answered_after(t0, within)?;
         // Announcements go out at once on takeover; give them a moment to be captured.
         let mac = self.lab.host(successor).mac.clone();

@@ -96,7 +96,8 @@ pub fn sigterm_handover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failo
     let mut c = election(kinds, variant)?;
     // Generous, but below what a crash would take at 1 s adverts.
     let bound = c.variant.skew_time(c.priority(1)) + c.variant.advert + Duration::from_secs(2);
-    let f = c.failover(1, bound, |c| c.stop(0))?;
+    let f = c.failover(1, bound, |c| c.terminate(0))?;
+    c.wait_stopped(0)?;
     check_failover("SIGTERM handover", &f)?;
     if c.lab.holds(c.lab.host(0), c.variant.vip) {
         return Err(fail(
