@@ -41,9 +41,13 @@ pub const VIP4: &str = "192.0.2.200/24";
 /// The IPv6 VIP the scenarios move around.
 pub const VIP6: &str = "2001:db8::200/64";
 
-/// The address part of a `ADDR/LEN` string, parsed.
+/// The address part of an `ADDR/LEN` (or plain `ADDR`) string, parsed; panics on anything
+/// else (for the lab's own constants).
 pub fn addr_of(cidr: &str) -> std::net::IpAddr {
-    let a = cidr.split('/').next().unwrap_or(cidr);
-    a.parse()
-        .unwrap_or_else(|_| panic!("not an address: {cidr}"))
+    try_addr_of(cidr).unwrap_or_else(|| panic!("not an address: {cidr}"))
+}
+
+/// The address part of an `ADDR/LEN` (or plain `ADDR`) string, if it parses.
+pub fn try_addr_of(cidr: &str) -> Option<std::net::IpAddr> {
+    cidr.split('/').next().unwrap_or(cidr).trim().parse().ok()
 }

@@ -120,6 +120,9 @@ pub struct Cluster {
     /// The protocol flavour.
     pub variant: Variant,
     dead: Vec<bool>,
+    /// Configuration text to run instead of rendering `confs[i]` (e.g. a user's file verbatim);
+    /// `confs[i]` must still describe it (priority, VRID, version) for the checks.
+    pub conf_text: Vec<Option<String>>,
     /// The agent binary used for [`DaemonKind::Agent`] hosts (default: [`agent_bin`]).
     ///
     /// [`agent_bin`]: crate::daemon::agent_bin
@@ -164,6 +167,7 @@ impl Cluster {
             variant,
             dead: vec![false; kinds.len()],
             agent_bin: crate::daemon::agent_bin(),
+            conf_text: vec![None; kinds.len()],
             lab,
         })
     }
@@ -183,7 +187,10 @@ impl Cluster {
         if let Some(mut old) = self.daemons[i].take().filter(|d| d.is_running()) {
             old.crash()?;
         }
-        let (node, text) = (self.lab.host(i), self.confs[i].render());
+        let node = self.lab.host(i);
+        let text = self.conf_text[i]
+            .clone()
+            .unwrap_or_else(|| self.confs[i].render());
         let d: Box<dyn VrrpDaemon> = match self.kinds[i] {
             DaemonKind::Keepalived => Box::new(Keepalived::start(&self.lab, node, &text)?),
             DaemonKind::Agent => {
@@ -290,7 +297,7 @@ impl Cluster {
                 ));
             }
             let vip = crate::addr_of(self.variant.vip);
-            let holds = s.vips.iter().any(|v| crate::addr_of(v) == vip);
+            let holds = s.vips.iter().any(|v| crate::try_addr_of(v) == Some(vip));
             if holds != (j == master) {
                 return Err(format!(
                     "{} /status vips {:?}",

@@ -156,3 +156,19 @@ fn interop_v3_100ms_script_tracker_on_agent_master() {
         suite::script_tracker_fail_recover(&AGENT_MASTER, v3_100ms()).unwrap()
     );
 }
+
+/// The user's basic.conf exactly as they keep it (with its `// ...` remarks; only the VIP moved
+/// to a documentation address) runs on our agent as master of two keepalived backups with the
+/// matching v2 PASS configuration; then the agent's node dies and keepalived takes over.
+#[test]
+fn interop_users_basic_conf_on_agent_over_keepalived_backups() {
+    skip_unless_root!("interop_users_basic_conf_on_agent_over_keepalived_backups");
+    let mut c = lab::Cluster::new(&AGENT_MASTER, Variant::v2_pass_1s()).unwrap();
+    c.conf_text[0] = Some(include_str!("../fixtures/basic.conf").to_string());
+    suite::elect(&mut c).unwrap();
+    let (adv, _) = c.validate_adverts_from(0, 2).unwrap();
+    assert_eq!((adv.version, adv.vrid, adv.priority), (2, 51, 255));
+    let bound = c.variant.takeover_bound(244);
+    let f = c.failover(1, bound, |c| c.kill_node(0)).unwrap();
+    assert!(f.ping.recovered, "{:?}", f.ping);
+}

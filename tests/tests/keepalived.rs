@@ -130,3 +130,16 @@ fn keepalived_v3_100ms_script_tracker_fail_recover() {
 // namespace ("Failed to set/clear process event listen - errno 111" inside a lab host), so
 // keepalived never sees the process there. Our agent scans /proc and runs that scenario in
 // agent_standalone.rs.
+
+/// The user's basic.conf verbatim (VIP moved to 192.0.2.200) on host 1 with generated v2
+/// PASS backups: keepalived itself accepts it (warning about the `//` remark on the VIP line)
+/// and its backups accept its adverts. The agent runs the same fixture in agent_interop.rs.
+#[test]
+fn keepalived_runs_users_basic_conf_verbatim() {
+    skip_unless_root!("keepalived_runs_users_basic_conf_verbatim");
+    let mut c = lab::Cluster::new(&KA, Variant::v2_pass_1s()).unwrap();
+    c.conf_text[0] = Some(include_str!("../fixtures/basic.conf").to_string());
+    suite::elect(&mut c).unwrap();
+    let (adv, _) = c.validate_adverts_from(0, 2).unwrap();
+    assert_eq!((adv.version, adv.vrid, adv.priority), (2, 51, 255));
+}
