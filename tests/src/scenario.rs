@@ -355,6 +355,53 @@ impl Cluster {
         )
     }
 
+    /// Lines in the keepalived hosts' logs saying that keepalived dropped a received advert
+    /// (TTL, version, auth, interval, address list, length, checksum). Interop scenarios must
+    /// end with none.
+    pub fn keepalived_rejections(&self) -> Vec<String> {
+        const REJECTS: &[&str] = &[
+            "invalid ttl",
+            "ttl/hl",
+            "wrong version",
+            "invalid passwd",
+            "auth, expecting",
+            "interval mismatch",
+            "invalid packet type",
+            "unexpected ip number count",
+            "ip_tot_len mismatch",
+            "vips but received",
+            "not present in master advert",
+            "vrrp packet too",
+            "checksum",
+        ];
+        let mut out = Vec::new();
+        for (i, d) in self.daemons.iter().enumerate() {
+            let Some(d) = d.as_deref().filter(|d| d.kind() == DaemonKind::Keepalived) else {
+                continue;
+            };
+            for line in d.log().lines() {
+                let l = line.to_ascii_lowercase();
+                if REJECTS.iter().any(|r| l.contains(r)) {
+                    out.push(format!("{}: {line}", self.lab.host(i).name));
+                }
+            }
+        }
+        out
+    }
+
+    /// Fails if any keepalived host dropped an advert (see
+    /// [`Cluster::keepalived_rejections`]).
+    pub fn check_no_rejections(&self) -> Result<()> {
+        let r = self.keepalived_rejections();
+        if r.is_empty() {
+            return Ok(());
+        }
+        Err(LabError::Daemon {
+            daemon: "keepalived".into(),
+            reason: format!("dropped adverts:\n{}", r.join("\n")),
+        })
+    }
+
     /// The tail of every daemon's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();

@@ -33,7 +33,8 @@ pub fn elect(c: &mut Cluster) -> Result<()> {
     let bound = c.variant.takeover_bound(c.priority(0)) + START_MARGIN;
     c.wait_master(0, bound)?;
     c.wait_vip_pingable()?;
-    c.assert_stable_master(0)
+    c.assert_stable_master(0)?;
+    c.check_no_rejections()
 }
 
 fn check_failover(what: &str, f: &Failover) -> Result<()> {
@@ -86,6 +87,7 @@ pub fn crash_failover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failove
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
     c.wait_vip_pingable()?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     let s = format!("{}; preempted back in {back:?}", summary("crash", &f));
     Ok((f, s))
 }
@@ -109,6 +111,7 @@ pub fn sigterm_handover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failo
     c.start(0)?;
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     let s = format!("{}; preempted back in {back:?}", summary("SIGTERM", &f));
     Ok((f, s))
 }
@@ -135,6 +138,7 @@ pub fn nopreempt(kinds: &[DaemonKind], variant: Variant) -> Result<String> {
     })
     .map_err(|e| fail("nopreempt", format!("{e}\n{}", c.logs())))?;
     c.wait_master(1, Duration::from_secs(1))?;
+    c.check_no_rejections()?;
     Ok(format!(
         "nopreempt: moved in {t:?}, host 2 kept the VIP for {hold:?}"
     ))
@@ -156,6 +160,7 @@ pub fn link_down_moves(kinds: &[DaemonKind], variant: Variant) -> Result<String>
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + START_MARGIN)?;
     c.wait_vip_pingable()?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     Ok(format!(
         "{}; back after link up in {back:?}",
         summary("link down", &f)
@@ -181,6 +186,7 @@ pub fn partition_heal(kinds: &[DaemonKind], variant: Variant) -> Result<String> 
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)))?;
     c.wait_vip_pingable()?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     Ok(format!(
         "partition: host 2 master after {t:?}; one master {back:?} after heal"
     ))
@@ -224,6 +230,7 @@ pub fn script_tracker_fail_recover(kinds: &[DaemonKind], variant: Variant) -> Re
     std::fs::write(&flag, "ok\n").map_err(|e| LabError::io("write the health flag", e))?;
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + script_lag)?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     Ok(format!(
         "script tracker: moved {t:?} after failing; back {back:?} after recovering"
     ))
@@ -277,6 +284,7 @@ pub fn process_tracker(kinds: &[DaemonKind], variant: Variant) -> Result<String>
     let _app = run_app(&c)?;
     let back = c.wait_master(0, c.variant.takeover_bound(160) + lag)?;
     c.assert_stable_master(0)?;
+    c.check_no_rejections()?;
     Ok(format!(
         "process tracker: moved {t:?} after the process died; back {back:?} after it returned"
     ))

@@ -143,3 +143,19 @@ fn keepalived_runs_users_basic_conf_verbatim() {
     let (adv, _) = c.validate_adverts_from(0, 2).unwrap();
     assert_eq!((adv.version, adv.vrid, adv.priority), (2, 51, 255));
 }
+
+/// The interop checks rely on spotting keepalived's "dropped an advert" log lines: a peer with
+/// the wrong PASS password must be reported.
+#[test]
+fn keepalived_rejection_detector_catches_wrong_password() {
+    skip_unless_root!("keepalived_rejection_detector_catches_wrong_password");
+    let mut c = lab::Cluster::new(&[K, K], Variant::v2_pass_1s()).unwrap();
+    c.confs[1].instances[0].version = lab::AdvertVersion::V2Pass("wrong".into());
+    c.start_all().unwrap();
+    lab::wait_until(Duration::from_secs(10), "a rejection line", || {
+        let r = c.keepalived_rejections();
+        (!r.is_empty()).then_some(r)
+    })
+    .unwrap();
+    assert!(c.check_no_rejections().is_err());
+}
