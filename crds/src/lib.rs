@@ -3,13 +3,18 @@
 //!
 //! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
 //! - [`validate`]: semantic validation returning every problem with its field path.
+//! - [`keepalived`]: keepalived.conf parser, printer, converter to VirtualIP, standalone resolution.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
+pub mod keepalived;
 pub mod resolve;
 pub mod validate;
 pub mod virtualip;
 pub mod vrrpnode;
+
+#[cfg(test)]
+mod schema_tests;
 
 pub use virtualip::{VirtualIP, VirtualIPSpec, VirtualIPStatus};
 pub use vrrpnode::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
@@ -39,7 +44,11 @@ pub fn vrrpnode_crd_yaml() -> Result<String, Error> {
 
 /// Both CRDs as one multi-document YAML stream.
 pub fn crd_yaml() -> Result<String, Error> {
-    Ok(format!("---\n{}---\n{}", virtualip_crd_yaml()?, vrrpnode_crd_yaml()?))
+    Ok(format!(
+        "---\n{}---\n{}",
+        virtualip_crd_yaml()?,
+        vrrpnode_crd_yaml()?
+    ))
 }
 
 /// Whole milliseconds of a Kubernetes duration (negative durations count as 0).

@@ -95,7 +95,11 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
     }
     let vrid = vrid.unwrap_or_default();
 
-    let addresses: Vec<IpNet> = spec.addresses.iter().filter_map(|a| parse_address(a)).collect();
+    let addresses: Vec<IpNet> = spec
+        .addresses
+        .iter()
+        .filter_map(|a| parse_address(a))
+        .collect();
     let node_override = spec.nodes.iter().find(|n| n.name == input.node.name);
 
     let priority = node_override
@@ -109,7 +113,11 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
     let interface = node_override
         .and_then(|n| n.interface.clone())
         .or_else(|| spec.interface.clone())
-        .or_else(|| addresses.first().and_then(|a| interface_for(input.node, a.addr())));
+        .or_else(|| {
+            addresses
+                .first()
+                .and_then(|a| interface_for(input.node, a.addr()))
+        });
 
     let (unicast_peers, allow_lower_ttl) = match &spec.unicast {
         Some(u) if u.enabled || !u.peers.is_empty() => {
@@ -128,7 +136,10 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             peers.retain(|p| p.is_ipv4() == v4 && !own.contains(p));
             peers.sort();
             peers.dedup();
-            (peers.iter().map(ToString::to_string).collect(), u.allow_lower_ttl.unwrap_or(false))
+            (
+                peers.iter().map(ToString::to_string).collect(),
+                u.allow_lower_ttl.unwrap_or(false),
+            )
         }
         _ => (Vec::new(), false),
     };
@@ -178,8 +189,20 @@ fn ms32(ms: u64) -> u32 {
     u32::try_from(ms).unwrap_or(u32::MAX)
 }
 
+/// Tracker names are shared node-wide (one script runs once however many instances track it),
+/// so in-cluster they are scoped by VirtualIP: `NAMESPACE/NAME/TRACKER`. Standalone keeps
+/// keepalived's global names.
+fn tracker_name(vip: Option<&ObjectRef>, name: &str) -> String {
+    match vip {
+        Some(r) => format!("{}/{}/{}", r.namespace, r.name, name),
+        None => name.to_string(),
+    }
+}
+
 fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack {
-    let Some(t) = &spec.track else { return ResolvedTrack::default() };
+    let Some(t) = &spec.track else {
+        return ResolvedTrack::default();
+    };
     ResolvedTrack {
         interfaces: t
             .interfaces
@@ -196,7 +219,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .map(|x| {
                 let interval_ms = x.interval.map_or(1000, |d| ms32(duration_ms(d)));
                 ResolvedTrackScript {
-                    name: x.name.clone(),
+                    name: tracker_name(vip, &x.name),
                     script: x.script.clone(),
                     interval_ms,
                     // keepalived: a script without a timeout may run for one interval.
@@ -213,7 +236,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .processes
             .iter()
             .map(|x| ResolvedTrackProcess {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 process: x.process.clone(),
                 weight: x.weight.unwrap_or(0),
                 quorum: x.quorum.unwrap_or(1),
@@ -224,7 +247,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .files
             .iter()
             .map(|x| ResolvedTrackFile {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 path: x.path.clone(),
                 weight: x.weight.unwrap_or(1),
                 reverse: x.reverse.unwrap_or(false),
@@ -234,7 +257,7 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
             .pods
             .iter()
             .map(|x| ResolvedTrackPods {
-                name: x.name.clone(),
+                name: tracker_name(vip, &x.name),
                 namespace: vip.map(|r| r.namespace.clone()).unwrap_or_default(),
                 selector: selector_string(&x.selector),
                 weight: x.weight.unwrap_or(0),
@@ -248,15 +271,24 @@ fn resolve_garp(spec: &VirtualIPSpec) -> ResolvedGarp {
     let d = ResolvedGarp::default();
     let Some(g) = &spec.garp else { return d };
     ResolvedGarp {
-        master_delay_ms: g.master_delay.map_or(d.master_delay_ms, |x| ms32(duration_ms(x))),
+        master_delay_ms: g
+            .master_delay
+            .map_or(d.master_delay_ms, |x| ms32(duration_ms(x))),
         master_repeat: g.master_repeat.unwrap_or(d.master_repeat),
-        master_refresh_ms: g.master_refresh.map_or(d.master_refresh_ms, |x| ms32(duration_ms(x))),
+        master_refresh_ms: g
+            .master_refresh
+            .map_or(d.master_refresh_ms, |x| ms32(duration_ms(x))),
         master_refresh_repeat: g.master_refresh_repeat.unwrap_or(d.master_refresh_repeat),
     }
 }
 
 fn resolve_notify(spec: &VirtualIPSpec) -> ResolvedNotify {
-    let Some(n) = &spec.notify else { return ResolvedNotify { timeout_ms: 30_000, ..Default::default() } };
+    let Some(n) = &spec.notify else {
+        return ResolvedNotify {
+            timeout_ms: 30_000,
+            ..Default::default()
+        };
+    };
     ResolvedNotify {
         master: n.master.clone(),
         backup: n.backup.clone(),
@@ -286,4 +318,179 @@ pub fn selector_string(sel: &LabelSelector) -> String {
         });
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtualip::{Authentication, NodeOverride, SecretKeyRef, TrackScript, Unicast};
+
+    fn spec() -> VirtualIPSpec {
+        VirtualIPSpec {
+            addresses: vec!["192.0.2.200/24".into()],
+            virtual_router_id: Some(51),
+            ..Default::default()
+        }
+    }
+
+    fn node(name: &str) -> NodeFacts {
+        NodeFacts {
+            name: name.into(),
+            interfaces: vec![
+                InterfaceFacts {
+                    name: "lo".into(),
+                    addresses: vec!["127.0.0.1/8".parse().unwrap()],
+                },
+                InterfaceFacts {
+                    name: "eth1".into(),
+                    addresses: vec!["192.0.2.11/24".parse().unwrap()],
+                },
+            ],
+        }
+    }
+
+    fn input<'a>(spec: &'a VirtualIPSpec, node: &'a NodeFacts) -> ResolveInput<'a> {
+        ResolveInput {
+            instance_name: "default/web".into(),
+            virtual_ip: Some(ObjectRef {
+                namespace: "default".into(),
+                name: "web".into(),
+            }),
+            spec,
+            allocated_vrid: None,
+            node,
+            default_priority: None,
+            peer_node_addresses: vec![],
+            auth_pass: None,
+        }
+    }
+
+    #[test]
+    fn defaults_are_keepalived_like_and_interface_is_found_by_subnet() {
+        let s = spec();
+        let n = node("a");
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert_eq!(r.virtual_router_id, 51);
+        assert_eq!(r.version, 3);
+        assert_eq!(r.priority, 100);
+        assert_eq!(r.advert_interval_ms, 1000);
+        assert!(r.preempt);
+        assert_eq!(r.initial_state, InitialState::Backup);
+        assert_eq!(r.interface.as_deref(), Some("eth1"));
+        assert_eq!(r.addresses, vec!["192.0.2.200/24"]);
+        assert_eq!(r.garp, ResolvedGarp::default());
+        assert!(r.unicast_peers.is_empty());
+    }
+
+    #[test]
+    fn bare_addresses_get_a_host_prefix() {
+        let mut s = spec();
+        s.addresses = vec!["192.0.2.200".into()];
+        let n = NodeFacts {
+            name: "a".into(),
+            interfaces: vec![],
+        };
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert_eq!(r.addresses, vec!["192.0.2.200/32"]);
+        assert_eq!(
+            r.interface, None,
+            "unknown interfaces leave the choice to the agent"
+        );
+    }
+
+    #[test]
+    fn node_override_beats_default_priority_which_beats_spec() {
+        let mut s = spec();
+        s.priority = Some(150);
+        s.nodes = vec![NodeOverride {
+            name: "a".into(),
+            priority: Some(200),
+            interface: Some("eth9".into()),
+            ..Default::default()
+        }];
+        let a = node("a");
+        let b = node("b");
+        let mut i = input(&s, &a);
+        i.default_priority = Some(149);
+        let r = resolve(&i).unwrap();
+        assert_eq!((r.priority, r.interface.as_deref()), (200, Some("eth9")));
+        let mut i = input(&s, &b);
+        i.default_priority = Some(149);
+        assert_eq!(resolve(&i).unwrap().priority, 149);
+        assert_eq!(resolve(&input(&s, &b)).unwrap().priority, 150);
+    }
+
+    #[test]
+    fn unicast_peers_are_other_nodes_of_the_family_sorted() {
+        let mut s = spec();
+        s.unicast = Some(Unicast {
+            enabled: true,
+            ..Default::default()
+        });
+        let n = node("a");
+        let mut i = input(&s, &n);
+        i.peer_node_addresses = vec![
+            "192.0.2.13".parse().unwrap(),
+            "2001:db8::12".parse().unwrap(),
+            "192.0.2.12".parse().unwrap(),
+            "192.0.2.11".parse().unwrap(),
+        ];
+        let r = resolve(&i).unwrap();
+        assert_eq!(
+            r.unicast_peers,
+            vec!["192.0.2.12", "192.0.2.13"],
+            "own address and other family dropped"
+        );
+    }
+
+    #[test]
+    fn missing_vrid_and_bad_password_are_reported_together() {
+        let mut s = spec();
+        s.virtual_router_id = None;
+        s.version = Some(2);
+        s.authentication = Some(Authentication {
+            auth_type: Default::default(),
+            password_secret_ref: SecretKeyRef {
+                name: "pw".into(),
+                key: None,
+            },
+        });
+        let n = node("a");
+        let mut i = input(&s, &n);
+        i.auth_pass = Some("123456789".into());
+        let err = resolve(&i).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("spec.virtualRouterID: not set"), "{text}");
+        assert!(
+            text.contains("password must be 1 to 8 bytes, it has 9"),
+            "{text}"
+        );
+        i.auth_pass = Some("12345".into());
+        i.allocated_vrid = Some(7);
+        let r = resolve(&i).unwrap();
+        assert_eq!(
+            (r.virtual_router_id, r.auth_pass.as_deref()),
+            (7, Some("12345"))
+        );
+    }
+
+    #[test]
+    fn script_defaults_follow_keepalived() {
+        let mut s = spec();
+        s.track = Some(crate::virtualip::Track {
+            scripts: vec![TrackScript {
+                name: "c".into(),
+                script: "/bin/true".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let n = node("a");
+        let r = resolve(&input(&s, &n)).unwrap();
+        let sc = &r.track.scripts[0];
+        assert_eq!(
+            (sc.interval_ms, sc.timeout_ms, sc.rise, sc.fall, sc.weight),
+            (1000, 1000, 1, 1, 0)
+        );
+    }
 }

@@ -33,7 +33,10 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { path: path.into(), message: message.into() });
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
     /// True when the spec is valid.
     pub fn is_empty(&self) -> bool {
@@ -79,13 +82,17 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
     if spec.virtual_router_id == Some(0) {
         p.push("spec.virtualRouterID", "must be between 1 and 255");
     }
-    if let Some(v) = spec.version {
-        if v != 2 && v != 3 {
-            p.push("spec.version", format!("must be 2 or 3, not {v}"));
-        }
+    if let Some(v) = spec.version
+        && v != 2
+        && v != 3
+    {
+        p.push("spec.version", format!("must be 2 or 3, not {v}"));
     }
     if spec.priority == Some(0) {
-        p.push("spec.priority", "must be between 1 and 255 (0 is reserved for a leaving master)");
+        p.push(
+            "spec.priority",
+            "must be between 1 and 255 (0 is reserved for a leaving master)",
+        );
     }
     if let Some(iface) = &spec.interface {
         check_ifname(&mut p, "spec.interface", iface);
@@ -94,25 +101,40 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
     if let Some(d) = spec.advert_interval {
         let ms = crate::duration_ms(d);
         if d.is_negative() || ms == 0 {
-            p.push("spec.advertInterval", "must be a positive duration such as 1s or 100ms");
-        } else if version == 2 && (ms % 1000 != 0 || !(1000..=255_000).contains(&ms)) {
-            p.push("spec.advertInterval", "VRRPv2 needs a whole number of seconds from 1s to 255s");
-        } else if version == 3 && (ms % 10 != 0 || !(10..=40_950).contains(&ms)) {
-            p.push("spec.advertInterval", "VRRPv3 needs 10ms to 40.95s in steps of 10ms");
+            p.push(
+                "spec.advertInterval",
+                "must be a positive duration such as 1s or 100ms",
+            );
+        } else if version == 2 && (!ms.is_multiple_of(1000) || !(1000..=255_000).contains(&ms)) {
+            p.push(
+                "spec.advertInterval",
+                "VRRPv2 needs a whole number of seconds from 1s to 255s",
+            );
+        } else if version == 3 && (!ms.is_multiple_of(10) || !(10..=40_950).contains(&ms)) {
+            p.push(
+                "spec.advertInterval",
+                "VRRPv3 needs 10ms to 40.95s in steps of 10ms",
+            );
         }
     }
-    if let Some(d) = spec.preempt_delay {
-        if d.is_negative() || crate::duration_ms(d) > 1_000_000 {
-            p.push("spec.preemptDelay", "must be between 0s and 1000s");
-        }
+    if let Some(d) = spec.preempt_delay
+        && (d.is_negative() || crate::duration_ms(d) > 1_000_000)
+    {
+        p.push("spec.preemptDelay", "must be between 0s and 1000s");
     }
     if spec.authentication.is_some() && version != 2 {
-        p.push("spec.authentication", "only VRRPv2 has authentication; set version: 2 or remove it");
+        p.push(
+            "spec.authentication",
+            "only VRRPv2 has authentication; set version: 2 or remove it",
+        );
     }
-    if let Some(auth) = &spec.authentication {
-        if auth.password_secret_ref.name.is_empty() {
-            p.push("spec.authentication.passwordSecretRef.name", "must not be empty");
-        }
+    if let Some(auth) = &spec.authentication
+        && auth.password_secret_ref.name.is_empty()
+    {
+        p.push(
+            "spec.authentication.passwordSecretRef.name",
+            "must not be empty",
+        );
     }
 
     check_addresses(&mut p, spec, version);
@@ -120,7 +142,10 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
     if let Some(u) = &spec.unicast {
         for (i, peer) in u.peers.iter().enumerate() {
             if peer.parse::<IpAddr>().is_err() {
-                p.push(format!("spec.unicast.peers[{i}]"), format!("{peer:?} is not an IP address"));
+                p.push(
+                    format!("spec.unicast.peers[{i}]"),
+                    format!("{peer:?} is not an IP address"),
+                );
             }
         }
     }
@@ -131,7 +156,10 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
         if n.name.is_empty() {
             p.push(format!("{base}.name"), "must not be empty");
         } else if !seen.insert(n.name.as_str()) {
-            p.push(format!("{base}.name"), format!("node {:?} is listed twice", n.name));
+            p.push(
+                format!("{base}.name"),
+                format!("node {:?} is listed twice", n.name),
+            );
         }
         if n.priority == Some(0) {
             p.push(format!("{base}.priority"), "must be between 1 and 255");
@@ -145,15 +173,15 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
         check_track(&mut p, t);
     }
     if let Some(g) = &spec.garp {
-        if let Some(d) = g.master_delay {
-            if d.is_negative() || crate::duration_ms(d) > 255_000 {
-                p.push("spec.garp.masterDelay", "must be between 0s and 255s");
-            }
+        if let Some(d) = g.master_delay
+            && (d.is_negative() || crate::duration_ms(d) > 255_000)
+        {
+            p.push("spec.garp.masterDelay", "must be between 0s and 255s");
         }
-        if let Some(d) = g.master_refresh {
-            if d.is_negative() {
-                p.push("spec.garp.masterRefresh", "must not be negative");
-            }
+        if let Some(d) = g.master_refresh
+            && d.is_negative()
+        {
+            p.push("spec.garp.masterRefresh", "must not be negative");
         }
         if g.master_repeat == Some(0) {
             p.push("spec.garp.masterRepeat", "must be at least 1");
@@ -162,12 +190,11 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
             p.push("spec.garp.masterRefreshRepeat", "must be at least 1");
         }
     }
-    if let Some(n) = &spec.notify {
-        if let Some(d) = n.timeout {
-            if d.is_negative() || crate::duration_ms(d) == 0 {
-                p.push("spec.notify.timeout", "must be greater than 0");
-            }
-        }
+    if let Some(n) = &spec.notify
+        && let Some(d) = n.timeout
+        && (d.is_negative() || crate::duration_ms(d) == 0)
+    {
+        p.push("spec.notify.timeout", "must be greater than 0");
     }
     if spec.sync_group.as_deref() == Some("") {
         p.push("spec.syncGroup", "must not be empty when set");
@@ -176,8 +203,15 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
 }
 
 fn check_ifname(p: &mut Problems, path: &str, name: &str) {
-    if name.is_empty() || name.len() > 15 || name.contains('/') || name.chars().any(char::is_whitespace) {
-        p.push(path, format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"));
+    if name.is_empty()
+        || name.len() > 15
+        || name.contains('/')
+        || name.chars().any(char::is_whitespace)
+    {
+        p.push(
+            path,
+            format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
+        );
     }
 }
 
@@ -190,15 +224,24 @@ fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
     for (i, a) in spec.addresses.iter().enumerate() {
         let path = format!("spec.addresses[{i}]");
         let Some(net) = parse_address(a) else {
-            p.push(path, format!("{a:?} is not an IP address or CIDR such as 192.0.2.10/24"));
+            p.push(
+                path,
+                format!("{a:?} is not an IP address or CIDR such as 192.0.2.10/24"),
+            );
             continue;
         };
         let v4 = matches!(net, IpNet::V4(_));
         if !seen.insert(net.addr()) {
-            p.push(path.clone(), format!("address {} is listed twice", net.addr()));
+            p.push(
+                path.clone(),
+                format!("address {} is listed twice", net.addr()),
+            );
         }
         if version == 2 && !v4 {
-            p.push(path.clone(), "VRRPv2 carries IPv4 only; use version 3 for IPv6");
+            p.push(
+                path.clone(),
+                "VRRPv2 carries IPv4 only; use version 3 for IPv6",
+            );
         }
         match first_family {
             None => first_family = Some(v4),
@@ -211,16 +254,22 @@ fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
     }
     for (i, a) in spec.excluded_addresses.iter().enumerate() {
         if parse_address(a).is_none() {
-            p.push(format!("spec.excludedAddresses[{i}]"), format!("{a:?} is not an IP address or CIDR"));
+            p.push(
+                format!("spec.excludedAddresses[{i}]"),
+                format!("{a:?} is not an IP address or CIDR"),
+            );
         }
     }
 }
 
 fn check_weight(p: &mut Problems, path: String, w: Option<i16>) {
-    if let Some(w) = w {
-        if !(-254..=254).contains(&w) {
-            p.push(path, format!("weight must be between -254 and 254, not {w}"));
-        }
+    if let Some(w) = w
+        && !(-254..=254).contains(&w)
+    {
+        p.push(
+            path,
+            format!("weight must be between -254 and 254, not {w}"),
+        );
     }
 }
 
@@ -230,16 +279,35 @@ fn check_unique<'a>(p: &mut Problems, base: &str, names: impl Iterator<Item = &'
         if n.is_empty() {
             p.push(format!("{base}[{i}].name"), "must not be empty");
         } else if !seen.insert(n) {
-            p.push(format!("{base}[{i}].name"), format!("duplicate tracker name {n:?}"));
+            p.push(
+                format!("{base}[{i}].name"),
+                format!("duplicate tracker name {n:?}"),
+            );
         }
     }
 }
 
 fn check_track(p: &mut Problems, t: &Track) {
-    check_unique(p, "spec.track.interfaces", t.interfaces.iter().map(|x| x.name.as_str()));
-    check_unique(p, "spec.track.scripts", t.scripts.iter().map(|x| x.name.as_str()));
-    check_unique(p, "spec.track.processes", t.processes.iter().map(|x| x.name.as_str()));
-    check_unique(p, "spec.track.files", t.files.iter().map(|x| x.name.as_str()));
+    check_unique(
+        p,
+        "spec.track.interfaces",
+        t.interfaces.iter().map(|x| x.name.as_str()),
+    );
+    check_unique(
+        p,
+        "spec.track.scripts",
+        t.scripts.iter().map(|x| x.name.as_str()),
+    );
+    check_unique(
+        p,
+        "spec.track.processes",
+        t.processes.iter().map(|x| x.name.as_str()),
+    );
+    check_unique(
+        p,
+        "spec.track.files",
+        t.files.iter().map(|x| x.name.as_str()),
+    );
     check_unique(p, "spec.track.pods", t.pods.iter().map(|x| x.name.as_str()));
     for (i, x) in t.interfaces.iter().enumerate() {
         check_ifname(p, &format!("spec.track.interfaces[{i}].name"), &x.name);
@@ -258,10 +326,10 @@ fn check_track(p: &mut Problems, t: &Track) {
             p.push(format!("{base}.fall"), "must be at least 1");
         }
         for (field, d) in [("interval", x.interval), ("timeout", x.timeout)] {
-            if let Some(d) = d {
-                if d.is_negative() || crate::duration_ms(d) == 0 {
-                    p.push(format!("{base}.{field}"), "must be greater than 0");
-                }
+            if let Some(d) = d
+                && (d.is_negative() || crate::duration_ms(d) == 0)
+            {
+                p.push(format!("{base}.{field}"), "must be greater than 0");
             }
         }
     }

@@ -5,6 +5,9 @@
 //! `kubectl apply` reject a bad spec with a message naming the field. The same rules exist in
 //! Rust in [`crate::validate`], which reports every problem at once.
 
+// kube's `printcolumn(name = …, type_ = "string", …)` repeats `type_` on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -12,7 +15,15 @@ use serde::{Deserialize, Serialize};
 /// Rule helper: the address family (4 or 6) of an address written as `IP` or `IP/len`.
 macro_rules! family_of {
     ($a:literal) => {
-        concat!("(isIP(", $a, ") ? ip(", $a, ").family() : cidr(", $a, ").ip().family())")
+        concat!(
+            "(isIP(",
+            $a,
+            ") ? ip(",
+            $a,
+            ").family() : cidr(",
+            $a,
+            ").ip().family())"
+        )
     };
 }
 
@@ -34,11 +45,19 @@ macro_rules! family_of {
     derive = "Default",
     doc = "A virtual IP address held by one node at a time, elected with VRRP (keepalived's vrrp_instance).",
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.addresses[0]"),
-    printcolumn(name = "VRID", type_ = "integer", json_path = ".status.virtualRouterID"),
+    printcolumn(
+        name = "VRID",
+        type_ = "integer",
+        json_path = ".status.virtualRouterID"
+    ),
     printcolumn(name = "Master", type_ = "string", json_path = ".status.master"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Nodes", type_ = "string", json_path = ".status.nodesSummary"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -62,7 +81,11 @@ macro_rules! family_of {
 pub struct VirtualIPSpec {
     /// Virtual router identifier (keepalived `virtual_router_id`), 1–255. When omitted, the
     /// operator allocates the lowest free one for the network of the first address.
-    #[serde(default, rename = "virtualRouterID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "virtualRouterID",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1, max = 255))]
     pub virtual_router_id: Option<u8>,
 
@@ -155,9 +178,10 @@ pub struct VirtualIPSpec {
     pub sync_group: Option<String>,
 }
 
-
 /// Initial state at start-up (keepalived `state`).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum InitialState {
     /// Start as master at once (keepalived `state MASTER`).
@@ -179,7 +203,9 @@ pub struct Authentication {
 }
 
 /// Authentication type.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
 pub enum AuthType {
     /// Clear-text password (RFC 2338 type 1).
     #[default]
@@ -449,7 +475,11 @@ pub struct VirtualIPStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_address: Option<String>,
     /// Effective VRID (given or allocated).
-    #[serde(default, rename = "virtualRouterID", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "virtualRouterID",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub virtual_router_id: Option<u8>,
     /// Summary phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,9 @@
 //! the node's agent writes the status (live state per instance). Standalone mode builds the same
 //! [`ResolvedInstance`]s from a keepalived.conf, so the agent has one input type either way.
 
+// kube's `printcolumn(name = …, type_ = "string", …)` repeats `type_` on purpose.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -22,10 +25,18 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     derive = "Default",
     doc = "The resolved VRRP instances one node runs (written by the operator) and their live state (written by the node's agent).",
-    printcolumn(name = "Instances", type_ = "integer", json_path = ".status.instanceCount"),
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".status.instanceCount"
+    ),
     printcolumn(name = "Masters", type_ = "integer", json_path = ".status.masterCount"),
     printcolumn(name = "Faults", type_ = "integer", json_path = ".status.faultCount"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VRRPNodeSpec {
@@ -100,7 +111,9 @@ pub struct ResolvedInstance {
 }
 
 /// Namespace and name of a VirtualIP.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, KubeSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, KubeSchema,
+)]
 pub struct ObjectRef {
     /// Namespace.
     pub namespace: String,
@@ -244,7 +257,12 @@ pub struct ResolvedGarp {
 impl Default for ResolvedGarp {
     /// keepalived's defaults: 5 packets, again after 5 s, no refresh.
     fn default() -> Self {
-        Self { master_delay_ms: 5000, master_repeat: 5, master_refresh_ms: 0, master_refresh_repeat: 1 }
+        Self {
+            master_delay_ms: 5000,
+            master_repeat: 5,
+            master_refresh_ms: 0,
+            master_refresh_repeat: 1,
+        }
     }
 }
 

@@ -20,7 +20,10 @@ fn check(file: &str, generated: String) {
 
 #[test]
 fn virtualip_yaml_is_fresh() {
-    check("virtualip.yaml", crds::virtualip_crd_yaml().expect("render"));
+    check(
+        "virtualip.yaml",
+        crds::virtualip_crd_yaml().expect("render"),
+    );
 }
 
 #[test]

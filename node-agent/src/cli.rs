@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// kube-vrrp node agent.
 #[derive(Debug, Parser)]
-#[command(name = "kube-vrrp-agent", version, about = "kube-vrrp node agent: VRRP (keepalived-compatible) on this node")]
+#[command(
+    name = "kube-vrrp-agent",
+    version,
+    about = "kube-vrrp node agent: VRRP (keepalived-compatible) on this node"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -29,7 +33,11 @@ pub enum Command {
 #[derive(Debug, clap::Args, Clone)]
 pub struct CommonArgs {
     /// Directory for the record of VIPs this agent added (and, in-cluster, the cached config).
-    #[arg(long, default_value = "/var/lib/kube-vrrp", env = "KUBE_VRRP_STATE_DIR")]
+    #[arg(
+        long,
+        default_value = "/var/lib/kube-vrrp",
+        env = "KUBE_VRRP_STATE_DIR"
+    )]
     pub state_dir: PathBuf,
     /// Serve /metrics, /healthz, /readyz and /status here (e.g. 0.0.0.0:9741). Off when unset.
     #[arg(long, env = "KUBE_VRRP_METRICS_ADDR")]

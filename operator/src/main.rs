@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 
 /// kube-vrrp operator.
 #[derive(Debug, Parser)]
-#[command(name = "kube-vrrp-operator", version, about = "kube-vrrp operator: VirtualIPs + Nodes → VRRPNodes")]
+#[command(
+    name = "kube-vrrp-operator",
+    version,
+    about = "kube-vrrp operator: VirtualIPs + Nodes → VRRPNodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,383 @@
+//! keepalived.conf model → `VirtualIP` objects (one per `vrrp_instance`) and a `Secret` for each
+//! PASS password, for `kube-vrrp-agent convert` and standalone mode.
+//!
+//! Every value keepalived derives is written out explicitly (version, priority, state, advert
+//! interval, preempt, accept), because the CRD's own defaults differ from keepalived's (e.g. the
+//! CRD defaults to VRRPv3, keepalived to v2). Trackers are inlined. Names become DNS-1123 labels
+//! (reported when changed). What a VirtualIP cannot express is reported as a warning; a spec that
+//! fails [`crate::validate::validate_spec`] is an error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::diag::Diagnostics;
+use super::model::{AuthType, Config, Instance, TIMER_HZ};
+use crate::validate::validate_spec;
+use crate::virtualip::{
+    AuthType as CrdAuthType, Authentication, Garp, NodeOverride, Notify, SecretKeyRef, Track,
+    TrackFile, TrackInterface, TrackProcess, TrackScript, Unicast, VirtualIP, VirtualIPSpec,
+};
+
+/// Options of the conversion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Namespace of the generated objects.
+    pub namespace: String,
+    /// When set, this config is one node's: priority and state become a `nodes` override for it.
+    pub node: Option<String>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            namespace: "default".into(),
+            node: None,
+        }
+    }
+}
+
+/// One converted `vrrp_instance`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    /// The keepalived instance name.
+    pub instance: String,
+    /// The VirtualIP.
+    pub virtual_ip: VirtualIP,
+    /// The Secret holding the PASS password, when the instance authenticates.
+    pub secret: Option<Secret>,
+    /// The password itself (standalone mode needs it without a cluster).
+    pub auth_pass: Option<String>,
+}
+
+/// The result of converting a configuration: the objects and what was noticed on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversion {
+    /// One entry per vrrp_instance, in file order (only trustworthy without errors).
+    pub items: Vec<Converted>,
+    /// Warnings (renames, settings a VirtualIP cannot carry) and errors (invalid specs).
+    pub diagnostics: Diagnostics,
+}
+
+/// Key of the password in the generated Secret.
+pub const SECRET_KEY: &str = "password";
+
+/// A DNS-1123 label made from `name`: lowercase, runs of other characters become `-`, no `-` at
+/// either end, at most 63 characters; `instance` when nothing is left.
+pub fn dns1123_label(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let mut s = out.trim_matches('-').to_string();
+    s.truncate(63);
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() {
+        "instance".to_string()
+    } else {
+        s
+    }
+}
+
+fn secs(s: u32) -> kube::core::Duration {
+    std::time::Duration::from_secs(u64::from(s)).into()
+}
+
+fn micros(us: u32) -> kube::core::Duration {
+    std::time::Duration::from_micros(u64::from(us)).into()
+}
+
+/// Convert every instance of `cfg`.
+pub fn convert(cfg: &Config, opts: &ConvertOptions) -> Conversion {
+    convert_for(cfg, opts, true)
+}
+
+/// [`convert`], optionally without the rename notes (standalone mode keeps keepalived's names).
+pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: bool) -> Conversion {
+    let mut d = Diagnostics::default();
+    let mut items = Vec::new();
+    let mut used: BTreeSet<String> = BTreeSet::new();
+
+    if cfg.global.vrrp_mcast_group4.is_some() || cfg.global.vrrp_mcast_group6.is_some() {
+        let span = cfg
+            .instances
+            .first()
+            .map(|i| i.span.clone())
+            .unwrap_or_default();
+        d.warning(
+            &span,
+            "vrrp_mcast_group4/6 are not supported: kube-vrrp advertises to 224.0.0.18 / ff02::12",
+        );
+    }
+    for g in &cfg.sync_groups {
+        if !g.notify.is_empty() {
+            d.warning(&g.span, format!("vrrp_sync_group {}: group notify scripts cannot be expressed in a VirtualIP; ignored", g.name));
+        }
+    }
+
+    for inst in &cfg.instances {
+        let base = dns1123_label(&inst.name);
+        let mut name = base.clone();
+        let mut n = 2;
+        while !used.insert(name.clone()) {
+            let suffix = format!("-{n}");
+            let mut b = base.clone();
+            b.truncate(63 - suffix.len());
+            name = format!("{}{suffix}", b.trim_end_matches('-'));
+            n += 1;
+        }
+        if report_names && name != inst.name {
+            d.warning(&inst.span, format!("vrrp_instance {} becomes VirtualIP {name} (Kubernetes names are DNS-1123 labels)", inst.name));
+        }
+        let (spec, auth_pass) = spec_of(cfg, inst, &name, opts, &mut d);
+        for p in validate_spec(&spec).iter() {
+            d.error(
+                &inst.span,
+                format!("vrrp_instance {}: {}: {}", inst.name, p.path, p.message),
+            );
+        }
+        let mut vip = VirtualIP::new(&name, spec);
+        vip.metadata.namespace = Some(opts.namespace.clone());
+        let secret = auth_pass.as_ref().map(|pw| Secret {
+            metadata: ObjectMeta {
+                name: Some(secret_name(&name)),
+                namespace: Some(opts.namespace.clone()),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            string_data: Some(BTreeMap::from([(SECRET_KEY.to_string(), pw.clone())])),
+            ..Default::default()
+        });
+        items.push(Converted {
+            instance: inst.name.clone(),
+            virtual_ip: vip,
+            secret,
+            auth_pass,
+        });
+    }
+    Conversion {
+        items,
+        diagnostics: d,
+    }
+}
+
+/// Name of the Secret holding a VirtualIP's password.
+pub fn secret_name(vip_name: &str) -> String {
+    let mut b = vip_name.to_string();
+    b.truncate(63 - "-auth".len());
+    format!("{}-auth", b.trim_end_matches('-'))
+}
+
+fn spec_of(
+    cfg: &Config,
+    i: &Instance,
+    vip_name: &str,
+    opts: &ConvertOptions,
+    d: &mut Diagnostics,
+) -> (VirtualIPSpec, Option<String>) {
+    let g = &cfg.global;
+    let owner = format!("vrrp_instance {}", i.name);
+    let version = i.effective_version(g);
+    let (advert_us, _) = i.effective_advert_int(version);
+
+    let mut spec = VirtualIPSpec {
+        virtual_router_id: i.virtual_router_id,
+        version: Some(version),
+        interface: i.interface.clone(),
+        advert_interval: Some(micros(advert_us)),
+        preempt: Some(i.effective_preempt()),
+        accept: Some(i.effective_accept(g)),
+        addresses: i.virtual_ipaddress.iter().map(|v| v.cidr()).collect(),
+        excluded_addresses: i
+            .virtual_ipaddress_excluded
+            .iter()
+            .map(|v| v.cidr())
+            .collect(),
+        ..Default::default()
+    };
+    let delay = i.effective_preempt_delay();
+    if delay > 0 {
+        spec.preempt_delay = Some(micros(delay));
+    }
+    match &opts.node {
+        Some(node) => spec.nodes.push(NodeOverride {
+            name: node.clone(),
+            priority: Some(i.effective_priority()),
+            state: Some(i.effective_state()),
+            interface: None,
+        }),
+        None => {
+            spec.priority = Some(i.effective_priority());
+            spec.state = Some(i.effective_state());
+        }
+    }
+
+    for v in i
+        .virtual_ipaddress
+        .iter()
+        .chain(&i.virtual_ipaddress_excluded)
+    {
+        if let Some(dev) = &v.dev
+            && Some(dev) != i.interface.as_ref()
+        {
+            d.warning(&v.span, format!("{owner}: `dev {dev}` on {} cannot be expressed; the address goes on the instance interface", v.cidr()));
+        }
+        if let Some(l) = &v.label {
+            d.warning(
+                &v.span,
+                format!(
+                    "{owner}: `label {l}` on {} is not supported; ignored",
+                    v.cidr()
+                ),
+            );
+        }
+    }
+
+    let mut auth_pass = None;
+    if let Some(a) = &i.authentication
+        && version == 2
+        && a.auth_type == Some(AuthType::Pass)
+        && let Some(pw) = a.auth_pass.clone().filter(|p| !p.is_empty())
+    {
+        spec.authentication = Some(Authentication {
+            auth_type: CrdAuthType::Pass,
+            password_secret_ref: SecretKeyRef {
+                name: secret_name(vip_name),
+                key: Some(SECRET_KEY.into()),
+            },
+        });
+        auth_pass = Some(pw);
+    }
+
+    if !i.unicast_peer.is_empty() {
+        spec.unicast = Some(Unicast {
+            enabled: true,
+            peers: i.unicast_peer.iter().map(ToString::to_string).collect(),
+            allow_lower_ttl: None,
+        });
+    }
+    if let Some(src) = i.unicast_src_ip
+        && opts.node.is_none()
+    {
+        d.warning(&i.span, format!("{owner}: unicast_src_ip {src} is node-specific and not kept in the VirtualIP (each node uses its own address)"));
+    }
+    if i.dont_track_primary {
+        d.warning(&i.span, format!("{owner}: dont_track_primary is not supported; the VRRP interface's link state is always tracked"));
+    }
+
+    let mut track = Track::default();
+    for t in &i.track_interface {
+        track.interfaces.push(TrackInterface {
+            name: t.name.clone(),
+            weight: Some(t.weight.unwrap_or(0)),
+            reverse: t.reverse.then_some(true),
+        });
+    }
+    for r in &i.track_script {
+        let Some(s) = cfg.script(&r.name) else {
+            continue;
+        };
+        let reverse = r.reverse.unwrap_or(s.reverse);
+        track.scripts.push(TrackScript {
+            name: s.name.clone(),
+            script: s.script.clone().unwrap_or_default(),
+            interval: Some(secs(s.interval.unwrap_or(1))),
+            timeout: s.timeout.map(secs),
+            rise: Some(s.rise.unwrap_or(1)),
+            fall: Some(s.fall.unwrap_or(1)),
+            weight: Some(r.weight.or(s.weight).unwrap_or(0)),
+            reverse: reverse.then_some(true),
+            user: s.user.clone(),
+        });
+    }
+    for r in &i.track_process {
+        let Some(p) = cfg.process(&r.name) else {
+            continue;
+        };
+        let reverse = r.reverse.unwrap_or(p.reverse);
+        track.processes.push(TrackProcess {
+            name: p.name.clone(),
+            process: p.process.clone().unwrap_or_default(),
+            weight: Some(r.weight.or(p.weight).unwrap_or(0)),
+            quorum: Some(p.quorum.unwrap_or(1)),
+            reverse: reverse.then_some(true),
+        });
+    }
+    for r in &i.track_file {
+        let Some(f) = cfg.file(&r.name) else { continue };
+        let reverse = r.reverse.unwrap_or(f.reverse);
+        track.files.push(TrackFile {
+            name: f.name.clone(),
+            path: f.file.clone().unwrap_or_default(),
+            weight: Some(r.weight.or(f.weight).unwrap_or(1)),
+            reverse: reverse.then_some(true),
+        });
+    }
+    if track != Track::default() {
+        spec.track = Some(track);
+    }
+
+    let garp = Garp {
+        master_delay: Some(i.effective_garp_delay(g))
+            .filter(|&v| v != 5)
+            .map(secs),
+        master_repeat: Some(i.effective_garp_repeat(g)).filter(|&v| v != 5),
+        master_refresh: Some(i.effective_garp_refresh(g))
+            .filter(|&v| v != 0)
+            .map(secs),
+        master_refresh_repeat: Some(i.effective_garp_refresh_repeat(g)).filter(|&v| v != 1),
+    };
+    if garp != Garp::default() {
+        spec.garp = Some(garp);
+    }
+
+    if !i.notify.is_empty() {
+        spec.notify = Some(Notify {
+            master: i.notify.master.clone(),
+            backup: i.notify.backup.clone(),
+            fault: i.notify.fault.clone(),
+            stop: i.notify.stop.clone(),
+            any: i.notify.any.clone(),
+            timeout: None,
+        });
+    }
+    spec.sync_group = cfg.sync_group_of(&i.name).map(|g| g.name.clone());
+    debug_assert!(advert_us >= TIMER_HZ / 100);
+    (spec, auth_pass)
+}
+
+/// The objects as one multi-document YAML stream: for each instance its Secret (if any), then
+/// its VirtualIP.
+pub fn to_yaml(items: &[Converted]) -> Result<String, crate::Error> {
+    let mut out = String::new();
+    for c in items {
+        if let Some(s) = &c.secret {
+            out.push_str("---\n");
+            out.push_str(&serde_yaml::to_string(s)?);
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&c.virtual_ip)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        assert_eq!(dns1123_label("VI_1"), "vi-1");
+        assert_eq!(dns1123_label("__x__"), "x");
+        assert_eq!(dns1123_label("Ünï"), "n");
+        assert_eq!(dns1123_label("___"), "instance");
+        assert_eq!(dns1123_label(&"a".repeat(100)).len(), 63);
+        assert_eq!(secret_name("vi-1"), "vi-1-auth");
+    }
+}

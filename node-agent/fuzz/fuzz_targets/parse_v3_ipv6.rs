@@ -1,0 +1,6 @@
+//! Fuzz the VRRPv3 decoder over IPv6 (checked view + parse + re-emit round-trip).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| agent::vrrp::fuzzing::parse_target(3, agent::vrrp::Family::V6, data));

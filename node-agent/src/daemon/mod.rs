@@ -1,0 +1,735 @@
+//! The protocol loop: the thin tokio shell around the sans-IO core, shared by `standalone` and
+//! `run`.
+//!
+//! It owns the [`Router`] and turns its actions into I/O (adverts on raw sockets, VIPs through
+//! the [`vips::VipWorker`], gratuitous ARP/NA, notify scripts, metrics, status), and turns the
+//! world into the core's inputs (received packets, link events, tracker observations, timer
+//! expiry, desired configuration, shutdown). Nothing here decides protocol behaviour.
+//!
+//! Inputs arrive on channels and are handled one at a time in [`Daemon::run`]; every handler
+//! returns quickly (netlink writes, GARPs and scripts run in their own tasks), so adverts keep
+//! their cadence whatever else happens.
+
+pub mod place;
+pub mod vips;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crds::vrrpnode::{ObjectRef, TrackerStatus};
+use crds::{ResolvedInstance, VRRPNodeStatus};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::kube::events::TransitionEvents;
+use crate::kube::pods::PodsReady;
+use crate::metrics::{InstanceSnapshot, Telemetry, TrackerSnapshot};
+use crate::net::{
+    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, Vip, VipManager, VipRecord,
+    VrrpSocket, VrrpSockets, sleep_until,
+};
+use crate::notify::{NotifyScripts, NotifyState, NotifyTarget, Notifier};
+use crate::reconcile::{Change, diff};
+use crate::track::{Observation as TrackObservation, TrackerOptions, TrackerSet, Trackers};
+use crate::vrrp::{Action, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router, State};
+use crate::{Error, metrics};
+
+use place::{Placement, place};
+use vips::VipWorker;
+
+/// A wake-up later than this is logged as keepalived's "timer expired late" and counted.
+const LATE_WAKEUP: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for STOP notify scripts.
+const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
+
+/// Daemon options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Node (host) name, for logs and events.
+    pub node_name: String,
+    /// State directory (VIP record).
+    pub state_dir: PathBuf,
+}
+
+/// Optional in-cluster hooks.
+#[derive(Default)]
+pub struct Hooks {
+    /// Status snapshots for `VRRPNode.status`.
+    pub status: Option<watch::Sender<VRRPNodeStatus>>,
+    /// Events on VirtualIPs.
+    pub events: Option<TransitionEvents>,
+    /// Pod tracker counts.
+    pub pods: Option<mpsc::Receiver<PodsReady>>,
+}
+
+/// What the daemon does with one instance on this host.
+struct InstanceIo {
+    resolved: ResolvedInstance,
+    placement: Placement,
+    vips: Vec<Vip>,
+    notify: NotifyScripts,
+}
+
+/// Why the loop woke up.
+enum Input {
+    Desired,
+    DesiredClosed,
+    Packet(String, ReceivedPacket),
+    Net(Option<NetEvent>),
+    Tracker(TrackObservation),
+    Pods(PodsReady),
+    Timer(crate::net::Wakeup),
+    Shutdown,
+}
+
+/// The running agent.
+pub struct Daemon {
+    opts: Options,
+    router: Router,
+    io: BTreeMap<InstanceId, InstanceIo>,
+    /// Instances that could not be placed on this host, with the reason (reported as FAULT).
+    unplaced: BTreeMap<String, (ResolvedInstance, String)>,
+    applied: Vec<ResolvedInstance>,
+    netlink: Netlink,
+    events: NetEvents,
+    interfaces: Vec<Interface>,
+    sockets: VrrpSockets,
+    rx_tasks: BTreeMap<(u32, u8), JoinHandle<()>>,
+    pkt_tx: mpsc::Sender<(String, ReceivedPacket)>,
+    pkt_rx: mpsc::Receiver<(String, ReceivedPacket)>,
+    vips: VipWorker,
+    garp: Arc<Gratuitous>,
+    trackers: Trackers,
+    tracker_set: TrackerSet,
+    obs_rx: mpsc::Receiver<TrackObservation>,
+    notifier: Notifier,
+    telemetry: Telemetry,
+    since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
+    hooks: Hooks,
+    dirty: bool,
+}
+
+fn family_key(f: Family) -> u8 {
+    match f {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
+}
+
+impl Daemon {
+    /// Prepare the daemon: netlink, link events, the VIP record (removing VIPs left by an
+    /// earlier life), trackers. No instance runs until [`Daemon::run`] gets a configuration.
+    pub async fn new(opts: Options, telemetry: Telemetry, hooks: Hooks) -> Result<Self, Error> {
+        let netlink = Netlink::new()?;
+        let events = netlink.events(true)?;
+        let interfaces = netlink.interfaces().await?;
+        let manager = VipManager::new(netlink.clone(), VipRecord::load(&opts.state_dir));
+        let report = manager.cleanup_stale(&[]).await?;
+        if !report.removed.is_empty() {
+            tracing::info!(removed = ?report.removed, "removed VIPs left by an earlier run");
+        }
+        let garp = Arc::new(Gratuitous::new(netlink.clone())?);
+        let (obs_tx, obs_rx) = mpsc::channel(256);
+        let (pkt_tx, pkt_rx) = mpsc::channel(1024);
+        Ok(Self {
+            opts,
+            router: Router::new(),
+            io: BTreeMap::new(),
+            unplaced: BTreeMap::new(),
+            applied: Vec::new(),
+            vips: VipWorker::spawn(manager, telemetry.clone()),
+            netlink,
+            events,
+            interfaces,
+            sockets: VrrpSockets::new(),
+            rx_tasks: BTreeMap::new(),
+            pkt_tx,
+            pkt_rx,
+            garp,
+            trackers: Trackers::new(obs_tx, TrackerOptions::default()),
+            tracker_set: TrackerSet::default(),
+            obs_rx,
+            notifier: Notifier::new(),
+            telemetry,
+            since: BTreeMap::new(),
+            hooks,
+            dirty: true,
+        })
+    }
+
+    /// Run until `shutdown` resolves: follow `desired`, run VRRP, then leave (priority-0
+    /// adverts, VIPs removed, STOP notifications).
+    pub async fn run(
+        mut self,
+        mut desired: watch::Receiver<Vec<ResolvedInstance>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        tokio::pin!(shutdown);
+        let initial = desired.borrow_and_update().clone();
+        self.apply(Instant::now(), initial).await;
+        self.telemetry.set_ready(true);
+        let mut desired_open = true;
+        loop {
+            self.drain_actions().await;
+            self.publish_status();
+            let deadline = self.router.poll_timeout();
+            let input = tokio::select! {
+                biased;
+                () = &mut shutdown => Input::Shutdown,
+                Some((ifname, pkt)) = self.pkt_rx.recv() => Input::Packet(ifname, pkt),
+                wake = sleep_until_opt(deadline) => Input::Timer(wake),
+                ev = self.events.next_event() => Input::Net(ev),
+                Some(obs) = self.obs_rx.recv() => Input::Tracker(obs),
+                Some(p) = recv_opt(&mut self.hooks.pods) => Input::Pods(p),
+                changed = desired.changed(), if desired_open => {
+                    if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
+                }
+            };
+            let now = Instant::now();
+            match input {
+                Input::Shutdown => break,
+                Input::Packet(ifname, pkt) => self.on_packet(now, &ifname, &pkt),
+                Input::Timer(wake) => {
+                    if wake.is_late(LATE_WAKEUP) {
+                        tracing::warn!(late_ms = wake.lateness().as_millis() as u64, "timer expired late (the agent was not scheduled in time)");
+                    }
+                    self.telemetry.metrics().timer_fired(wake.lateness(), wake.is_late(LATE_WAKEUP));
+                    self.router.handle_timeout(now);
+                }
+                Input::Net(Some(ev)) => self.on_net_event(now, ev).await,
+                Input::Net(None) => return Err(Error::Config("the netlink event stream ended".into())),
+                Input::Tracker(obs) => self.on_tracker(now, obs),
+                Input::Pods(p) => {
+                    self.router.handle_tracker(now, &p.tracker, Observation::PodsReady(p.ready));
+                    self.dirty = true;
+                }
+                Input::Desired => {
+                    let next = desired.borrow_and_update().clone();
+                    self.apply(now, next).await;
+                }
+                Input::DesiredClosed => desired_open = false,
+            }
+        }
+        self.leave().await;
+        Ok(())
+    }
+
+    /// Leave: every instance sends priority 0 if master, VIPs are removed, STOP notifications
+    /// run.
+    async fn leave(&mut self) {
+        tracing::info!("stopping: leaving every VRRP instance");
+        self.telemetry.set_ready(false);
+        self.router.shutdown(Instant::now());
+        self.drain_actions().await;
+        self.vips.flush().await;
+        if !self.notifier.flush(NOTIFY_FLUSH).await {
+            tracing::warn!("notify scripts still running at exit");
+        }
+        self.trackers.stop_all();
+        self.publish_status();
+    }
+
+    /// Bring the running instances to `desired` (start, stop, update in place, restart).
+    async fn apply(&mut self, now: Instant, desired: Vec<ResolvedInstance>) {
+        let changes = diff(&self.applied, &desired);
+        if changes.is_empty() && !self.applied.is_empty() {
+            return;
+        }
+        match TrackerSet::from_instances(desired.iter()) {
+            Ok(set) => {
+                let report = self.trackers.apply(&set);
+                if !report.started.is_empty() || !report.stopped.is_empty() {
+                    tracing::info!(started = ?report.started, stopped = ?report.stopped, "trackers changed");
+                }
+                self.tracker_set = set;
+            }
+            Err(e) => tracing::error!(error = %e, "tracker configuration rejected; trackers unchanged"),
+        }
+        for change in changes {
+            match change {
+                Change::Start(ri) => {
+                    tracing::info!(instance = %ri.name, "starting instance");
+                    self.start_instance(now, ri).await;
+                }
+                Change::Stop { name } => {
+                    tracing::info!(instance = %name, "stopping instance: no longer configured");
+                    self.stop_instance(now, &name);
+                }
+                Change::UpdateInPlace { new, fields } => {
+                    tracing::info!(instance = %new.name, ?fields, "updating instance in place");
+                    self.update_instance(now, new).await;
+                }
+                Change::Restart { new, fields } => {
+                    tracing::info!(instance = %new.name, ?fields, "restarting instance: these fields cannot change on a running router");
+                    self.stop_instance(now, &new.name);
+                    self.drain_actions().await;
+                    self.start_instance(now, new).await;
+                }
+            }
+        }
+        self.applied = desired;
+        self.router.start(now);
+        self.dirty = true;
+    }
+
+    fn find(&self, name: &str) -> Option<InstanceId> {
+        self.io.iter().find(|(_, io)| io.resolved.name == name).map(|(id, _)| *id)
+    }
+
+    async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
+        self.unplaced.remove(&ri.name);
+        let placed = place(&ri, &self.interfaces).and_then(|p| {
+            let cfg = InstanceConfig::from_resolved(&ri, &p.ifname, p.primary).map_err(|e| e.to_string())?;
+            Ok((p, cfg))
+        });
+        let (placement, cfg) = match placed {
+            Ok(x) => x,
+            Err(reason) => {
+                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
+                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                return;
+            }
+        };
+        let vips = match build_vips(&ri, &placement) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                return;
+            }
+        };
+        let notify = match NotifyScripts::from_resolved(&ri.notify) {
+            Ok(n) => n,
+            Err(e) => {
+                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
+                return;
+            }
+        };
+        if let Err(e) = self.ensure_socket(&placement) {
+            self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
+            return;
+        }
+        let id = match self.router.add(cfg) {
+            Ok(id) => id,
+            Err(e) => {
+                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
+                return;
+            }
+        };
+        let link_up = placement.link_up;
+        let ifname = placement.ifname.clone();
+        self.io.insert(id, InstanceIo { resolved: ri, placement, vips, notify });
+        if !link_up {
+            self.router.handle_link(now, &ifname, false);
+        }
+        self.feed_interface_trackers(now);
+    }
+
+    fn stop_instance(&mut self, now: Instant, name: &str) {
+        self.unplaced.remove(name);
+        if let Some(id) = self.find(name) {
+            self.router.remove(now, id);
+            self.telemetry.metrics().remove_instance(name);
+            self.since.remove(name);
+        }
+    }
+
+    async fn update_instance(&mut self, now: Instant, new: ResolvedInstance) {
+        let Some(id) = self.find(&new.name) else {
+            // Was unplaced before: try again from scratch.
+            self.start_instance(now, new).await;
+            return;
+        };
+        let Some(io) = self.io.get(&id) else { return };
+        let placement = io.placement.clone();
+        let updated = InstanceConfig::from_resolved(&new, &placement.ifname, placement.primary)
+            .map_err(|e| e.to_string())
+            .and_then(|cfg| self.router.update(now, id, cfg).map_err(|e| e.to_string()));
+        match updated {
+            Ok(crate::vrrp::ConfigUpdate::Applied) => {
+                if let Some(io) = self.io.get_mut(&id) {
+                    match NotifyScripts::from_resolved(&new.notify) {
+                        Ok(n) => io.notify = n,
+                        Err(e) => tracing::error!(instance = %new.name, error = %e, "notify scripts rejected; keeping the old ones"),
+                    }
+                    io.resolved = new;
+                }
+                self.feed_interface_trackers(now);
+            }
+            Ok(crate::vrrp::ConfigUpdate::RestartRequired(fields)) => {
+                tracing::info!(instance = %new.name, ?fields, "restarting instance: the core cannot change these in place");
+                self.stop_instance(now, &new.name);
+                self.drain_actions().await;
+                self.start_instance(now, new).await;
+            }
+            Err(reason) => {
+                tracing::error!(instance = %new.name, %reason, "configuration update rejected; the instance keeps its old configuration");
+            }
+        }
+    }
+
+    /// Tell the core the current state of every tracked interface.
+    fn feed_interface_trackers(&mut self, now: Instant) {
+        let states: Vec<(String, bool)> =
+            self.interfaces.iter().map(|i| (i.name.clone(), i.state.is_up())).collect();
+        for (name, up) in states {
+            if self.router.tracks(crate::vrrp::TrackerKind::Interface, &name) {
+                self.router.handle_tracker(now, &name, Observation::Link(up));
+            }
+        }
+    }
+
+    fn ensure_socket(&mut self, p: &Placement) -> Result<(), Error> {
+        let (socket, new) = self.sockets.get_or_open(&p.ifname, p.ifindex, p.family)?;
+        let key = (p.ifindex, family_key(p.family));
+        if new || self.rx_tasks.get(&key).is_none_or(JoinHandle::is_finished) {
+            let tx = self.pkt_tx.clone();
+            let ifname = p.ifname.clone();
+            self.rx_tasks.insert(key, tokio::spawn(receive_loop(socket, ifname, tx)));
+        }
+        Ok(())
+    }
+
+    fn on_packet(&mut self, now: Instant, ifname: &str, pkt: &ReceivedPacket) {
+        if pkt.truncated {
+            self.telemetry.metrics().packet_dropped(ifname, "truncated");
+            return;
+        }
+        let rx = Received { interface: ifname, src: pkt.src, dst: pkt.dst, ttl: pkt.ttl };
+        self.router.handle_packet(now, &rx, &pkt.payload);
+        if let Some(id) = pkt.payload.get(1).and_then(|vrid| self.instance_for(ifname, pkt.src, *vrid))
+            && let Some(io) = self.io.get(&id)
+        {
+            self.telemetry.metrics().advert_received(&io.resolved.name);
+        }
+        self.dirty = true;
+    }
+
+    fn instance_for(&self, ifname: &str, src: IpAddr, vrid: u8) -> Option<InstanceId> {
+        let fam = Family::of(&src);
+        self.io
+            .iter()
+            .find(|(_, io)| {
+                io.placement.ifname == ifname && io.placement.family == fam && io.resolved.virtual_router_id == vrid
+            })
+            .map(|(id, _)| *id)
+    }
+
+    async fn on_net_event(&mut self, now: Instant, ev: NetEvent) {
+        match ev {
+            NetEvent::Link { ifname, state, .. } => {
+                let up = state.is_up();
+                tracing::info!(interface = %ifname, up, "link state changed");
+                self.refresh_interfaces().await;
+                self.router.handle_link(now, &ifname, up);
+            }
+            NetEvent::Overrun => {
+                tracing::warn!("netlink events were lost; re-reading interfaces");
+                self.refresh_interfaces().await;
+                let states: Vec<(String, bool)> =
+                    self.interfaces.iter().map(|i| (i.name.clone(), i.state.is_up())).collect();
+                for (name, up) in states {
+                    self.router.handle_link(now, &name, up);
+                }
+            }
+            NetEvent::LinkRemoved { .. } | NetEvent::AddressAdded { .. } | NetEvent::AddressRemoved { .. } => {
+                self.refresh_interfaces().await;
+                self.retry_unplaced(now).await;
+            }
+        }
+        self.dirty = true;
+    }
+
+    async fn refresh_interfaces(&mut self) {
+        match self.netlink.interfaces().await {
+            Ok(i) => self.interfaces = i,
+            Err(e) => tracing::warn!(error = %e, "cannot list interfaces"),
+        }
+    }
+
+    /// Instances that could not be placed may fit now that interfaces or addresses changed.
+    async fn retry_unplaced(&mut self, now: Instant) {
+        let waiting: Vec<ResolvedInstance> = self
+            .unplaced
+            .values()
+            .filter(|(ri, _)| place(ri, &self.interfaces).is_ok())
+            .map(|(ri, _)| ri.clone())
+            .collect();
+        for ri in waiting {
+            tracing::info!(instance = %ri.name, "interface now available; starting instance");
+            self.start_instance(now, ri).await;
+        }
+        self.router.start(now);
+    }
+
+    fn on_tracker(&mut self, now: Instant, obs: TrackObservation) {
+        self.telemetry.metrics().observe(&obs);
+        let (name, core_obs) = match &obs {
+            TrackObservation::Script { tracker, success, .. } => (tracker.clone(), Observation::ScriptResult(*success)),
+            TrackObservation::ProcessCount { tracker, count } => (tracker.clone(), Observation::ProcessCount(*count)),
+            // keepalived reads a missing or unreadable file as 0.
+            TrackObservation::FileValue { tracker, value } => (tracker.clone(), Observation::FileValue(value.unwrap_or(0))),
+        };
+        self.router.handle_tracker(now, &name, core_obs);
+        self.dirty = true;
+    }
+
+    /// Perform every queued core action.
+    async fn drain_actions(&mut self) {
+        while let Some(ra) = self.router.poll_action() {
+            let Some(io) = self.io.get(&ra.instance) else { continue };
+            let name = io.resolved.name.clone();
+            match ra.action {
+                Action::SendAdvert { src, dst, bytes, .. } => {
+                    let socket = self.sockets.get(io.placement.ifindex, io.placement.family);
+                    match socket {
+                        Some(s) => match s.send(src, dst, &bytes).await {
+                            Ok(()) => self.telemetry.metrics().advert_sent(&name),
+                            Err(e) => tracing::warn!(instance = %name, %dst, error = %e, "cannot send advert"),
+                        },
+                        None => tracing::warn!(instance = %name, "no socket for advert"),
+                    }
+                }
+                Action::AddVips(nets) => {
+                    let vips = select_vips(&io.vips, &nets);
+                    self.vips.add(&name, vips);
+                }
+                Action::RemoveVips(nets) => {
+                    let vips = select_vips(&io.vips, &nets);
+                    self.vips.remove(&name, vips);
+                }
+                Action::SendGratuitous { addresses, repeat, kind } => {
+                    let garp = Arc::clone(&self.garp);
+                    let ifindex = io.placement.ifindex;
+                    let v6 = io.placement.family == Family::V6;
+                    let telemetry = self.telemetry.clone();
+                    let inst = name.clone();
+                    tokio::spawn(async move {
+                        // Wait until the VIPs are bound before announcing them.
+                        match garp.send_gratuitous(ifindex, &addresses, repeat).await {
+                            Ok(n) => {
+                                let n = n as u64;
+                                if v6 { telemetry.metrics().na_sent(&inst, n) } else { telemetry.metrics().garp_sent(&inst, n) }
+                                tracing::debug!(instance = %inst, ?kind, sent = n, "gratuitous announcements sent");
+                            }
+                            Err(e) => tracing::warn!(instance = %inst, error = %e, "cannot send gratuitous ARP/NA"),
+                        }
+                    });
+                    if matches!(kind, GratuitousKind::Initial) {
+                        tracing::info!(instance = %name, "sending gratuitous ARP/NA for the virtual addresses");
+                    }
+                }
+                Action::StateChanged { from, to, reason, priority } => {
+                    self.on_state_changed(ra.instance, from, to, reason, priority);
+                }
+            }
+        }
+        let live: Vec<InstanceId> = self.io.keys().copied().filter(|id| self.router.get(*id).is_none()).collect();
+        for id in live {
+            if let Some(io) = self.io.remove(&id) {
+                self.notifier.forget(&NotifyTarget::Instance(io.resolved.name.clone()));
+            }
+        }
+        self.close_unused_sockets();
+    }
+
+    fn on_state_changed(&mut self, id: InstanceId, from: State, to: State, reason: crate::vrrp::Reason, priority: u8) {
+        let Some(io) = self.io.get(&id) else { return };
+        let name = io.resolved.name.clone();
+        // keepalived's words, which operators grep for.
+        match to {
+            State::Master => tracing::info!(instance = %name, %reason, "({name}) Entering MASTER STATE"),
+            State::Backup => tracing::info!(instance = %name, %reason, "({name}) Entering BACKUP STATE"),
+            State::Fault => tracing::warn!(instance = %name, %reason, "({name}) Entering FAULT STATE"),
+            State::Init => tracing::info!(instance = %name, %reason, "({name}) Entering INIT STATE"),
+            State::Stop => tracing::info!(instance = %name, %reason, "({name}) Stopped"),
+        }
+        let m = self.telemetry.metrics();
+        m.transition(&name, from.to_crd(), to.to_crd(), reason.label());
+        m.set_state(&name, to.to_crd());
+        m.set_effective_priority(&name, priority);
+        self.since.insert(name.clone(), (chrono::Utc::now(), reason.to_string()));
+        let notify_state = match to {
+            State::Master => Some(NotifyState::Master),
+            State::Backup => Some(NotifyState::Backup),
+            State::Fault => Some(NotifyState::Fault),
+            State::Stop => Some(NotifyState::Stop),
+            State::Init => None,
+        };
+        if let Some(ns) = notify_state {
+            self.notifier.notify(&name, &io.notify, ns, priority);
+        }
+        if let (Some(events), Some(vip)) = (&self.hooks.events, &io.resolved.virtual_ip) {
+            let events = events.clone();
+            let vip: ObjectRef = vip.clone();
+            let state = to.to_crd();
+            let reason = reason.to_string();
+            tokio::spawn(async move { events.publish(&vip, state, &reason).await });
+        }
+        self.dirty = true;
+    }
+
+    fn close_unused_sockets(&mut self) {
+        let in_use: Vec<(u32, u8)> =
+            self.io.values().map(|io| (io.placement.ifindex, family_key(io.placement.family))).collect();
+        let open: Vec<(u32, u8)> = self.rx_tasks.keys().copied().collect();
+        for key in open {
+            if !in_use.contains(&key) {
+                if let Some(task) = self.rx_tasks.remove(&key) {
+                    task.abort();
+                }
+                let fam = if key.1 == 4 { Family::V4 } else { Family::V6 };
+                self.sockets.close(key.0, fam);
+            }
+        }
+    }
+
+    /// Publish `/status` and (in-cluster) the VRRPNode status, when something changed.
+    fn publish_status(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let mut snapshots = Vec::new();
+        let mut statuses = Vec::new();
+        for (id, io) in &self.io {
+            let Some(inst) = self.router.get(*id) else { continue };
+            let mut st = inst.status();
+            let since = self.since.get(&io.resolved.name);
+            st.last_transition_time = since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            snapshots.push(InstanceSnapshot {
+                name: io.resolved.name.clone(),
+                state: st.state.unwrap_or(crds::vrrpnode::VrrpState::Init),
+                effective_priority: inst.effective_priority(),
+                base_priority: io.resolved.priority,
+                vips: if inst.state() == State::Master { io.resolved.addresses.clone() } else { vec![] },
+                master_address: st.master_address.clone(),
+                trackers: st.trackers.iter().map(tracker_snapshot).collect(),
+                since: st.last_transition_time.clone(),
+                reason: st.reason.clone(),
+            });
+            statuses.push(st);
+        }
+        for (name, (ri, why)) in &self.unplaced {
+            snapshots.push(InstanceSnapshot {
+                name: name.clone(),
+                state: crds::vrrpnode::VrrpState::Fault,
+                effective_priority: 0,
+                base_priority: ri.priority,
+                vips: vec![],
+                master_address: None,
+                trackers: vec![],
+                since: None,
+                reason: Some(why.clone()),
+            });
+            statuses.push(crds::vrrpnode::InstanceStatus {
+                name: name.clone(),
+                state: Some(crds::vrrpnode::VrrpState::Fault),
+                fault_reason: Some(why.clone()),
+                reason: Some(why.clone()),
+                ..Default::default()
+            });
+        }
+        snapshots.sort_by(|a, b| a.name.cmp(&b.name));
+        statuses.sort_by(|a, b| a.name.cmp(&b.name));
+        self.telemetry.set_instances(snapshots);
+        if let Some(tx) = &self.hooks.status {
+            let count = |s: crds::vrrpnode::VrrpState| {
+                u32::try_from(statuses.iter().filter(|x| x.state == Some(s)).count()).unwrap_or(u32::MAX)
+            };
+            let status = VRRPNodeStatus {
+                instance_count: u32::try_from(statuses.len()).unwrap_or(u32::MAX),
+                master_count: count(crds::vrrpnode::VrrpState::Master),
+                fault_count: count(crds::vrrpnode::VrrpState::Fault),
+                agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+                applied_config_hash: None,
+                instances: statuses,
+            };
+            tx.send_if_modified(|cur| {
+                if *cur == status {
+                    false
+                } else {
+                    *cur = status;
+                    true
+                }
+            });
+        }
+    }
+
+    /// The node's name.
+    pub fn node_name(&self) -> &str {
+        &self.opts.node_name
+    }
+}
+
+fn tracker_snapshot(t: &TrackerStatus) -> TrackerSnapshot {
+    TrackerSnapshot { kind: t.kind.clone(), name: t.name.clone(), up: t.up }
+}
+
+/// The VIPs of an instance as netlink objects: virtual addresses first, then excluded ones.
+fn build_vips(ri: &ResolvedInstance, p: &Placement) -> Result<Vec<Vip>, String> {
+    ri.addresses
+        .iter()
+        .chain(ri.excluded_addresses.iter())
+        .map(|a| {
+            let net = crds::validate::parse_address(a).ok_or_else(|| format!("address {a:?} is not an IP/CIDR"))?;
+            Vip::new(&p.ifname, p.ifindex, net, None).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// The instance's VIPs the core named (by address), in the core's order.
+fn select_vips(all: &[Vip], nets: &[ipnet::IpNet]) -> Vec<Vip> {
+    nets.iter()
+        .filter_map(|n| all.iter().find(|v| v.address().addr() == n.addr()).cloned())
+        .collect()
+}
+
+async fn receive_loop(socket: Arc<VrrpSocket>, ifname: String, tx: mpsc::Sender<(String, ReceivedPacket)>) {
+    loop {
+        match socket.recv().await {
+            Ok(pkt) => {
+                if tx.send((ifname.clone(), pkt)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(interface = %ifname, error = %e, "VRRP receive failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) -> crate::net::Wakeup {
+    match deadline {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serve the metrics endpoints when an address is given.
+pub async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    telemetry: Telemetry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<JoinHandle<()>>, Error> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = metrics::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /status");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = metrics::serve(listener, telemetry, shutdown).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    })))
+}

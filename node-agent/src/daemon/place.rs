@@ -1,0 +1,130 @@
+//! Placing a resolved instance on this host: which interface, which ifindex, which source
+//! address. Pure: the interfaces come from netlink, the answer feeds the core's config.
+
+use std::net::IpAddr;
+
+use crds::ResolvedInstance;
+use crds::validate::parse_address;
+
+use crate::net::{Family, Interface};
+
+/// Where an instance runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Interface name.
+    pub ifname: String,
+    /// Interface index.
+    pub ifindex: u32,
+    /// Address family of the VIPs (and of the adverts).
+    pub family: Family,
+    /// Source address of adverts: `unicast_src_ip`, else the interface's primary IPv4 or its
+    /// IPv6 link-local address.
+    pub primary: IpAddr,
+    /// Whether the link is up now.
+    pub link_up: bool,
+}
+
+/// Find the interface and source address for `ri`, or say why there is none.
+pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placement, String> {
+    let first = ri
+        .addresses
+        .first()
+        .and_then(|a| parse_address(a))
+        .ok_or_else(|| "the instance has no valid virtual address".to_string())?;
+    let family = Family::of(&first.addr());
+    let iface = match &ri.interface {
+        Some(name) => interfaces
+            .iter()
+            .find(|i| &i.name == name)
+            .ok_or_else(|| format!("interface {name} does not exist on this host"))?,
+        None => interfaces
+            .iter()
+            .filter(|i| !i.loopback)
+            .find(|i| i.addresses.iter().any(|a| a.address.contains(&first.addr())))
+            .ok_or_else(|| {
+                format!("no interface given and no interface has a subnet holding {}", first.addr())
+            })?,
+    };
+    let primary = match &ri.unicast_source {
+        Some(s) => s
+            .parse::<IpAddr>()
+            .map_err(|_| format!("unicast source {s:?} is not an IP address"))?,
+        None => match family {
+            Family::V4 => iface
+                .primary_ipv4()
+                .map(IpAddr::V4)
+                .ok_or_else(|| format!("interface {} has no IPv4 address to send adverts from", iface.name))?,
+            Family::V6 => iface
+                .link_local_ipv6()
+                .map(IpAddr::V6)
+                .ok_or_else(|| format!("interface {} has no IPv6 link-local address to send adverts from", iface.name))?,
+        },
+    };
+    Ok(Placement { ifname: iface.name.clone(), ifindex: iface.index, family, primary, link_up: iface.state.is_up() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::{InterfaceAddress, LinkState, OperState};
+
+    fn iface(name: &str, index: u32, addrs: &[&str]) -> Interface {
+        Interface {
+            index,
+            name: name.into(),
+            mac: Some([2, 0, 0, 0, 0, index as u8]),
+            loopback: name == "lo",
+            state: LinkState { admin_up: true, running: true, lower_up: true, oper: OperState::Up },
+            addresses: addrs
+                .iter()
+                .map(|a| InterfaceAddress {
+                    address: a.parse().unwrap(),
+                    label: None,
+                    secondary: false,
+                    tentative: false,
+                    dad_failed: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn ri(addr: &str, interface: Option<&str>) -> ResolvedInstance {
+        ResolvedInstance {
+            name: "VI_1".into(),
+            addresses: vec![addr.into()],
+            interface: interface.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn host() -> Vec<Interface> {
+        vec![
+            iface("lo", 1, &["127.0.0.1/8"]),
+            iface("eth0", 2, &["192.0.2.11/24", "fe80::1/64", "2001:db8::11/64"]),
+            iface("eth1", 3, &["198.51.100.11/24"]),
+        ]
+    }
+
+    #[test]
+    fn interface_by_subnet_and_primary_address() {
+        let p = place(&ri("198.51.100.200/24", None), &host()).unwrap();
+        assert_eq!((p.ifname.as_str(), p.ifindex, p.primary), ("eth1", 3, "198.51.100.11".parse().unwrap()));
+        let p = place(&ri("2001:db8::200/64", None), &host()).unwrap();
+        assert_eq!((p.ifname.as_str(), p.family, p.primary), ("eth0", Family::V6, "fe80::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn explicit_interface_and_unicast_source_win() {
+        let mut r = ri("203.0.113.5/24", Some("eth0"));
+        assert_eq!(place(&r, &host()).unwrap().primary, "192.0.2.11".parse::<IpAddr>().unwrap());
+        r.unicast_source = Some("192.0.2.99".into());
+        assert_eq!(place(&r, &host()).unwrap().primary, "192.0.2.99".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn failures_say_why() {
+        assert_eq!(place(&ri("192.0.2.200/24", Some("eth9")), &host()).unwrap_err(), "interface eth9 does not exist on this host");
+        assert!(place(&ri("203.0.113.5/24", None), &host()).unwrap_err().contains("no interface has a subnet holding 203.0.113.5"));
+        assert!(place(&ri("2001:db8::5/64", Some("eth1")), &host()).unwrap_err().contains("no IPv6 link-local"));
+    }
+}

@@ -1,0 +1,99 @@
+//! Events on the VirtualIP when this node becomes MASTER or enters FAULT.
+//!
+//! Published with kube's `events::Recorder` (events.k8s.io/v1, deduplicated into series), with
+//! the node as the reporting instance so `kubectl describe vip` shows who said what.
+
+use crds::vrrpnode::{ObjectRef, VrrpState};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+/// The event to publish for a transition into `to`, if any (pure).
+pub fn transition_event(node: &str, to: VrrpState, reason: &str) -> Option<Event> {
+    let (type_, event_reason, note) = match to {
+        VrrpState::Master => (
+            EventType::Normal,
+            "BecameMaster",
+            format!("node {node} is now MASTER: {reason}"),
+        ),
+        VrrpState::Fault => (
+            EventType::Warning,
+            "Fault",
+            format!("node {node} entered FAULT: {reason}"),
+        ),
+        VrrpState::Backup | VrrpState::Init => return None,
+    };
+    Some(Event {
+        type_,
+        reason: event_reason.into(),
+        note: Some(note),
+        action: "VRRPTransition".into(),
+        secondary: None,
+    })
+}
+
+/// The object reference of a VirtualIP.
+pub fn virtualip_reference(vip: &ObjectRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("kubevrrp.io/v1alpha1".into()),
+        kind: Some("VirtualIP".into()),
+        namespace: Some(vip.namespace.clone()),
+        name: Some(vip.name.clone()),
+        ..Default::default()
+    }
+}
+
+/// Publishes transition events for one node.
+#[derive(Clone)]
+pub struct TransitionEvents {
+    recorder: Recorder,
+    node: String,
+}
+
+impl TransitionEvents {
+    /// Events reported by `kube-vrrp-agent` on `node`.
+    pub fn new(client: Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: super::FIELD_MANAGER.into(),
+            instance: Some(node.into()),
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+            node: node.into(),
+        }
+    }
+
+    /// Publish the event for a transition (nothing for BACKUP/INIT). Failures are logged: an
+    /// event is never worth blocking or retrying for.
+    pub async fn publish(&self, vip: &ObjectRef, to: VrrpState, reason: &str) {
+        let Some(event) = transition_event(&self.node, to, reason) else {
+            return;
+        };
+        if let Err(e) = self
+            .recorder
+            .publish(&event, &virtualip_reference(vip))
+            .await
+        {
+            tracing::debug!(error = %e, vip = %format!("{}/{}", vip.namespace, vip.name), "cannot publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_and_fault_get_events_backup_does_not() {
+        let e = transition_event("node-a", VrrpState::Master, "master down timer expired").unwrap();
+        assert_eq!(e.reason, "BecameMaster");
+        assert_eq!(
+            e.note.as_deref(),
+            Some("node node-a is now MASTER: master down timer expired")
+        );
+        let e = transition_event("node-a", VrrpState::Fault, "interface eth0 down").unwrap();
+        assert!(matches!(e.type_, EventType::Warning));
+        assert_eq!(e.reason, "Fault");
+        assert!(transition_event("node-a", VrrpState::Backup, "x").is_none());
+    }
+}

@@ -1,1 +1,0 @@
-//! Metrics and HTTP endpoints. Filled in by the tracker/observability work.

@@ -1,0 +1,185 @@
+//! The two long-running modes, wired from the pieces: `run` (in-cluster) and `standalone`
+//! (a keepalived.conf, no cluster). Both end the same way: SIGTERM/SIGINT ⇒ every master sends
+//! a priority-0 advert, the VIPs are removed, exit 0.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crds::vrrpnode::ResolvedTrackPods;
+use crds::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::cli::{CommonArgs, RunArgs, StandaloneArgs};
+use crate::daemon::{Daemon, Hooks, Options, serve_metrics};
+use crate::kube::cache::ConfigCache;
+use crate::kube::events::TransitionEvents;
+use crate::kube::pods::{self, PodsReady};
+use crate::kube::{report, source};
+use crate::metrics::Telemetry;
+use crate::{Error, logging};
+
+/// A future that resolves on SIGTERM or SIGINT.
+fn termination() -> Result<impl std::future::Future<Output = ()>, Error> {
+    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}
+
+/// Run the daemon with `desired` until a termination signal, serving metrics meanwhile.
+async fn run_daemon(
+    common: &CommonArgs,
+    node_name: String,
+    telemetry: Telemetry,
+    hooks: Hooks,
+    desired: watch::Receiver<Vec<ResolvedInstance>>,
+) -> Result<(), Error> {
+    let shutdown = termination()?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = serve_metrics(common.metrics_addr, telemetry.clone(), async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    })
+    .await?;
+    let opts = Options { node_name, state_dir: common.state_dir.clone() };
+    let daemon = Daemon::new(opts, telemetry, hooks).await?;
+    let result = daemon.run(desired, shutdown).await;
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    result
+}
+
+/// The host name, for logs when no node name is given.
+fn host_name() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+}
+
+/// `kube-vrrp-agent standalone --config FILE`: run a keepalived.conf. SIGHUP reloads it and
+/// applies only the difference.
+pub async fn standalone(args: StandaloneArgs) -> Result<(), Error> {
+    logging::init(args.common.log_format);
+    let node = host_name();
+    let initial = load_standalone(&args.config, &node).await?;
+    tracing::info!(config = %args.config.display(), instances = initial.len(), "starting standalone");
+    let (tx, rx) = watch::channel(initial);
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
+    let path = args.config.clone();
+    let reload_node = node.clone();
+    let reloader = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(config = %path.display(), "SIGHUP: reloading configuration");
+            match load_standalone(&path, &reload_node).await {
+                Ok(instances) => {
+                    if tx.send(instances).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+            }
+        }
+    });
+    let result = run_daemon(&args.common, node, Telemetry::new(), Hooks::default(), rx).await;
+    reloader.abort();
+    result
+}
+
+/// Parse and resolve a keepalived.conf for this host; every problem is reported.
+async fn load_standalone(path: &Path, node: &str) -> Result<Vec<ResolvedInstance>, Error> {
+    let netlink = crate::net::Netlink::new()?;
+    let interfaces = netlink.interfaces().await?;
+    let facts = crate::net::node_facts(node, &interfaces);
+    crate::standalone::load(path, &facts)
+}
+
+/// `kube-vrrp-agent run`: follow `VRRPNode/<node>`, report its status.
+pub async fn run(args: RunArgs) -> Result<(), Error> {
+    logging::init(args.common.log_format);
+    let node = args.node_name.clone();
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
+    let cache = ConfigCache::new(&args.common.state_dir);
+    let cached = match cache.load() {
+        Ok(Some(spec)) => {
+            tracing::info!(instances = spec.instances.len(), path = %cache.path().display(), "running the cached configuration until the API answers");
+            spec
+        }
+        Ok(None) => VRRPNodeSpec::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the unreadable config cache");
+            VRRPNodeSpec::default()
+        }
+    };
+
+    let api: kube::Api<VRRPNode> = kube::Api::all(client.clone());
+    let (spec_tx, mut spec_rx) = watch::channel(cached.clone());
+    let health = Arc::new(source::ApiHealth::default());
+    let watch_task = tokio::spawn(source::run(api.clone(), node.clone(), cache, spec_tx, Arc::clone(&health)));
+
+    let (desired_tx, desired_rx) = watch::channel(cached.instances.clone());
+    let (pods_tx, pods_rx) = mpsc::channel(64);
+    let pods_client = client.clone();
+    let pods_node = node.clone();
+    let forward = tokio::spawn(async move {
+        let mut pods = PodTrackers::default();
+        pods.apply(&pods_client, &pods_node, &spec_rx.borrow().instances, &pods_tx);
+        while spec_rx.changed().await.is_ok() {
+            let spec = spec_rx.borrow_and_update().clone();
+            pods.apply(&pods_client, &pods_node, &spec.instances, &pods_tx);
+            if desired_tx.send(spec.instances).is_err() {
+                return;
+            }
+        }
+    });
+
+    let (status_tx, status_rx) = watch::channel(VRRPNodeStatus::default());
+    let reporter = tokio::spawn(report::run(api, node.clone(), status_rx));
+    let hooks = Hooks {
+        status: Some(status_tx),
+        events: Some(TransitionEvents::new(client, &node)),
+        pods: Some(pods_rx),
+    };
+    let result = run_daemon(&args.common, node, Telemetry::new(), hooks, desired_rx).await;
+    watch_task.abort();
+    forward.abort();
+    // The daemon dropped its status sender: the reporter flushes the final state and ends.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter).await;
+    result
+}
+
+/// The running pod trackers, one watch task per tracker.
+#[derive(Default)]
+struct PodTrackers {
+    running: BTreeMap<String, (ResolvedTrackPods, JoinHandle<()>)>,
+}
+
+impl PodTrackers {
+    fn apply(&mut self, client: &kube::Client, node: &str, instances: &[ResolvedInstance], tx: &mpsc::Sender<PodsReady>) {
+        let wanted: BTreeMap<String, ResolvedTrackPods> = instances
+            .iter()
+            .flat_map(|i| i.track.pods.iter())
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        self.running.retain(|name, (spec, task)| {
+            let keep = wanted.get(name) == Some(spec);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (name, spec) in wanted {
+            if !self.running.contains_key(&name) {
+                let task = tokio::spawn(pods::run(client.clone(), node.to_owned(), spec.clone(), tx.clone()));
+                self.running.insert(name, (spec, task));
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Trackers. Filled in by the tracker work.

@@ -1,1 +1,0 @@
-//! The sans-IO VRRP core. Filled in by the protocol-core work.

@@ -1,0 +1,1036 @@
+//! The state machine of one VRRP instance (keepalived's `vrrp_instance`).
+//!
+//! Sans-IO: inputs carry `now`; outputs are [`Action`]s pulled with
+//! [`Instance::poll_action`], and [`Instance::poll_timeout`] says when to call
+//! [`Instance::handle_timeout`] next. After any `handle_*`/`start`/`shutdown` call, drain
+//! `poll_action` until `None` and re-read `poll_timeout`.
+//!
+//! States: INIT → BACKUP / MASTER, FAULT (keepalived's), STOP after shutdown. Behaviour per
+//! RFC 9568 §6.4 with keepalived's choices where the RFC leaves room:
+//! - INIT: owner (priority 255) or `state MASTER` ⇒ MASTER at once; else BACKUP with the
+//!   master down timer at Master_Down_Interval. Weight-0 trackers without a result hold INIT.
+//! - BACKUP: down timer ⇒ MASTER. Priority-0 advert ⇒ timer = Skew_Time. Priority ≥ ours, or
+//!   preempt off, or inside `preempt_delay` ⇒ learn the interval (v3) and reset the timer to
+//!   Master_Down_Interval. Lower priority with preempt ⇒ ignored.
+//! - MASTER: advert timer ⇒ advert. Higher priority, or equal priority from a higher
+//!   address ⇒ BACKUP. Priority 0 ⇒ advert at once. Lower priority (or equal from a lower
+//!   address) ⇒ advert and GARP at once (RFC 9568; keepalived "forcing new election").
+//! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
+//!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
+//! - shutdown: MASTER sends priority 0 and then removes the VIPs.
+//!
+//! Action order within one call: [`Action::StateChanged`] first, then the effects in the
+//! order they are to be performed (advert, VIP changes, gratuitous ARP/NA).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use super::checksum::{ChecksumKind, V3Ipv4Checksum};
+use super::config::{ConfigError, InstanceConfig, StartState};
+use super::counters::{Counters, DropReason};
+use super::packet::{Advert, Family, Interval, Version};
+use super::timers::{master_down_interval, skew_time};
+use super::track::{Effect, Observation, Tracker, TrackerKind, effective_priority};
+
+/// Instance state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started, or held by weight-0 trackers without a result.
+    Init,
+    /// Backup.
+    Backup,
+    /// Master.
+    Master,
+    /// Fault (keepalived's extra state).
+    Fault,
+    /// Stopped by [`Instance::shutdown`].
+    Stop,
+}
+
+impl State {
+    /// The state as the VRRPNode status reports it (`STOP` reports as `INIT`).
+    pub fn to_crd(self) -> crds::vrrpnode::VrrpState {
+        use crds::vrrpnode::VrrpState;
+        match self {
+            State::Init | State::Stop => VrrpState::Init,
+            State::Backup => VrrpState::Backup,
+            State::Master => VrrpState::Master,
+            State::Fault => VrrpState::Fault,
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    /// keepalived's words, as passed to notify scripts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            State::Init => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+            State::Stop => "STOP",
+        })
+    }
+}
+
+/// Why a state changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Start-up into BACKUP.
+    Startup,
+    /// Start-up as address owner.
+    AddressOwner,
+    /// Start-up with `state MASTER`.
+    ConfiguredMaster,
+    /// The master down timer fired.
+    MasterDownTimerExpired,
+    /// A higher-priority advert reached this master.
+    HigherPriorityAdvert {
+        /// Sender.
+        from: IpAddr,
+        /// Its priority.
+        priority: u8,
+    },
+    /// An equal-priority advert from a higher address reached this master.
+    EqualPriorityHigherAddress {
+        /// Sender.
+        from: IpAddr,
+    },
+    /// A weight-0 tracker failed.
+    TrackerFailed {
+        /// Kind.
+        kind: TrackerKind,
+        /// Name.
+        name: String,
+    },
+    /// The instance's interface went down.
+    InterfaceDown {
+        /// Interface.
+        interface: String,
+    },
+    /// Every fault condition cleared.
+    FaultCleared,
+    /// Moved together with a sync-group member.
+    SyncGroup {
+        /// Group.
+        group: String,
+        /// The member that moved first.
+        member: String,
+        /// The state it entered.
+        state: State,
+    },
+    /// Shut down.
+    Shutdown,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Startup => f.write_str("startup"),
+            Reason::AddressOwner => f.write_str("address owner (priority 255)"),
+            Reason::ConfiguredMaster => f.write_str("configured state MASTER"),
+            Reason::MasterDownTimerExpired => f.write_str("master down timer expired"),
+            Reason::HigherPriorityAdvert { from, priority } => {
+                write!(
+                    f,
+                    "received higher priority advert from {from} (priority {priority})"
+                )
+            }
+            Reason::EqualPriorityHigherAddress { from } => {
+                write!(
+                    f,
+                    "received advert with equal priority from higher address {from}"
+                )
+            }
+            Reason::TrackerFailed { kind, name } => write!(f, "tracker {name} ({kind}) failed"),
+            Reason::InterfaceDown { interface } => write!(f, "interface {interface} down"),
+            Reason::FaultCleared => f.write_str("leaving FAULT state"),
+            Reason::SyncGroup {
+                group,
+                member,
+                state,
+            } => {
+                write!(f, "sync group {group}: member {member} entered {state}")
+            }
+            Reason::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+impl Reason {
+    /// Short machine label (for status `reason` fields and metrics).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reason::Startup => "Startup",
+            Reason::AddressOwner => "AddressOwner",
+            Reason::ConfiguredMaster => "ConfiguredMaster",
+            Reason::MasterDownTimerExpired => "MasterDownTimerExpired",
+            Reason::HigherPriorityAdvert { .. } => "HigherPriorityAdvert",
+            Reason::EqualPriorityHigherAddress { .. } => "EqualPriorityHigherAddress",
+            Reason::TrackerFailed { .. } => "TrackerFailed",
+            Reason::InterfaceDown { .. } => "InterfaceDown",
+            Reason::FaultCleared => "FaultCleared",
+            Reason::SyncGroup { .. } => "SyncGroup",
+            Reason::Shutdown => "Shutdown",
+        }
+    }
+}
+
+/// Why gratuitous ARP / NA is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GratuitousKind {
+    /// The burst on becoming master.
+    Initial,
+    /// The second burst `garp_master_delay` later.
+    Delayed,
+    /// A periodic refresh (`garp_master_refresh`).
+    Refresh,
+    /// Answering a lower-priority advert.
+    Election,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `bytes` (a complete VRRP message, checksum filled for `src` → `dst`) as IP
+    /// protocol 112 from `src` to `dst` with TTL / hop limit 255.
+    SendAdvert {
+        /// Source address (bind/`IP_PKTINFO`).
+        src: IpAddr,
+        /// Multicast group or one unicast peer.
+        dst: IpAddr,
+        /// The VRRP message.
+        bytes: Vec<u8>,
+        /// Priority carried (0 = leaving).
+        priority: u8,
+    },
+    /// Bind these addresses (with prefix lengths) on the instance's interface.
+    AddVips(Vec<IpNet>),
+    /// Remove these addresses from the instance's interface.
+    RemoveVips(Vec<IpNet>),
+    /// Send `repeat` gratuitous ARPs (IPv4) or unsolicited NAs with Override (IPv6) for
+    /// each address.
+    SendGratuitous {
+        /// Addresses to announce.
+        addresses: Vec<IpAddr>,
+        /// Packets per address.
+        repeat: u32,
+        /// Why.
+        kind: GratuitousKind,
+    },
+    /// The state changed. `priority` is the effective priority, as keepalived's generic
+    /// notify passes it (`INSTANCE VI_1 MASTER 244`).
+    StateChanged {
+        /// Previous state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        reason: Reason,
+        /// Effective priority at the change.
+        priority: u8,
+    },
+}
+
+/// Receive metadata from the IP header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxInfo {
+    /// IP source.
+    pub src: IpAddr,
+    /// IP destination (multicast group or our unicast address).
+    pub dst: IpAddr,
+    /// TTL / hop limit.
+    pub ttl: u8,
+    /// The checksum form the packet carried (from [`Advert::parse`]).
+    pub checksum: ChecksumKind,
+}
+
+/// Result of [`Instance::update_config`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigUpdate {
+    /// Applied in place, no state change.
+    Applied,
+    /// Not applied: these fields can only change by removing and re-adding the instance.
+    RestartRequired(Vec<&'static str>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    MasterDown = 0,
+    Advert = 1,
+    GarpDelayed = 2,
+    GarpRefresh = 3,
+}
+
+const TIMERS: [Timer; 4] = [
+    Timer::MasterDown,
+    Timer::Advert,
+    Timer::GarpDelayed,
+    Timer::GarpRefresh,
+];
+
+/// One VRRP instance.
+#[derive(Debug)]
+pub struct Instance {
+    cfg: InstanceConfig,
+    state: State,
+    started: bool,
+    trackers: Vec<Tracker>,
+    link_up: bool,
+    sync_hold: Option<Reason>,
+    effective_priority: u8,
+    master_adver_interval: Interval,
+    master_address: Option<IpAddr>,
+    timers: [Option<Instant>; 4],
+    preempt_allowed_at: Option<Instant>,
+    actions: VecDeque<Action>,
+    counters: Counters,
+    last_reason: Option<Reason>,
+}
+
+impl Instance {
+    /// A new instance in INIT. The interface is assumed up until [`Instance::handle_link`]
+    /// says otherwise; trackers start without a result.
+    pub fn new(cfg: InstanceConfig) -> Result<Instance, ConfigError> {
+        cfg.validate()?;
+        let trackers: Vec<Tracker> = cfg.trackers.iter().cloned().map(Tracker::new).collect();
+        Ok(Instance {
+            effective_priority: effective_priority(cfg.priority, &trackers),
+            master_adver_interval: cfg.advert_interval,
+            trackers,
+            cfg,
+            state: State::Init,
+            started: false,
+            link_up: true,
+            sync_hold: None,
+            master_address: None,
+            timers: [None; 4],
+            preempt_allowed_at: None,
+            actions: VecDeque::new(),
+            counters: Counters::default(),
+            last_reason: None,
+        })
+    }
+
+    // ---- read-only accessors ----
+
+    /// Configuration.
+    pub fn config(&self) -> &InstanceConfig {
+        &self.cfg
+    }
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// Effective priority (base adjusted by trackers; 255 for an owner).
+    pub fn effective_priority(&self) -> u8 {
+        self.effective_priority
+    }
+    /// Master_Adver_Interval in use (learned from the master in v3 backups).
+    pub fn master_adver_interval(&self) -> Interval {
+        self.master_adver_interval
+    }
+    /// Current master: our source when MASTER, the last advertising master when BACKUP.
+    pub fn master_address(&self) -> Option<IpAddr> {
+        match self.state {
+            State::Master => Some(self.cfg.source),
+            State::Backup => self.master_address,
+            _ => None,
+        }
+    }
+    /// Why the last transition happened.
+    pub fn last_reason(&self) -> Option<&Reason> {
+        self.last_reason.as_ref()
+    }
+    /// Why the instance is (or would be) in FAULT, if it is.
+    pub fn fault_reason(&self) -> Option<Reason> {
+        if self.state == State::Fault {
+            self.fault_cause()
+        } else {
+            None
+        }
+    }
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// Trackers with their state.
+    pub fn trackers(&self) -> &[Tracker] {
+        &self.trackers
+    }
+    /// Status entry for `VRRPNode.status.instances[]` (the caller adds the timestamp).
+    pub fn status(&self) -> crds::vrrpnode::InstanceStatus {
+        crds::vrrpnode::InstanceStatus {
+            name: self.cfg.name.clone(),
+            state: Some(self.state.to_crd()),
+            effective_priority: Some(self.effective_priority),
+            trackers: self.trackers.iter().map(Tracker::status).collect(),
+            master_address: self.master_address().map(|a| a.to_string()),
+            last_transition_time: None,
+            reason: self.last_reason.as_ref().map(|r| r.to_string()),
+            fault_reason: self.fault_reason().map(|r| r.to_string()),
+        }
+    }
+
+    // ---- sans-IO driving ----
+
+    /// The earliest deadline at which [`Instance::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Next action to perform.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Start the instance (idempotent; no effect after shutdown).
+    pub fn start(&mut self, now: Instant) {
+        if self.started || self.state == State::Stop {
+            return;
+        }
+        self.started = true;
+        self.preempt_allowed_at = Some(now + self.cfg.preempt_delay);
+        self.reevaluate(now);
+    }
+
+    /// Handle expired timers (call at or after [`Instance::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for t in TIMERS {
+            let Some(deadline) = self.timers[t as usize] else {
+                continue;
+            };
+            if deadline > now {
+                continue;
+            }
+            self.timers[t as usize] = None;
+            match (t, self.state) {
+                (Timer::MasterDown, State::Backup) => {
+                    self.become_master(now, Reason::MasterDownTimerExpired)
+                }
+                (Timer::Advert, State::Master) => self.send_advert_now(now),
+                (Timer::GarpDelayed, State::Master) => self.gratuitous(GratuitousKind::Delayed),
+                (Timer::GarpRefresh, State::Master) => {
+                    self.gratuitous(GratuitousKind::Refresh);
+                    self.timers[Timer::GarpRefresh as usize] =
+                        Some(now + self.cfg.garp.master_refresh);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Handle a parsed advert for this instance's VRID. Runs the receive checks (TTL,
+    /// version, family, own source, unicast peer list, v2 auth and interval) and counts
+    /// every drop.
+    pub fn handle_advert(&mut self, now: Instant, rx: &RxInfo, advert: &Advert) {
+        if let Err(reason) = self.check_advert(rx, advert) {
+            self.counters.drop(reason);
+            return;
+        }
+        self.counters.adverts_received += 1;
+        if advert.priority == 0 {
+            self.counters.priority_zero_received += 1;
+        }
+        if matches!(
+            (rx.checksum, self.cfg.v3_ipv4_checksum),
+            (
+                ChecksumKind::V3Ipv4WithoutPseudoHeader,
+                V3Ipv4Checksum::WithPseudoHeader
+            ) | (
+                ChecksumKind::V3Ipv4WithPseudoHeader,
+                V3Ipv4Checksum::WithoutPseudoHeader
+            )
+        ) {
+            self.counters.checksum_other_form += 1;
+        }
+        if !self.same_addresses(&advert.addresses) {
+            self.counters.address_list_mismatch += 1;
+        }
+        let ours = self.effective_priority;
+        match self.state {
+            State::Backup => {
+                if advert.priority == 0 {
+                    let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
+                    self.timers[Timer::MasterDown as usize] = Some(now + skew);
+                } else if !self.cfg.preempt
+                    || advert.priority >= ours
+                    || self.preempt_allowed_at.is_some_and(|t| now < t)
+                {
+                    self.master_address = Some(rx.src);
+                    if self.cfg.version == Version::V3 {
+                        self.master_adver_interval = advert.interval;
+                    }
+                    self.arm_master_down(now);
+                } else {
+                    self.counters.lower_priority_ignored += 1;
+                }
+            }
+            State::Master => {
+                if advert.priority == 0 {
+                    self.send_advert_now(now);
+                } else if advert.priority > ours
+                    || (advert.priority == ours && rx.src > self.cfg.source)
+                {
+                    let reason = if advert.priority > ours {
+                        Reason::HigherPriorityAdvert {
+                            from: rx.src,
+                            priority: advert.priority,
+                        }
+                    } else {
+                        Reason::EqualPriorityHigherAddress { from: rx.src }
+                    };
+                    self.master_address = Some(rx.src);
+                    if self.cfg.version == Version::V3 {
+                        self.master_adver_interval = advert.interval;
+                    }
+                    self.become_backup(now, reason);
+                } else {
+                    self.send_advert_now(now);
+                    self.gratuitous(GratuitousKind::Election);
+                }
+            }
+            // check_advert admits only BACKUP and MASTER.
+            State::Init | State::Fault | State::Stop => {}
+        }
+    }
+
+    /// Feed a tracker observation for the tracker `(kind, name)`. Returns `false` if this
+    /// instance has no such tracker (or the observation is of another kind).
+    pub fn handle_tracker(&mut self, now: Instant, name: &str, obs: Observation) -> bool {
+        let kind = obs.kind();
+        let Some(t) = self
+            .trackers
+            .iter_mut()
+            .find(|t| t.spec().kind() == kind && t.spec().name == name)
+        else {
+            return false;
+        };
+        if t.observe(obs) {
+            self.effective_priority = effective_priority(self.cfg.priority, &self.trackers);
+            self.reevaluate(now);
+        }
+        true
+    }
+
+    /// The instance's own interface went up or down.
+    pub fn handle_link(&mut self, now: Instant, up: bool) {
+        if self.link_up != up {
+            self.link_up = up;
+            self.reevaluate(now);
+        }
+    }
+
+    /// Stop: a master sends a priority-0 advert and removes its VIPs. Final.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.state == State::Stop {
+            return;
+        }
+        let from = self.state;
+        self.state = State::Stop;
+        self.push_state_changed(from, State::Stop, Reason::Shutdown);
+        if from == State::Master {
+            self.send_advert(now, 0);
+            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+        }
+        self.timers = [None; 4];
+    }
+
+    /// Apply a new configuration without a state flap. Identity fields (name, interface,
+    /// VRID, version, family, source address, multicast/unicast mode) need a restart and are
+    /// reported instead of applied. VIP changes on a master are applied with
+    /// [`Action::RemoveVips`] / [`Action::AddVips`] and a gratuitous burst for new addresses.
+    pub fn update_config(
+        &mut self,
+        now: Instant,
+        cfg: InstanceConfig,
+    ) -> Result<ConfigUpdate, ConfigError> {
+        cfg.validate()?;
+        let old = &self.cfg;
+        let mut restart = Vec::new();
+        if cfg.name != old.name {
+            restart.push("name");
+        }
+        if cfg.interface != old.interface {
+            restart.push("interface");
+        }
+        if cfg.vrid != old.vrid {
+            restart.push("virtualRouterID");
+        }
+        if cfg.version != old.version {
+            restart.push("version");
+        }
+        if cfg.family() != old.family() {
+            restart.push("addresses (family)");
+        }
+        if cfg.source != old.source {
+            restart.push("source address");
+        }
+        if cfg.unicast_peers.is_empty() != old.unicast_peers.is_empty() {
+            restart.push("unicastPeers (multicast/unicast mode)");
+        }
+        if !restart.is_empty() {
+            return Ok(ConfigUpdate::RestartRequired(restart));
+        }
+        // Trackers: keep the state of trackers that stay (same kind, name and rule).
+        let mut trackers = Vec::with_capacity(cfg.trackers.len());
+        for spec in &cfg.trackers {
+            let kept = self
+                .trackers
+                .iter()
+                .find(|t| t.spec().kind() == spec.kind() && t.spec().name == spec.name);
+            trackers.push(match kept {
+                Some(t) if t.spec().rule == spec.rule => {
+                    let mut t = t.clone();
+                    t.set_spec_weights(spec.weight, spec.reverse);
+                    t
+                }
+                _ => Tracker::new(spec.clone()),
+            });
+        }
+        let old_all = self.all_vips();
+        self.cfg = cfg;
+        self.trackers = trackers;
+        // A v3 backup keeps the interval it learned from the master; everyone else uses ours.
+        if self.state != State::Backup || self.cfg.version == Version::V2 {
+            self.master_adver_interval = self.cfg.advert_interval;
+        }
+        if self.state == State::Master {
+            let new_all = self.all_vips();
+            let removed: Vec<IpNet> = old_all
+                .iter()
+                .filter(|n| !new_all.contains(n))
+                .copied()
+                .collect();
+            let added: Vec<IpNet> = new_all
+                .iter()
+                .filter(|n| !old_all.contains(n))
+                .copied()
+                .collect();
+            if !removed.is_empty() {
+                self.actions.push_back(Action::RemoveVips(removed));
+            }
+            if !added.is_empty() {
+                self.actions.push_back(Action::AddVips(added.clone()));
+                if self.cfg.garp.master_repeat > 0 {
+                    self.actions.push_back(Action::SendGratuitous {
+                        addresses: added.iter().map(|n| n.addr()).collect(),
+                        repeat: self.cfg.garp.master_repeat,
+                        kind: GratuitousKind::Initial,
+                    });
+                }
+            }
+            if self.cfg.garp.master_refresh.is_zero() {
+                self.timers[Timer::GarpRefresh as usize] = None;
+            } else if self.timers[Timer::GarpRefresh as usize].is_none() {
+                self.timers[Timer::GarpRefresh as usize] = Some(now + self.cfg.garp.master_refresh);
+            }
+        }
+        self.effective_priority = effective_priority(self.cfg.priority, &self.trackers);
+        self.reevaluate(now);
+        Ok(ConfigUpdate::Applied)
+    }
+
+    // ---- crate-internal hooks for the router (sync groups) ----
+
+    /// Own fault condition (interface, trackers), ignoring the sync group.
+    pub(crate) fn own_fault_cause(&self) -> Option<Reason> {
+        if !self.link_up {
+            return Some(Reason::InterfaceDown {
+                interface: self.cfg.interface.clone(),
+            });
+        }
+        self.trackers
+            .iter()
+            .find(|t| t.effect() == Effect::Fault)
+            .map(|t| Reason::TrackerFailed {
+                kind: t.spec().kind(),
+                name: t.spec().name.clone(),
+            })
+    }
+
+    /// Count a drop detected outside the instance (parse failure of our VRID).
+    pub(crate) fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drop(reason);
+    }
+
+    /// Set or clear the sync-group hold (another member is in fault).
+    pub(crate) fn set_sync_hold(&mut self, now: Instant, hold: Option<Reason>) {
+        if self.sync_hold != hold {
+            self.sync_hold = hold;
+            self.reevaluate(now);
+        }
+    }
+
+    /// Follow a sync-group member into MASTER or BACKUP (only from BACKUP / MASTER).
+    pub(crate) fn follow(&mut self, now: Instant, to: State, reason: Reason) {
+        match (self.state, to) {
+            (State::Backup, State::Master) => self.become_master(now, reason),
+            (State::Master, State::Backup) => self.become_backup(now, reason),
+            _ => {}
+        }
+    }
+
+    // ---- internals ----
+
+    fn check_advert(&self, rx: &RxInfo, advert: &Advert) -> Result<(), DropReason> {
+        if !matches!(self.state, State::Backup | State::Master) {
+            return Err(DropReason::NotRunning);
+        }
+        if Family::of(&rx.src) != self.cfg.family() {
+            return Err(DropReason::FamilyMismatch);
+        }
+        if advert.vrid != self.cfg.vrid {
+            return Err(DropReason::UnknownVrid);
+        }
+        if advert.version != self.cfg.version {
+            return Err(DropReason::VersionMismatch);
+        }
+        let unicast = !self.cfg.unicast_peers.is_empty();
+        if rx.ttl != 255 && !(unicast && self.cfg.allow_lower_ttl) {
+            return Err(DropReason::Ttl);
+        }
+        if rx.src == self.cfg.source {
+            return Err(DropReason::OwnAdvert);
+        }
+        if unicast && !self.cfg.unicast_peers.contains(&rx.src) {
+            return Err(DropReason::UnknownPeer);
+        }
+        if self.cfg.version == Version::V2 {
+            if advert.auth != self.cfg.auth {
+                return Err(DropReason::AuthMismatch);
+            }
+            if advert.interval != self.cfg.advert_interval {
+                return Err(DropReason::IntervalMismatch);
+            }
+        }
+        Ok(())
+    }
+
+    fn same_addresses(&self, addrs: &[IpAddr]) -> bool {
+        addrs.len() == self.cfg.vips.len()
+            && self.cfg.vips.iter().all(|n| addrs.contains(&n.addr()))
+    }
+
+    fn fault_cause(&self) -> Option<Reason> {
+        self.own_fault_cause().or_else(|| self.sync_hold.clone())
+    }
+
+    /// Decide the state from the fault conditions after any change of them.
+    fn reevaluate(&mut self, now: Instant) {
+        if !self.started || self.state == State::Stop {
+            return;
+        }
+        if let Some(cause) = self.fault_cause() {
+            if self.state != State::Fault {
+                self.enter_fault(now, cause);
+            }
+            return;
+        }
+        match self.state {
+            State::Fault => {
+                self.preempt_allowed_at = Some(now + self.cfg.preempt_delay);
+                if self.cfg.priority == 255 {
+                    self.become_master(now, Reason::AddressOwner);
+                } else {
+                    self.become_backup(now, Reason::FaultCleared);
+                }
+            }
+            State::Init => {
+                if self.trackers.iter().any(|t| t.effect() == Effect::Pending) {
+                    return;
+                }
+                if self.cfg.priority == 255 {
+                    self.become_master(now, Reason::AddressOwner);
+                } else if self.cfg.start_state == StartState::Master {
+                    self.become_master(now, Reason::ConfiguredMaster);
+                } else {
+                    self.become_backup(now, Reason::Startup);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn push_state_changed(&mut self, from: State, to: State, reason: Reason) {
+        self.last_reason = Some(reason.clone());
+        self.actions.push_back(Action::StateChanged {
+            from,
+            to,
+            reason,
+            priority: self.effective_priority,
+        });
+    }
+
+    fn enter_fault(&mut self, now: Instant, cause: Reason) {
+        let from = self.state;
+        self.state = State::Fault;
+        self.push_state_changed(from, State::Fault, cause);
+        if from == State::Master {
+            self.send_advert(now, 0);
+            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+        }
+        self.timers = [None; 4];
+        self.master_address = None;
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        let from = self.state;
+        self.state = State::Master;
+        self.counters.became_master += 1;
+        self.master_adver_interval = self.cfg.advert_interval;
+        self.push_state_changed(from, State::Master, reason);
+        self.timers[Timer::MasterDown as usize] = None;
+        self.send_advert_now(now);
+        self.actions.push_back(Action::AddVips(self.all_vips()));
+        self.gratuitous(GratuitousKind::Initial);
+        let g = self.cfg.garp;
+        self.timers[Timer::GarpDelayed as usize] =
+            (!g.master_delay.is_zero() && g.master_repeat > 0).then(|| now + g.master_delay);
+        self.timers[Timer::GarpRefresh as usize] =
+            (!g.master_refresh.is_zero()).then(|| now + g.master_refresh);
+    }
+
+    fn become_backup(&mut self, now: Instant, reason: Reason) {
+        let from = self.state;
+        self.state = State::Backup;
+        self.push_state_changed(from, State::Backup, reason);
+        if from == State::Master {
+            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+        }
+        self.timers[Timer::Advert as usize] = None;
+        self.timers[Timer::GarpDelayed as usize] = None;
+        self.timers[Timer::GarpRefresh as usize] = None;
+        self.arm_master_down(now);
+    }
+
+    fn arm_master_down(&mut self, now: Instant) {
+        let mdi = master_down_interval(
+            self.cfg.version,
+            self.effective_priority,
+            self.master_adver_interval,
+        );
+        self.timers[Timer::MasterDown as usize] = Some(now + mdi);
+    }
+
+    fn send_advert_now(&mut self, now: Instant) {
+        self.send_advert(now, self.effective_priority);
+        self.timers[Timer::Advert as usize] = Some(now + self.cfg.advert_interval.duration());
+    }
+
+    fn send_advert(&mut self, _now: Instant, priority: u8) {
+        let advert = Advert {
+            version: self.cfg.version,
+            vrid: self.cfg.vrid,
+            priority,
+            interval: self.cfg.advert_interval,
+            addresses: self.cfg.advertised_addresses(),
+            auth: self.cfg.auth,
+        };
+        for dst in self.cfg.destinations() {
+            // Validation guarantees the advert is representable; a failure would be a bug,
+            // and is skipped rather than sending a malformed packet.
+            if let Ok(bytes) = advert.to_bytes(self.cfg.source, dst, self.cfg.v3_ipv4_checksum) {
+                self.counters.adverts_sent += 1;
+                if priority == 0 {
+                    self.counters.priority_zero_sent += 1;
+                }
+                self.actions.push_back(Action::SendAdvert {
+                    src: self.cfg.source,
+                    dst,
+                    bytes,
+                    priority,
+                });
+            }
+        }
+    }
+
+    fn gratuitous(&mut self, kind: GratuitousKind) {
+        let repeat = match kind {
+            GratuitousKind::Refresh => self.cfg.garp.master_refresh_repeat,
+            _ => self.cfg.garp.master_repeat,
+        };
+        if repeat == 0 {
+            return;
+        }
+        let addresses = self.all_vips().iter().map(|n| n.addr()).collect();
+        self.actions.push_back(Action::SendGratuitous {
+            addresses,
+            repeat,
+            kind,
+        });
+    }
+
+    fn all_vips(&self) -> Vec<IpNet> {
+        self.cfg
+            .vips
+            .iter()
+            .chain(self.cfg.excluded.iter())
+            .copied()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vrrp::sim::{cfg, v4};
+    use std::time::Duration;
+
+    fn master(now: Instant) -> Instance {
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.start_state = StartState::Master;
+        let mut i = Instance::new(c).unwrap();
+        i.start(now);
+        while i.poll_action().is_some() {}
+        i
+    }
+
+    #[test]
+    fn update_in_place_does_not_flap() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.priority = 150;
+        c.preempt = false;
+        c.garp.master_repeat = 3;
+        c.advert_interval = Interval(50);
+        assert_eq!(i.update_config(t0, c).unwrap(), ConfigUpdate::Applied);
+        assert_eq!(i.state(), State::Master);
+        assert_eq!(i.effective_priority(), 150);
+        assert_eq!(i.poll_action(), None);
+        // The next advert uses the new interval and priority.
+        i.handle_timeout(t0 + Duration::from_secs(1));
+        match i.poll_action() {
+            Some(Action::SendAdvert {
+                priority: 150,
+                bytes,
+                ..
+            }) => assert_eq!(&bytes[4..6], &[0, 50]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.poll_timeout(), Some(t0 + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn vip_change_on_master_adds_and_removes() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.vips = vec!["192.0.2.201/24".parse().unwrap()];
+        assert_eq!(i.update_config(t0, c).unwrap(), ConfigUpdate::Applied);
+        assert_eq!(
+            i.poll_action(),
+            Some(Action::RemoveVips(vec!["192.0.2.200/24".parse().unwrap()]))
+        );
+        assert_eq!(
+            i.poll_action(),
+            Some(Action::AddVips(vec!["192.0.2.201/24".parse().unwrap()]))
+        );
+        assert!(matches!(
+            i.poll_action(),
+            Some(Action::SendGratuitous {
+                kind: GratuitousKind::Initial,
+                ..
+            })
+        ));
+        assert_eq!(i.state(), State::Master);
+    }
+
+    #[test]
+    fn identity_changes_need_a_restart() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.vrid = 52;
+        c.interface = "eth1".into();
+        c.version = Version::V2;
+        match i.update_config(t0, c).unwrap() {
+            ConfigUpdate::RestartRequired(f) => {
+                assert_eq!(f, vec!["interface", "virtualRouterID", "version"])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.config().vrid, 51, "not applied");
+        let mut bad = i.config().clone();
+        bad.priority = 0;
+        assert_eq!(i.update_config(t0, bad).unwrap_err().field, "priority");
+    }
+
+    #[test]
+    fn tracker_state_survives_update_and_weight_change_applies() {
+        let t0 = Instant::now();
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.trackers = vec![super::super::track::TrackerSpec {
+            name: "p".into(),
+            weight: 10,
+            reverse: false,
+            rule: super::super::track::Rule::Process { quorum: 1 },
+        }];
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        assert!(i.handle_tracker(t0, "p", Observation::ProcessCount(1)));
+        assert!(!i.handle_tracker(t0, "q", Observation::ProcessCount(1)));
+        assert_eq!(i.effective_priority(), 110);
+        let mut c = i.config().clone();
+        c.trackers[0].weight = 20;
+        i.update_config(t0, c).unwrap();
+        assert_eq!(i.effective_priority(), 120);
+        assert_eq!(i.status().trackers[0].delta, 20);
+        assert_eq!(i.status().state, Some(crds::vrrpnode::VrrpState::Backup));
+    }
+
+    #[test]
+    fn garp_refresh_repeats() {
+        let t0 = Instant::now();
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.start_state = StartState::Master;
+        c.garp.master_refresh = Duration::from_secs(60);
+        c.garp.master_refresh_repeat = 2;
+        c.garp.master_delay = Duration::ZERO;
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        while i.poll_action().is_some() {}
+        let mut refreshes = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(185) {
+            now = i.poll_timeout().unwrap();
+            i.handle_timeout(now);
+            while let Some(a) = i.poll_action() {
+                if let Action::SendGratuitous { kind, repeat, .. } = a {
+                    refreshes.push((now - t0, kind, repeat));
+                }
+            }
+        }
+        let want = [60, 120, 180].map(|s| (Duration::from_secs(s), GratuitousKind::Refresh, 2));
+        assert_eq!(refreshes, want);
+    }
+
+    #[test]
+    fn reason_and_state_text() {
+        assert_eq!(State::Master.to_string(), "MASTER");
+        assert_eq!(State::Stop.to_string(), "STOP");
+        let r = Reason::HigherPriorityAdvert {
+            from: v4(2),
+            priority: 200,
+        };
+        assert_eq!(
+            r.to_string(),
+            "received higher priority advert from 192.0.2.2 (priority 200)"
+        );
+        assert_eq!(
+            Reason::InterfaceDown {
+                interface: "eth0".into()
+            }
+            .to_string(),
+            "interface eth0 down"
+        );
+    }
+}

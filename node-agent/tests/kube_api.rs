@@ -1,0 +1,231 @@
+//! The agent's API layer against a mocked API server (tower-test): the status apply request,
+//! retries after an outage, and the field selector of the watch.
+
+use std::time::Duration;
+
+use crds::vrrpnode::{InstanceStatus, VrrpState};
+use crds::{VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn mock_client() -> (Client, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(svc, "default"), handle)
+}
+
+fn status(state: VrrpState) -> VRRPNodeStatus {
+    VRRPNodeStatus {
+        instances: vec![InstanceStatus {
+            name: "default/web".into(),
+            state: Some(state),
+            effective_priority: Some(200),
+            ..Default::default()
+        }],
+        instance_count: 1,
+        master_count: u32::from(state == VrrpState::Master),
+        ..Default::default()
+    }
+}
+
+async fn body_json(req: Request<Body>) -> serde_json::Value {
+    let bytes = req.into_body().collect_bytes().await.expect("body");
+    serde_json::from_slice(&bytes).expect("json body")
+}
+
+fn ok_node() -> Response<Body> {
+    let node = VRRPNode::new("node-a", VRRPNodeSpec::default());
+    Response::builder()
+        .body(Body::from(serde_json::to_vec(&node).unwrap()))
+        .unwrap()
+}
+
+fn unavailable() -> Response<Body> {
+    let st = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":"unavailable","reason":"ServiceUnavailable","code":503});
+    Response::builder()
+        .status(StatusCode::SERVICE_UNAVAILABLE)
+        .body(Body::from(serde_json::to_vec(&st).unwrap()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn status_is_server_side_applied_by_the_agent_field_manager() {
+    let (client, mut handle) = mock_client();
+    let (tx, rx) = watch::channel(status(VrrpState::Master));
+    let task = tokio::spawn(agent::kube::report::run(
+        Api::all(client),
+        "node-a".into(),
+        rx,
+    ));
+
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(req.method(), http::Method::PATCH);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/kubevrrp.io/v1alpha1/vrrpnodes/node-a/status"
+    );
+    let query = req.uri().query().unwrap_or_default().to_string();
+    assert!(query.contains("fieldManager=kube-vrrp-agent"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(
+        req.headers()["content-type"],
+        "application/apply-patch+yaml"
+    );
+    let body = body_json(req).await;
+    assert_eq!(body["kind"], "VRRPNode");
+    assert_eq!(body["status"]["instances"][0]["state"], "MASTER");
+    assert_eq!(body["status"]["masterCount"], 1);
+    send.send_response(ok_node());
+
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_queued_during_an_outage_are_written_when_the_api_returns() {
+    let (client, mut handle) = mock_client();
+    let (tx, rx) = watch::channel(status(VrrpState::Backup));
+    let task = tokio::spawn(agent::kube::report::run(
+        Api::all(client),
+        "node-a".into(),
+        rx,
+    ));
+
+    // The API is down for the first attempts.
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        body_json(req).await["status"]["instances"][0]["state"],
+        "BACKUP"
+    );
+    // Meanwhile the node becomes MASTER, then FAULT: only the newest state must be written.
+    tx.send(status(VrrpState::Master)).unwrap();
+    tx.send(status(VrrpState::Fault)).unwrap();
+    send.send_response(unavailable());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        body_json(req).await["status"]["instances"][0]["state"],
+        "FAULT"
+    );
+    send.send_response(unavailable());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(
+        body_json(req).await["status"]["instances"][0]["state"],
+        "FAULT",
+        "retried after backoff"
+    );
+    send.send_response(ok_node());
+
+    // Nothing more is written while nothing changes.
+    tx.send(status(VrrpState::Fault)).unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(futures::poll!(Box::pin(handle.next_request())).is_pending());
+    drop(tx);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_watch_asks_for_this_node_only_and_publishes_its_spec() {
+    let (client, mut handle) = mock_client();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = agent::kube::cache::ConfigCache::new(dir.path());
+    let (tx, mut rx) = watch::channel(VRRPNodeSpec::default());
+    let health = std::sync::Arc::new(agent::kube::source::ApiHealth::default());
+    let task = tokio::spawn(agent::kube::source::run(
+        Api::all(client),
+        "node-a".into(),
+        cache.clone(),
+        tx,
+        health,
+    ));
+
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(req.method(), http::Method::GET);
+    assert_eq!(req.uri().path(), "/apis/kubevrrp.io/v1alpha1/vrrpnodes");
+    let query = req.uri().query().unwrap_or_default().to_string();
+    assert!(
+        query.contains("fieldSelector=metadata.name%3Dnode-a"),
+        "{query}"
+    );
+    let mut node = VRRPNode::new(
+        "node-a",
+        VRRPNodeSpec {
+            instances: vec![crds::ResolvedInstance {
+                name: "default/web".into(),
+                virtual_router_id: 51,
+                ..Default::default()
+            }],
+            config_hash: "h1".into(),
+        },
+    );
+    node.metadata.resource_version = Some("7".into());
+    let list = serde_json::json!({"apiVersion":"kubevrrp.io/v1alpha1","kind":"VRRPNodeList","metadata":{"resourceVersion":"7"},"items":[node]});
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&list).unwrap()))
+            .unwrap(),
+    );
+
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rx.borrow().config_hash, "h1");
+    assert_eq!(
+        cache.load().unwrap().unwrap().config_hash,
+        "h1",
+        "cached on disk"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn becoming_master_publishes_an_event_on_the_virtualip() {
+    let (client, mut handle) = mock_client();
+    let events = agent::kube::events::TransitionEvents::new(client, "node-a");
+    let vip = crds::vrrpnode::ObjectRef {
+        namespace: "prod".into(),
+        name: "web".into(),
+    };
+    let publish = tokio::spawn(async move {
+        events
+            .publish(&vip, VrrpState::Master, "master down timer expired")
+            .await
+    });
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(req.method(), http::Method::POST);
+    assert_eq!(
+        req.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/prod/events"
+    );
+    let body = body_json(req).await;
+    assert_eq!(body["reason"], "BecameMaster");
+    assert_eq!(body["regarding"]["kind"], "VirtualIP");
+    assert_eq!(body["regarding"]["name"], "web");
+    assert_eq!(body["reportingController"], "kube-vrrp-agent");
+    assert_eq!(body["reportingInstance"], "node-a");
+    assert_eq!(
+        body["note"],
+        "node node-a is now MASTER: master down timer expired"
+    );
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap(),
+    );
+    publish.await.unwrap();
+}
