@@ -269,3 +269,63 @@ fn stale_namespaces_of_dead_runs_are_swept() {
     lab::topology::sweep_stale();
     assert!(!ns_exists(&name), "{name} swept");
 }
+
+fn csum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A one-packet pcap holding a VRRPv2 advert (VRID 51, priority 100, PASS "12345",
+/// 192.0.2.200), with its VRRP checksum optionally broken.
+fn advert_pcap(dir: &Path, name: &str, break_checksum: bool) -> std::path::PathBuf {
+    let mut vrrp = vec![0x21, 51, 100, 1, 1, 1, 0, 0, 192, 0, 2, 200];
+    vrrp.extend_from_slice(b"12345\0\0\0");
+    let c = csum(&vrrp) ^ if break_checksum { 0x0101 } else { 0 };
+    vrrp[6..8].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + vrrp.len()) as u16;
+    let mut ip = vec![0x45, 0xc0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 255, 112, 0, 0, 192, 0, 2, 11, 224, 0, 0, 18]);
+    let ic = csum(&ip);
+    ip[10..12].copy_from_slice(&ic.to_be_bytes());
+    let mut frame = vec![
+        0x01, 0x00, 0x5e, 0x00, 0x00, 0x12, 0x02, 0, 0, 0, 0, 0x11, 0x08, 0x00,
+    ];
+    frame.extend(ip);
+    frame.extend(vrrp);
+    let mut pcap = Vec::new();
+    pcap.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    pcap.extend_from_slice(&2u16.to_le_bytes());
+    pcap.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [1u32, 0, frame.len() as u32, frame.len() as u32] {
+        pcap.extend_from_slice(&v.to_le_bytes());
+    }
+    pcap.extend(frame);
+    let p = dir.join(name);
+    std::fs::write(&p, pcap).unwrap();
+    p
+}
+
+/// The advert validator passes a well-formed advert and rejects a bad checksum.
+#[test]
+fn vrrp_validator_rejects_a_bad_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = advert_pcap(dir.path(), "good.pcap", false);
+    let text = lab::validate_vrrp_frame(&good, 1).unwrap();
+    assert!(text.contains("Virtual Rtr ID: 51"), "{text}");
+    let bad = advert_pcap(dir.path(), "bad.pcap", true);
+    let err = lab::validate_vrrp_frame(&bad, 1).unwrap_err();
+    assert!(
+        err.to_string().contains("checksum") || err.to_string().contains("Bad"),
+        "{err}"
+    );
+}
