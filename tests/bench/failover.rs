@@ -7,7 +7,9 @@
 //! master's link fails, daemon alive), `sigterm` (graceful handover). Reported: the client's
 //! longest ping gap and the time until the backup alone holds the VIP, median/p95/max over N
 //! repetitions, their ratio to the theoretical Master_Down_Interval (or Skew_Time for
-//! SIGTERM) and to keepalived.
+//! SIGTERM) and to keepalived. Each event lands at a random phase of the master's advert
+//! cycle, so crash gaps spread between Master_Down_Interval minus one interval and
+//! Master_Down_Interval.
 //!
 //! Footprint: one host running 1/64/255 instances (v3, 1 s adverts, master of all): RSS of the
 //! daemon's processes and CPU% over a window.
@@ -168,6 +170,10 @@ fn failover_series(
     let bound = c.variant.takeover_bound(150) + Duration::from_secs(2);
     let mut out = Vec::new();
     for _ in 0..reps {
+        // Land the event at a random phase of the master's advert cycle; otherwise the
+        // restore step fixes the phase and biases the crash gaps.
+        let phase = f64::from(lab::topology::random_u16()) / f64::from(u16::MAX);
+        std::thread::sleep(c.variant.advert.mul_f64(phase));
         let f = c.failover(1, bound, |c| match event {
             "kill9" => c.kill_node(0),
             "linkdown" => {
