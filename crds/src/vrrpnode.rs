@@ -267,7 +267,7 @@ impl Default for ResolvedGarp {
 }
 
 /// Notify scripts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedNotify {
     /// On MASTER.
@@ -292,6 +292,20 @@ pub struct ResolvedNotify {
 
 fn default_notify_timeout_ms() -> u32 {
     30_000
+}
+
+impl Default for ResolvedNotify {
+    /// No scripts, 30 s timeout.
+    fn default() -> Self {
+        Self {
+            master: None,
+            backup: None,
+            fault: None,
+            stop: None,
+            any: None,
+            timeout_ms: default_notify_timeout_ms(),
+        }
+    }
 }
 
 impl ResolvedNotify {

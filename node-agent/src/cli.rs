@@ -27,6 +27,8 @@ pub enum Command {
     Standalone(StandaloneArgs),
     /// Convert a keepalived.conf to VirtualIP YAML on stdout.
     Convert(ConvertArgs),
+    /// Build a throw-away 3-host network in network namespaces and show failover live (root).
+    Demo(DemoArgs),
 }
 
 /// Options shared by both long-running modes.
@@ -89,4 +91,18 @@ pub struct ConvertArgs {
     /// Namespace for the generated objects.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+}
+
+/// `demo` options.
+#[derive(Debug, clap::Args, Clone, Copy, Default)]
+pub struct DemoArgs {
+    /// Run real keepalived as node-c (needs the `keepalived` binary) to show interop.
+    #[arg(long)]
+    pub keepalived: bool,
+    /// No ANSI colours even on a terminal.
+    #[arg(long)]
+    pub no_color: bool,
+    /// VRRPv3 with 100 ms adverts: the whole demo takes about 15 s.
+    #[arg(long)]
+    pub fast: bool,
 }

@@ -1,10 +1,12 @@
 //! `kube-vrrp-agent` entry point: parses the command line and hands over to the mode.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 
 use agent::cli::{Cli, Command};
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Convert(args) => {
@@ -12,14 +14,35 @@ fn main() -> std::process::ExitCode {
             print!("{}", out.stdout);
             eprint!("{}", out.stderr);
             if out.success {
-                std::process::ExitCode::SUCCESS
+                ExitCode::SUCCESS
             } else {
-                std::process::ExitCode::from(1)
+                ExitCode::from(1)
             }
         }
-        Command::Run(_) | Command::Standalone(_) => {
-            eprintln!("kube-vrrp-agent: this command is not available yet in this build");
-            std::process::ExitCode::from(2)
+        Command::Run(args) => block_on(agent::modes::run(args)),
+        Command::Standalone(args) => block_on(agent::modes::standalone(args)),
+        Command::Demo(args) => ExitCode::from(agent::demo::main(args)),
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = Result<(), agent::Error>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kube-vrrp-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("kube-vrrp-agent: {e}");
+            ExitCode::FAILURE
         }
     }
 }

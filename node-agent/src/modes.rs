@@ -23,8 +23,10 @@ use crate::{Error, logging};
 
 /// A future that resolves on SIGTERM or SIGINT.
 fn termination() -> Result<impl std::future::Future<Output = ()>, Error> {
-    let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("installing the SIGTERM handler", e))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", e))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::io("installing the SIGINT handler", e))?;
     Ok(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
@@ -47,7 +49,10 @@ async fn run_daemon(
         let _ = stop_rx.wait_for(|s| *s).await;
     })
     .await?;
-    let opts = Options { node_name, state_dir: common.state_dir.clone() };
+    let opts = Options {
+        node_name,
+        state_dir: common.state_dir.clone(),
+    };
     let daemon = Daemon::new(opts, telemetry, hooks).await?;
     let result = daemon.run(desired, shutdown).await;
     let _ = stop_tx.send(true);
@@ -59,7 +64,10 @@ async fn run_daemon(
 
 /// The host name, for logs when no node name is given.
 fn host_name() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `kube-vrrp-agent standalone --config FILE`: run a keepalived.conf. SIGHUP reloads it and
@@ -70,7 +78,8 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Error> {
     let initial = load_standalone(&args.config, &node).await?;
     tracing::info!(config = %args.config.display(), instances = initial.len(), "starting standalone");
     let (tx, rx) = watch::channel(initial);
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
     let path = args.config.clone();
     let reload_node = node.clone();
     let reloader = tokio::spawn(async move {
@@ -82,7 +91,9 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Error> {
                         return;
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "reload failed; keeping the running configuration"),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration")
+                }
             }
         }
     });
@@ -121,8 +132,18 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
 
     let api: kube::Api<VRRPNode> = kube::Api::all(client.clone());
     let (spec_tx, mut spec_rx) = watch::channel(cached.clone());
-    let health = Arc::new(source::ApiHealth::default());
-    let watch_task = tokio::spawn(source::run(api.clone(), node.clone(), cache, spec_tx, Arc::clone(&health)));
+    let telemetry = Telemetry::new();
+    let health = Arc::new(source::ApiHealth {
+        telemetry: Some(telemetry.clone()),
+        ..Default::default()
+    });
+    let watch_task = tokio::spawn(source::run(
+        api.clone(),
+        node.clone(),
+        cache,
+        spec_tx,
+        Arc::clone(&health),
+    ));
 
     let (desired_tx, desired_rx) = watch::channel(cached.instances.clone());
     let (pods_tx, pods_rx) = mpsc::channel(64);
@@ -130,7 +151,12 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let pods_node = node.clone();
     let forward = tokio::spawn(async move {
         let mut pods = PodTrackers::default();
-        pods.apply(&pods_client, &pods_node, &spec_rx.borrow().instances, &pods_tx);
+        pods.apply(
+            &pods_client,
+            &pods_node,
+            &spec_rx.borrow().instances,
+            &pods_tx,
+        );
         while spec_rx.changed().await.is_ok() {
             let spec = spec_rx.borrow_and_update().clone();
             pods.apply(&pods_client, &pods_node, &spec.instances, &pods_tx);
@@ -147,7 +173,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         events: Some(TransitionEvents::new(client, &node)),
         pods: Some(pods_rx),
     };
-    let result = run_daemon(&args.common, node, Telemetry::new(), hooks, desired_rx).await;
+    let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;
     watch_task.abort();
     forward.abort();
     // The daemon dropped its status sender: the reporter flushes the final state and ends.
@@ -162,7 +188,13 @@ struct PodTrackers {
 }
 
 impl PodTrackers {
-    fn apply(&mut self, client: &kube::Client, node: &str, instances: &[ResolvedInstance], tx: &mpsc::Sender<PodsReady>) {
+    fn apply(
+        &mut self,
+        client: &kube::Client,
+        node: &str,
+        instances: &[ResolvedInstance],
+        tx: &mpsc::Sender<PodsReady>,
+    ) {
         let wanted: BTreeMap<String, ResolvedTrackPods> = instances
             .iter()
             .flat_map(|i| i.track.pods.iter())
@@ -176,10 +208,15 @@ impl PodTrackers {
             keep
         });
         for (name, spec) in wanted {
-            if !self.running.contains_key(&name) {
-                let task = tokio::spawn(pods::run(client.clone(), node.to_owned(), spec.clone(), tx.clone()));
-                self.running.insert(name, (spec, task));
-            }
+            self.running.entry(name).or_insert_with(|| {
+                let task = tokio::spawn(pods::run(
+                    client.clone(),
+                    node.to_owned(),
+                    spec.clone(),
+                    tx.clone(),
+                ));
+                (spec, task)
+            });
         }
     }
 }

@@ -1,8 +1,16 @@
-//! `kube-vrrp-operator` entry point.
+//! `kube-vrrp-operator` entry point: `crd` prints the CRDs, `run` runs the operator.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use operator::Error;
+use operator::controller::{self, Settings};
+use operator::leader::{self, LeaseSettings};
+use operator::metrics::{self, Metrics};
+use tracing::{error, info};
 
 /// kube-vrrp operator.
 #[derive(Debug, Parser)]
@@ -20,6 +28,43 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions (VirtualIP, VRRPNode) as YAML.
     Crd,
+    /// Run the operator (leader-elected) against the cluster.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (default: the client's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "kube-vrrp-operator")]
+    lease_name: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// VirtualIPs reconciled at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Requests per second the API client may start.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    api_qps: u64,
+    /// Read Secrets only in this namespace (repeatable; default: all namespaces). Needed when
+    /// the operator may not list Secrets cluster-wide.
+    #[arg(long = "secret-namespace", value_name = "NS")]
+    secret_namespaces: Vec<String>,
+    /// Lease holder identity (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,5 +82,111 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("kube-vrrp-operator: cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %e, "operator failed");
+                    eprintln!("kube-vrrp-operator: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let default_ns = config.default_namespace.clone();
+    // Client-side rate limit on request starts (watches count once, when opened).
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::limit::RateLimitLayer::new(
+            args.api_qps,
+            Duration::from_secs(1),
+        ))
+        .build();
+
+    let metrics = Arc::new(Metrics::new());
+    let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone()));
+    info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
+
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .ok_or_else(|| Error::Config("no lease identity: set POD_NAME (or --identity)".into()))?;
+    let lease = LeaseSettings {
+        namespace: args.lease_namespace.unwrap_or(default_ns),
+        name: args.lease_name,
+        identity: identity.clone(),
+        duration_secs: 15,
+        grace_secs: 5,
+    };
+    let settings = Settings {
+        reporter_instance: Some(identity),
+        secret_namespaces: args.secret_namespaces,
+        ..Settings::default()
+    };
+    let concurrency = args.concurrency;
+    let ctl_client = client.clone();
+    let ctl_metrics = metrics.clone();
+    let leading = leader::run_while_leader(client, lease, metrics, shutdown_signal(), move || {
+        controller::run(
+            ctl_client.clone(),
+            ctl_metrics.clone(),
+            settings.clone(),
+            concurrency,
+        )
+    });
+    tokio::select! {
+        res = leading => res,
+        res = server => match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(Error::Watch(format!("metrics server task failed: {e}"))),
+        },
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
     }
 }

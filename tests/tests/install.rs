@@ -1340,6 +1340,25 @@ fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     }
     assert_eq!(all_of(&objs, "RoleBinding").len(), 3);
     assert_bindings(&objs);
+    // The operator must then watch Secrets only there, or its cluster-wide watch is refused.
+    let deploy = find(&objs, "Deployment", "kube-vrrp-operator");
+    let args: Vec<&str> = container(deploy, "operator")["args"]
+        .as_sequence()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let tail: Vec<&str> = args.iter().rev().take(4).rev().copied().collect();
+    assert_eq!(
+        tail,
+        [
+            "--secret-namespace",
+            "team-a",
+            "--secret-namespace",
+            "team-b"
+        ],
+        "{args:?}"
+    );
 }
 
 #[test]

@@ -46,6 +46,9 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Deepest block nesting.
 pub const MAX_BLOCK_DEPTH: usize = 64;
+/// Most files read through `include` for one configuration (stops a file that includes itself
+/// several times from multiplying without bound).
+pub const MAX_INCLUDED_FILES: usize = 256;
 
 /// The real file system, with glob patterns.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,7 +123,8 @@ pub fn parse_tree(
     fs: &dyn FileSource,
     diags: &mut Diagnostics,
 ) -> Vec<Node> {
-    parse_tree_at(file, text, fs, diags, 0)
+    let mut budget = MAX_INCLUDED_FILES;
+    parse_tree_at(file, text, fs, diags, 0, &mut budget)
 }
 
 fn parse_tree_at(
@@ -129,6 +133,7 @@ fn parse_tree_at(
     fs: &dyn FileSource,
     diags: &mut Diagnostics,
     depth: usize,
+    budget: &mut usize,
 ) -> Vec<Node> {
     let name: Arc<str> = Arc::from(file);
     let toks = tokenize(&name, text, diags);
@@ -137,6 +142,7 @@ fn parse_tree_at(
         pos: 0,
         fs,
         include_depth: depth,
+        budget,
     };
     p.seq(None, 0, diags)
 }
@@ -146,6 +152,7 @@ struct TreeParser<'a> {
     pos: usize,
     fs: &'a dyn FileSource,
     include_depth: usize,
+    budget: &'a mut usize,
 }
 
 impl TreeParser<'_> {
@@ -291,10 +298,18 @@ impl TreeParser<'_> {
         }
         for f in files {
             let shown = f.display().to_string();
+            if *self.budget == 0 {
+                diags.error(
+                    pspan,
+                    format!("more than {MAX_INCLUDED_FILES} files included; {shown} is not read"),
+                );
+                return;
+            }
+            *self.budget -= 1;
             match self.fs.read(&f) {
                 Ok(text) => {
-                    let nodes =
-                        parse_tree_at(&shown, &text, self.fs, diags, self.include_depth + 1);
+                    let depth = self.include_depth + 1;
+                    let nodes = parse_tree_at(&shown, &text, self.fs, diags, depth, self.budget);
                     out.extend(nodes);
                 }
                 Err(e) => diags.error(pspan, format!("cannot read included file {shown}: {e}")),

@@ -3,4 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| agent::vrrp::fuzzing::parse_target(2, agent::vrrp::Family::V6, data));
+fuzz_target!(|data: &[u8]| vrrp::fuzzing::parse_target(2, vrrp::Family::V6, data));

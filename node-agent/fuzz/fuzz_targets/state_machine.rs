@@ -3,4 +3,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| agent::vrrp::fuzzing::state_machine_target(data));
+fuzz_target!(|data: &[u8]| vrrp::fuzzing::state_machine_target(data));

@@ -28,13 +28,15 @@ use crate::kube::events::TransitionEvents;
 use crate::kube::pods::PodsReady;
 use crate::metrics::{InstanceSnapshot, Telemetry, TrackerSnapshot};
 use crate::net::{
-    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, Vip, VipManager, VipRecord,
-    VrrpSocket, VrrpSockets, sleep_until,
+    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, Vip, VipManager,
+    VipRecord, VrrpSocket, VrrpSockets, sleep_until,
 };
-use crate::notify::{NotifyScripts, NotifyState, NotifyTarget, Notifier};
+use crate::notify::{Notifier, NotifyScripts, NotifyState, NotifyTarget};
 use crate::reconcile::{Change, diff};
 use crate::track::{Observation as TrackObservation, TrackerOptions, TrackerSet, Trackers};
-use crate::vrrp::{Action, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router, State};
+use crate::vrrp::{
+    Action, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router, State,
+};
 use crate::{Error, metrics};
 
 use place::{Placement, place};
@@ -195,16 +197,24 @@ impl Daemon {
                 Input::Packet(ifname, pkt) => self.on_packet(now, &ifname, &pkt),
                 Input::Timer(wake) => {
                     if wake.is_late(LATE_WAKEUP) {
-                        tracing::warn!(late_ms = wake.lateness().as_millis() as u64, "timer expired late (the agent was not scheduled in time)");
+                        tracing::warn!(
+                            late_ms = wake.lateness().as_millis() as u64,
+                            "timer expired late (the agent was not scheduled in time)"
+                        );
                     }
-                    self.telemetry.metrics().timer_fired(wake.lateness(), wake.is_late(LATE_WAKEUP));
+                    self.telemetry
+                        .metrics()
+                        .timer_fired(wake.lateness(), wake.is_late(LATE_WAKEUP));
                     self.router.handle_timeout(now);
                 }
                 Input::Net(Some(ev)) => self.on_net_event(now, ev).await,
-                Input::Net(None) => return Err(Error::Config("the netlink event stream ended".into())),
+                Input::Net(None) => {
+                    return Err(Error::Config("the netlink event stream ended".into()));
+                }
                 Input::Tracker(obs) => self.on_tracker(now, obs),
                 Input::Pods(p) => {
-                    self.router.handle_tracker(now, &p.tracker, Observation::PodsReady(p.ready));
+                    self.router
+                        .handle_tracker(now, &p.tracker, Observation::PodsReady(p.ready));
                     self.dirty = true;
                 }
                 Input::Desired => {
@@ -247,7 +257,9 @@ impl Daemon {
                 }
                 self.tracker_set = set;
             }
-            Err(e) => tracing::error!(error = %e, "tracker configuration rejected; trackers unchanged"),
+            Err(e) => {
+                tracing::error!(error = %e, "tracker configuration rejected; trackers unchanged")
+            }
         }
         for change in changes {
             match change {
@@ -277,55 +289,46 @@ impl Daemon {
     }
 
     fn find(&self, name: &str) -> Option<InstanceId> {
-        self.io.iter().find(|(_, io)| io.resolved.name == name).map(|(id, _)| *id)
+        self.io
+            .iter()
+            .find(|(_, io)| io.resolved.name == name)
+            .map(|(id, _)| *id)
     }
 
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
         self.unplaced.remove(&ri.name);
-        let placed = place(&ri, &self.interfaces).and_then(|p| {
-            let cfg = InstanceConfig::from_resolved(&ri, &p.ifname, p.primary).map_err(|e| e.to_string())?;
-            Ok((p, cfg))
-        });
-        let (placement, cfg) = match placed {
-            Ok(x) => x,
+        match self.add_instance(now, &ri) {
+            Ok(()) => self.feed_interface_trackers(now),
             Err(reason) => {
                 tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.unplaced.insert(ri.name.clone(), (ri, reason));
-                return;
             }
-        };
-        let vips = match build_vips(&ri, &placement) {
-            Ok(v) => v,
-            Err(reason) => {
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
-                return;
-            }
-        };
-        let notify = match NotifyScripts::from_resolved(&ri.notify) {
-            Ok(n) => n,
-            Err(e) => {
-                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-                return;
-            }
-        };
-        if let Err(e) = self.ensure_socket(&placement) {
-            self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-            return;
         }
-        let id = match self.router.add(cfg) {
-            Ok(id) => id,
-            Err(e) => {
-                self.unplaced.insert(ri.name.clone(), (ri, e.to_string()));
-                return;
-            }
-        };
-        let link_up = placement.link_up;
-        let ifname = placement.ifname.clone();
-        self.io.insert(id, InstanceIo { resolved: ri, placement, vips, notify });
+    }
+
+    /// Place the instance, open its socket and add it to the router.
+    fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<(), String> {
+        let placement = place(ri, &self.interfaces)?;
+        let cfg = InstanceConfig::from_resolved(ri, &placement.ifname, placement.primary)
+            .map_err(|e| e.to_string())?;
+        let vips = build_vips(ri, &placement)?;
+        let notify = NotifyScripts::from_resolved(&ri.notify).map_err(|e| e.to_string())?;
+        self.ensure_socket(&placement).map_err(|e| e.to_string())?;
+        let id = self.router.add(cfg).map_err(|e| e.to_string())?;
+        let (link_up, ifname) = (placement.link_up, placement.ifname.clone());
+        self.io.insert(
+            id,
+            InstanceIo {
+                resolved: ri.clone(),
+                placement,
+                vips,
+                notify,
+            },
+        );
         if !link_up {
             self.router.handle_link(now, &ifname, false);
         }
-        self.feed_interface_trackers(now);
+        Ok(())
     }
 
     fn stop_instance(&mut self, now: Instant, name: &str) {
@@ -353,7 +356,9 @@ impl Daemon {
                 if let Some(io) = self.io.get_mut(&id) {
                     match NotifyScripts::from_resolved(&new.notify) {
                         Ok(n) => io.notify = n,
-                        Err(e) => tracing::error!(instance = %new.name, error = %e, "notify scripts rejected; keeping the old ones"),
+                        Err(e) => {
+                            tracing::error!(instance = %new.name, error = %e, "notify scripts rejected; keeping the old ones")
+                        }
                     }
                     io.resolved = new;
                 }
@@ -373,11 +378,18 @@ impl Daemon {
 
     /// Tell the core the current state of every tracked interface.
     fn feed_interface_trackers(&mut self, now: Instant) {
-        let states: Vec<(String, bool)> =
-            self.interfaces.iter().map(|i| (i.name.clone(), i.state.is_up())).collect();
+        let states: Vec<(String, bool)> = self
+            .interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.state.is_up()))
+            .collect();
         for (name, up) in states {
-            if self.router.tracks(crate::vrrp::TrackerKind::Interface, &name) {
-                self.router.handle_tracker(now, &name, Observation::Link(up));
+            if self
+                .router
+                .tracks(crate::vrrp::TrackerKind::Interface, &name)
+            {
+                self.router
+                    .handle_tracker(now, &name, Observation::Link(up));
             }
         }
     }
@@ -388,7 +400,8 @@ impl Daemon {
         if new || self.rx_tasks.get(&key).is_none_or(JoinHandle::is_finished) {
             let tx = self.pkt_tx.clone();
             let ifname = p.ifname.clone();
-            self.rx_tasks.insert(key, tokio::spawn(receive_loop(socket, ifname, tx)));
+            self.rx_tasks
+                .insert(key, tokio::spawn(receive_loop(socket, ifname, tx)));
         }
         Ok(())
     }
@@ -398,9 +411,17 @@ impl Daemon {
             self.telemetry.metrics().packet_dropped(ifname, "truncated");
             return;
         }
-        let rx = Received { interface: ifname, src: pkt.src, dst: pkt.dst, ttl: pkt.ttl };
+        let rx = Received {
+            interface: ifname,
+            src: pkt.src,
+            dst: pkt.dst,
+            ttl: pkt.ttl,
+        };
         self.router.handle_packet(now, &rx, &pkt.payload);
-        if let Some(id) = pkt.payload.get(1).and_then(|vrid| self.instance_for(ifname, pkt.src, *vrid))
+        if let Some(id) = pkt
+            .payload
+            .get(1)
+            .and_then(|vrid| self.instance_for(ifname, pkt.src, *vrid))
             && let Some(io) = self.io.get(&id)
         {
             self.telemetry.metrics().advert_received(&io.resolved.name);
@@ -413,7 +434,9 @@ impl Daemon {
         self.io
             .iter()
             .find(|(_, io)| {
-                io.placement.ifname == ifname && io.placement.family == fam && io.resolved.virtual_router_id == vrid
+                io.placement.ifname == ifname
+                    && io.placement.family == fam
+                    && io.resolved.virtual_router_id == vrid
             })
             .map(|(id, _)| *id)
     }
@@ -429,13 +452,18 @@ impl Daemon {
             NetEvent::Overrun => {
                 tracing::warn!("netlink events were lost; re-reading interfaces");
                 self.refresh_interfaces().await;
-                let states: Vec<(String, bool)> =
-                    self.interfaces.iter().map(|i| (i.name.clone(), i.state.is_up())).collect();
+                let states: Vec<(String, bool)> = self
+                    .interfaces
+                    .iter()
+                    .map(|i| (i.name.clone(), i.state.is_up()))
+                    .collect();
                 for (name, up) in states {
                     self.router.handle_link(now, &name, up);
                 }
             }
-            NetEvent::LinkRemoved { .. } | NetEvent::AddressAdded { .. } | NetEvent::AddressRemoved { .. } => {
+            NetEvent::LinkRemoved { .. }
+            | NetEvent::AddressAdded { .. }
+            | NetEvent::AddressRemoved { .. } => {
                 self.refresh_interfaces().await;
                 self.retry_unplaced(now).await;
             }
@@ -468,10 +496,16 @@ impl Daemon {
     fn on_tracker(&mut self, now: Instant, obs: TrackObservation) {
         self.telemetry.metrics().observe(&obs);
         let (name, core_obs) = match &obs {
-            TrackObservation::Script { tracker, success, .. } => (tracker.clone(), Observation::ScriptResult(*success)),
-            TrackObservation::ProcessCount { tracker, count } => (tracker.clone(), Observation::ProcessCount(*count)),
+            TrackObservation::Script {
+                tracker, success, ..
+            } => (tracker.clone(), Observation::ScriptResult(*success)),
+            TrackObservation::ProcessCount { tracker, count } => {
+                (tracker.clone(), Observation::ProcessCount(*count))
+            }
             // keepalived reads a missing or unreadable file as 0.
-            TrackObservation::FileValue { tracker, value } => (tracker.clone(), Observation::FileValue(value.unwrap_or(0))),
+            TrackObservation::FileValue { tracker, value } => {
+                (tracker.clone(), Observation::FileValue(value.unwrap_or(0)))
+            }
         };
         self.router.handle_tracker(now, &name, core_obs);
         self.dirty = true;
@@ -480,15 +514,21 @@ impl Daemon {
     /// Perform every queued core action.
     async fn drain_actions(&mut self) {
         while let Some(ra) = self.router.poll_action() {
-            let Some(io) = self.io.get(&ra.instance) else { continue };
+            let Some(io) = self.io.get(&ra.instance) else {
+                continue;
+            };
             let name = io.resolved.name.clone();
             match ra.action {
-                Action::SendAdvert { src, dst, bytes, .. } => {
+                Action::SendAdvert {
+                    src, dst, bytes, ..
+                } => {
                     let socket = self.sockets.get(io.placement.ifindex, io.placement.family);
                     match socket {
                         Some(s) => match s.send(src, dst, &bytes).await {
                             Ok(()) => self.telemetry.metrics().advert_sent(&name),
-                            Err(e) => tracing::warn!(instance = %name, %dst, error = %e, "cannot send advert"),
+                            Err(e) => {
+                                tracing::warn!(instance = %name, %dst, error = %e, "cannot send advert")
+                            }
                         },
                         None => tracing::warn!(instance = %name, "no socket for advert"),
                     }
@@ -501,7 +541,11 @@ impl Daemon {
                     let vips = select_vips(&io.vips, &nets);
                     self.vips.remove(&name, vips);
                 }
-                Action::SendGratuitous { addresses, repeat, kind } => {
+                Action::SendGratuitous {
+                    addresses,
+                    repeat,
+                    kind,
+                } => {
                     let garp = Arc::clone(&self.garp);
                     let ifindex = io.placement.ifindex;
                     let v6 = io.placement.family == Family::V6;
@@ -512,46 +556,79 @@ impl Daemon {
                         match garp.send_gratuitous(ifindex, &addresses, repeat).await {
                             Ok(n) => {
                                 let n = n as u64;
-                                if v6 { telemetry.metrics().na_sent(&inst, n) } else { telemetry.metrics().garp_sent(&inst, n) }
+                                if v6 {
+                                    telemetry.metrics().na_sent(&inst, n)
+                                } else {
+                                    telemetry.metrics().garp_sent(&inst, n)
+                                }
                                 tracing::debug!(instance = %inst, ?kind, sent = n, "gratuitous announcements sent");
                             }
-                            Err(e) => tracing::warn!(instance = %inst, error = %e, "cannot send gratuitous ARP/NA"),
+                            Err(e) => {
+                                tracing::warn!(instance = %inst, error = %e, "cannot send gratuitous ARP/NA")
+                            }
                         }
                     });
                     if matches!(kind, GratuitousKind::Initial) {
                         tracing::info!(instance = %name, "sending gratuitous ARP/NA for the virtual addresses");
                     }
                 }
-                Action::StateChanged { from, to, reason, priority } => {
+                Action::StateChanged {
+                    from,
+                    to,
+                    reason,
+                    priority,
+                } => {
                     self.on_state_changed(ra.instance, from, to, reason, priority);
                 }
             }
         }
-        let live: Vec<InstanceId> = self.io.keys().copied().filter(|id| self.router.get(*id).is_none()).collect();
+        let live: Vec<InstanceId> = self
+            .io
+            .keys()
+            .copied()
+            .filter(|id| self.router.get(*id).is_none())
+            .collect();
         for id in live {
             if let Some(io) = self.io.remove(&id) {
-                self.notifier.forget(&NotifyTarget::Instance(io.resolved.name.clone()));
+                self.notifier
+                    .forget(&NotifyTarget::Instance(io.resolved.name.clone()));
             }
         }
         self.close_unused_sockets();
     }
 
-    fn on_state_changed(&mut self, id: InstanceId, from: State, to: State, reason: crate::vrrp::Reason, priority: u8) {
+    fn on_state_changed(
+        &mut self,
+        id: InstanceId,
+        from: State,
+        to: State,
+        reason: crate::vrrp::Reason,
+        priority: u8,
+    ) {
         let Some(io) = self.io.get(&id) else { return };
         let name = io.resolved.name.clone();
         // keepalived's words, which operators grep for.
         match to {
-            State::Master => tracing::info!(instance = %name, %reason, "({name}) Entering MASTER STATE"),
-            State::Backup => tracing::info!(instance = %name, %reason, "({name}) Entering BACKUP STATE"),
-            State::Fault => tracing::warn!(instance = %name, %reason, "({name}) Entering FAULT STATE"),
-            State::Init => tracing::info!(instance = %name, %reason, "({name}) Entering INIT STATE"),
+            State::Master => {
+                tracing::info!(instance = %name, %reason, "({name}) Entering MASTER STATE")
+            }
+            State::Backup => {
+                tracing::info!(instance = %name, %reason, "({name}) Entering BACKUP STATE")
+            }
+            State::Fault => {
+                tracing::warn!(instance = %name, %reason, "({name}) Entering FAULT STATE")
+            }
+            State::Init => {
+                tracing::info!(instance = %name, %reason, "({name}) Entering INIT STATE")
+            }
             State::Stop => tracing::info!(instance = %name, %reason, "({name}) Stopped"),
         }
         let m = self.telemetry.metrics();
         m.transition(&name, from.to_crd(), to.to_crd(), reason.label());
         m.set_state(&name, to.to_crd());
         m.set_effective_priority(&name, priority);
-        self.since.insert(name.clone(), (chrono::Utc::now(), reason.to_string()));
+        self.since
+            .insert(name.clone(), (chrono::Utc::now(), reason.to_string()));
         let notify_state = match to {
             State::Master => Some(NotifyState::Master),
             State::Backup => Some(NotifyState::Backup),
@@ -573,8 +650,11 @@ impl Daemon {
     }
 
     fn close_unused_sockets(&mut self) {
-        let in_use: Vec<(u32, u8)> =
-            self.io.values().map(|io| (io.placement.ifindex, family_key(io.placement.family))).collect();
+        let in_use: Vec<(u32, u8)> = self
+            .io
+            .values()
+            .map(|io| (io.placement.ifindex, family_key(io.placement.family)))
+            .collect();
         let open: Vec<(u32, u8)> = self.rx_tasks.keys().copied().collect();
         for key in open {
             if !in_use.contains(&key) {
@@ -596,16 +676,23 @@ impl Daemon {
         let mut snapshots = Vec::new();
         let mut statuses = Vec::new();
         for (id, io) in &self.io {
-            let Some(inst) = self.router.get(*id) else { continue };
+            let Some(inst) = self.router.get(*id) else {
+                continue;
+            };
             let mut st = inst.status();
             let since = self.since.get(&io.resolved.name);
-            st.last_transition_time = since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            st.last_transition_time =
+                since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             snapshots.push(InstanceSnapshot {
                 name: io.resolved.name.clone(),
                 state: st.state.unwrap_or(crds::vrrpnode::VrrpState::Init),
                 effective_priority: inst.effective_priority(),
                 base_priority: io.resolved.priority,
-                vips: if inst.state() == State::Master { io.resolved.addresses.clone() } else { vec![] },
+                vips: if inst.state() == State::Master {
+                    io.resolved.addresses.clone()
+                } else {
+                    vec![]
+                },
                 master_address: st.master_address.clone(),
                 trackers: st.trackers.iter().map(tracker_snapshot).collect(),
                 since: st.last_transition_time.clone(),
@@ -638,7 +725,8 @@ impl Daemon {
         self.telemetry.set_instances(snapshots);
         if let Some(tx) = &self.hooks.status {
             let count = |s: crds::vrrpnode::VrrpState| {
-                u32::try_from(statuses.iter().filter(|x| x.state == Some(s)).count()).unwrap_or(u32::MAX)
+                u32::try_from(statuses.iter().filter(|x| x.state == Some(s)).count())
+                    .unwrap_or(u32::MAX)
             };
             let status = VRRPNodeStatus {
                 instance_count: u32::try_from(statuses.len()).unwrap_or(u32::MAX),
@@ -666,7 +754,11 @@ impl Daemon {
 }
 
 fn tracker_snapshot(t: &TrackerStatus) -> TrackerSnapshot {
-    TrackerSnapshot { kind: t.kind.clone(), name: t.name.clone(), up: t.up }
+    TrackerSnapshot {
+        kind: t.kind.clone(),
+        name: t.name.clone(),
+        up: t.up,
+    }
 }
 
 /// The VIPs of an instance as netlink objects: virtual addresses first, then excluded ones.
@@ -675,7 +767,8 @@ fn build_vips(ri: &ResolvedInstance, p: &Placement) -> Result<Vec<Vip>, String> 
         .iter()
         .chain(ri.excluded_addresses.iter())
         .map(|a| {
-            let net = crds::validate::parse_address(a).ok_or_else(|| format!("address {a:?} is not an IP/CIDR"))?;
+            let net = crds::validate::parse_address(a)
+                .ok_or_else(|| format!("address {a:?} is not an IP/CIDR"))?;
             Vip::new(&p.ifname, p.ifindex, net, None).map_err(|e| e.to_string())
         })
         .collect()
@@ -688,7 +781,11 @@ fn select_vips(all: &[Vip], nets: &[ipnet::IpNet]) -> Vec<Vip> {
         .collect()
 }
 
-async fn receive_loop(socket: Arc<VrrpSocket>, ifname: String, tx: mpsc::Sender<(String, ReceivedPacket)>) {
+async fn receive_loop(
+    socket: Arc<VrrpSocket>,
+    ifname: String,
+    tx: mpsc::Sender<(String, ReceivedPacket)>,
+) {
     loop {
         match socket.recv().await {
             Ok(pkt) => {

@@ -40,9 +40,16 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
         None => interfaces
             .iter()
             .filter(|i| !i.loopback)
-            .find(|i| i.addresses.iter().any(|a| a.address.contains(&first.addr())))
+            .find(|i| {
+                i.addresses
+                    .iter()
+                    .any(|a| a.address.contains(&first.addr()))
+            })
             .ok_or_else(|| {
-                format!("no interface given and no interface has a subnet holding {}", first.addr())
+                format!(
+                    "no interface given and no interface has a subnet holding {}",
+                    first.addr()
+                )
             })?,
     };
     let primary = match &ri.unicast_source {
@@ -50,17 +57,27 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
             .parse::<IpAddr>()
             .map_err(|_| format!("unicast source {s:?} is not an IP address"))?,
         None => match family {
-            Family::V4 => iface
-                .primary_ipv4()
-                .map(IpAddr::V4)
-                .ok_or_else(|| format!("interface {} has no IPv4 address to send adverts from", iface.name))?,
-            Family::V6 => iface
-                .link_local_ipv6()
-                .map(IpAddr::V6)
-                .ok_or_else(|| format!("interface {} has no IPv6 link-local address to send adverts from", iface.name))?,
+            Family::V4 => iface.primary_ipv4().map(IpAddr::V4).ok_or_else(|| {
+                format!(
+                    "interface {} has no IPv4 address to send adverts from",
+                    iface.name
+                )
+            })?,
+            Family::V6 => iface.link_local_ipv6().map(IpAddr::V6).ok_or_else(|| {
+                format!(
+                    "interface {} has no IPv6 link-local address to send adverts from",
+                    iface.name
+                )
+            })?,
         },
     };
-    Ok(Placement { ifname: iface.name.clone(), ifindex: iface.index, family, primary, link_up: iface.state.is_up() })
+    Ok(Placement {
+        ifname: iface.name.clone(),
+        ifindex: iface.index,
+        family,
+        primary,
+        link_up: iface.state.is_up(),
+    })
 }
 
 #[cfg(test)]
@@ -74,7 +91,12 @@ mod tests {
             name: name.into(),
             mac: Some([2, 0, 0, 0, 0, index as u8]),
             loopback: name == "lo",
-            state: LinkState { admin_up: true, running: true, lower_up: true, oper: OperState::Up },
+            state: LinkState {
+                admin_up: true,
+                running: true,
+                lower_up: true,
+                oper: OperState::Up,
+            },
             addresses: addrs
                 .iter()
                 .map(|a| InterfaceAddress {
@@ -100,7 +122,11 @@ mod tests {
     fn host() -> Vec<Interface> {
         vec![
             iface("lo", 1, &["127.0.0.1/8"]),
-            iface("eth0", 2, &["192.0.2.11/24", "fe80::1/64", "2001:db8::11/64"]),
+            iface(
+                "eth0",
+                2,
+                &["192.0.2.11/24", "fe80::1/64", "2001:db8::11/64"],
+            ),
             iface("eth1", 3, &["198.51.100.11/24"]),
         ]
     }
@@ -108,23 +134,46 @@ mod tests {
     #[test]
     fn interface_by_subnet_and_primary_address() {
         let p = place(&ri("198.51.100.200/24", None), &host()).unwrap();
-        assert_eq!((p.ifname.as_str(), p.ifindex, p.primary), ("eth1", 3, "198.51.100.11".parse().unwrap()));
+        assert_eq!(
+            (p.ifname.as_str(), p.ifindex, p.primary),
+            ("eth1", 3, "198.51.100.11".parse().unwrap())
+        );
         let p = place(&ri("2001:db8::200/64", None), &host()).unwrap();
-        assert_eq!((p.ifname.as_str(), p.family, p.primary), ("eth0", Family::V6, "fe80::1".parse().unwrap()));
+        assert_eq!(
+            (p.ifname.as_str(), p.family, p.primary),
+            ("eth0", Family::V6, "fe80::1".parse().unwrap())
+        );
     }
 
     #[test]
     fn explicit_interface_and_unicast_source_win() {
         let mut r = ri("203.0.113.5/24", Some("eth0"));
-        assert_eq!(place(&r, &host()).unwrap().primary, "192.0.2.11".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            place(&r, &host()).unwrap().primary,
+            "192.0.2.11".parse::<IpAddr>().unwrap()
+        );
         r.unicast_source = Some("192.0.2.99".into());
-        assert_eq!(place(&r, &host()).unwrap().primary, "192.0.2.99".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            place(&r, &host()).unwrap().primary,
+            "192.0.2.99".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn failures_say_why() {
-        assert_eq!(place(&ri("192.0.2.200/24", Some("eth9")), &host()).unwrap_err(), "interface eth9 does not exist on this host");
-        assert!(place(&ri("203.0.113.5/24", None), &host()).unwrap_err().contains("no interface has a subnet holding 203.0.113.5"));
-        assert!(place(&ri("2001:db8::5/64", Some("eth1")), &host()).unwrap_err().contains("no IPv6 link-local"));
+        assert_eq!(
+            place(&ri("192.0.2.200/24", Some("eth9")), &host()).unwrap_err(),
+            "interface eth9 does not exist on this host"
+        );
+        assert!(
+            place(&ri("203.0.113.5/24", None), &host())
+                .unwrap_err()
+                .contains("no interface has a subnet holding 203.0.113.5")
+        );
+        assert!(
+            place(&ri("2001:db8::5/64", Some("eth1")), &host())
+                .unwrap_err()
+                .contains("no IPv6 link-local")
+        );
     }
 }

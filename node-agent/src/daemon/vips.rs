@@ -29,10 +29,24 @@ impl VipWorker {
             while let Some(cmd) = rx.recv().await {
                 match cmd {
                     Command::Add(instance, vips) => {
-                        report(&instance, "add", &vips, manager.add(&vips).await, &telemetry, VipOp::Add);
+                        report(
+                            &instance,
+                            "add",
+                            &vips,
+                            manager.add(&vips).await,
+                            &telemetry,
+                            VipOp::Add,
+                        );
                     }
                     Command::Remove(instance, vips) => {
-                        report(&instance, "remove", &vips, manager.remove(&vips).await, &telemetry, VipOp::Remove);
+                        report(
+                            &instance,
+                            "remove",
+                            &vips,
+                            manager.remove(&vips).await,
+                            &telemetry,
+                            VipOp::Remove,
+                        );
                     }
                     Command::Flush(done) => {
                         let _ = done.send(());
@@ -72,7 +86,9 @@ fn report(
 ) {
     for (vip, r) in vips.iter().zip(results) {
         match r {
-            Ok(()) => tracing::debug!(instance, vip = %vip.address(), dev = vip.ifname(), "{what} VIP"),
+            Ok(()) => {
+                tracing::debug!(instance, vip = %vip.address(), dev = vip.ifname(), "{what} VIP")
+            }
             Err(e) => {
                 telemetry.metrics().vip_error(instance, op);
                 tracing::error!(instance, vip = %vip.address(), dev = vip.ifname(), error = %e, "cannot {what} VIP");

@@ -20,6 +20,8 @@ use super::cache::ConfigCache;
 /// Health of the API connection, shared with metrics.
 #[derive(Debug, Default)]
 pub struct ApiHealth {
+    /// Where to export it, if anywhere.
+    pub telemetry: Option<crate::metrics::Telemetry>,
     /// False while the API server cannot be reached.
     pub connected: AtomicBool,
     /// Watch errors seen.
@@ -30,6 +32,9 @@ pub struct ApiHealth {
 
 impl ApiHealth {
     fn up(&self) {
+        if let Some(t) = &self.telemetry {
+            t.metrics().api_up();
+        }
         if !self.connected.swap(true, Ordering::Relaxed) && self.errors.load(Ordering::Relaxed) > 0
         {
             tracing::info!("Kubernetes API reachable again");
@@ -37,9 +42,12 @@ impl ApiHealth {
     }
     fn down(&self, error: &watcher::Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        if self.connected.swap(false, Ordering::Relaxed)
-            || self.outages.load(Ordering::Relaxed) == 0
-        {
+        let new_outage = self.connected.swap(false, Ordering::Relaxed)
+            || self.outages.load(Ordering::Relaxed) == 0;
+        if let Some(t) = &self.telemetry {
+            t.metrics().api_down(new_outage);
+        }
+        if new_outage {
             self.outages.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %error, "Kubernetes API unreachable; VRRP keeps running on the last config");
         } else {
@@ -99,7 +107,10 @@ pub async fn run(
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
-                health.up();
+                // `Init` is the watcher's own marker before it asks the server anything.
+                if !matches!(event, watcher::Event::Init) {
+                    health.up();
+                }
                 if let Some(spec) = tracker.on_event(&node, event) {
                     publish(&cache, &tx, spec);
                 }

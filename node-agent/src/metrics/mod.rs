@@ -119,6 +119,9 @@ pub struct Metrics {
     timer_lateness: Histogram,
     late_wakeups: Counter,
     vip_errors: Family<VipErrorLabels, Counter>,
+    api_connected: Gauge,
+    api_errors: Counter,
+    api_outages: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -220,6 +223,24 @@ impl Metrics {
             "Failed VIP additions and removals",
             vip_errors.clone(),
         );
+        let api_connected = Gauge::default();
+        registry.register(
+            "api_connected",
+            "1 while the Kubernetes API answers the agent's watch (in-cluster mode)",
+            api_connected.clone(),
+        );
+        let api_errors = Counter::default();
+        registry.register(
+            "api_errors",
+            "Kubernetes API watch errors",
+            api_errors.clone(),
+        );
+        let api_outages = Counter::default();
+        registry.register(
+            "api_outages",
+            "Times the Kubernetes API became unreachable (VRRP kept running on the last config)",
+            api_outages.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -242,6 +263,23 @@ impl Metrics {
             timer_lateness,
             late_wakeups,
             vip_errors,
+            api_connected,
+            api_errors,
+            api_outages,
+        }
+    }
+
+    /// The Kubernetes API answered.
+    pub fn api_up(&self) {
+        self.api_connected.set(1);
+    }
+
+    /// A Kubernetes API error; `new_outage` when it was reachable before.
+    pub fn api_down(&self, new_outage: bool) {
+        self.api_connected.set(0);
+        self.api_errors.inc();
+        if new_outage {
+            self.api_outages.inc();
         }
     }
 

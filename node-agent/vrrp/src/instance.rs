@@ -881,7 +881,7 @@ impl Instance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vrrp::sim::{cfg, v4};
+    use crate::sim::{cfg, v4};
     use std::time::Duration;
 
     fn master(now: Instant) -> Instance {

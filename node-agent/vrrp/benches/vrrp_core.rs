@@ -1,17 +1,17 @@
 //! Criterion benchmarks of the sans-IO VRRP core: parse, emit, and one full advert round
 //! (master timer → advert bytes → backup router → down timer reset).
 //!
-//! Run: `cargo bench -p kube-vrrp-agent --bench vrrp_core`.
+//! Run: `cargo bench -p kube-vrrp-core --bench vrrp_core`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use agent::vrrp::{
+use criterion::{Criterion, criterion_group, criterion_main};
+use vrrp::{
     Action, Advert, Auth, GarpConfig, InstanceConfig, Interval, Received, Router, StartState,
     V3Ipv4Checksum, Version,
 };
-use criterion::{Criterion, criterion_group, criterion_main};
 
 const SRC4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const DST4: IpAddr = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 18));

@@ -1,0 +1,771 @@
+//! The executor: runs the planner on the watched world and writes only what differs.
+//!
+//! - A kube-runtime [`Controller`] on VirtualIP, with watches on Nodes, VRRPNodes and Secret
+//!   metadata (a change maps to the VirtualIPs it concerns). Every watch feeds a reflector
+//!   store; the planner reads the stores, never the API.
+//! - Two caches, each with a generation that goes up when its inputs change. The placement
+//!   ([`planner::place_all`]) depends on VirtualIP specs and deletion, Node labels, readiness and
+//!   addresses, and Secret revisions; the first reconcile that sees a new generation re-places
+//!   everything and applies every VRRPNode whose spec differs. The report index
+//!   ([`planner::ReportIndex`]) depends only on the agents' VRRPNode status and is rebuilt
+//!   cheaply. Each reconcile then computes its own VirtualIP's status and events
+//!   ([`planner::vip_plan`]) from the cached placement, the reports and the object as observed
+//!   now, so an agent report never costs a full re-placement.
+//! - VRRPNodes are also compared with the plan every [`Settings::resync`], which undoes edits
+//!   or deletions by others that did not change the plan.
+//! - Writes use server-side apply with the field manager [`FIELD_MANAGER`] and happen only when
+//!   the desired object differs from the observed one (compared as JSON), so a steady state
+//!   makes no writes. VRRPNodes carry an ownerReference to their Node for garbage collection.
+//! - The finalizer [`FINALIZER`] on each VirtualIP: on deletion the plan drops the instance from
+//!   every VRRPNode, then the finalizer stays until no agent reports the instance any more, or
+//!   until [`Settings::cleanup_timeout`] has passed since the deletion request.
+//! - Events from the plan are published through an [`events::Recorder`] after the status write
+//!   that records the transition (so they fire once).
+//! - Errors requeue the VirtualIP with exponential backoff ([`backoff`]); watch streams back off
+//!   on their own.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crds::{VRRPNode, VirtualIP};
+use futures::{Stream, StreamExt, TryStreamExt, future};
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{self, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef as KubeRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::metrics::Metrics;
+use crate::planner::{self, EventType, Placement, ReportIndex, VipKey, World};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "kube-vrrp-operator";
+/// Finalizer the operator puts on VirtualIPs.
+pub const FINALIZER: &str = "kubevrrp.io/cleanup";
+
+/// The stores the planner reads.
+#[derive(Clone)]
+pub struct Stores {
+    /// VirtualIPs.
+    pub virtual_ips: Store<VirtualIP>,
+    /// Nodes.
+    pub nodes: Store<Node>,
+    /// VRRPNodes.
+    pub vrrp_nodes: Store<VRRPNode>,
+    /// Secret metadata (content is fetched only for referenced Secrets): one store for the
+    /// whole cluster, or one per namespace the operator may read Secrets in.
+    pub secrets: Vec<Store<PartialObjectMeta<Secret>>>,
+}
+
+/// Tunables of the executor.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a deleted VirtualIP waits for agents to report the instance gone.
+    pub cleanup_timeout: Duration,
+    /// Periodic re-reconcile of every VirtualIP.
+    pub resync: Duration,
+    /// Reporting instance for Events (the pod name).
+    pub reporter_instance: Option<String>,
+    /// Namespaces whose Secrets may be read; empty ⇒ all. A VirtualIP whose Secret lies
+    /// elsewhere reports `SecretNotFound`.
+    pub secret_namespaces: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cleanup_timeout: Duration::from_secs(60),
+            resync: Duration::from_secs(300),
+            reporter_instance: None,
+            secret_namespaces: Vec::new(),
+        }
+    }
+}
+
+/// A source of the current time (injected so tests control it).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The real clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
+}
+
+/// Fetched Secrets: (namespace, name) → (resourceVersion, Secret).
+type SecretCache = HashMap<(String, String), (Option<String>, Arc<Secret>)>;
+
+#[derive(Default)]
+struct PlanCache {
+    generation: Option<u64>,
+    placement: Option<Arc<Placement>>,
+    nodes_synced: bool,
+    synced_at: Option<Instant>,
+    reports_generation: Option<u64>,
+    reports: Option<Arc<ReportIndex>>,
+    secrets: SecretCache,
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    client: Client,
+    stores: Stores,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+    settings: Settings,
+    spec_generation: Arc<AtomicU64>,
+    report_generation: Arc<AtomicU64>,
+    stores_ready: AtomicBool,
+    cache: tokio::sync::Mutex<PlanCache>,
+    failures: std::sync::Mutex<HashMap<VipKey, u32>>,
+}
+
+impl Context {
+    /// A context over the given client and stores.
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        clock: Clock,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: settings.reporter_instance.clone(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            metrics,
+            clock,
+            settings,
+            spec_generation: Arc::new(AtomicU64::new(0)),
+            report_generation: Arc::new(AtomicU64::new(0)),
+            stores_ready: AtomicBool::new(false),
+            cache: tokio::sync::Mutex::new(PlanCache::default()),
+            failures: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Declare that every store holds a complete initial list (planning before that would
+    /// withdraw instances from nodes not listed yet).
+    pub fn mark_stores_ready(&self) {
+        self.stores_ready.store(true, Ordering::Release);
+    }
+
+    /// Note that something the planner reads has changed (both caches become stale).
+    pub fn world_changed(&self) {
+        self.spec_generation.fetch_add(1, Ordering::AcqRel);
+        self.report_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Note that only the agents' reports changed (the placement stays valid).
+    pub fn reports_changed(&self) {
+        self.report_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Current time in whole seconds (the API server keeps no more).
+    fn now(&self) -> Timestamp {
+        let t = (self.clock)();
+        Timestamp::from_second(t.as_second()).unwrap_or(t)
+    }
+
+    /// The placement for the current generation, re-placing (and syncing VRRPNodes) if stale.
+    pub async fn current_placement(&self) -> Result<Arc<Placement>, Error> {
+        let mut cache = self.cache.lock().await;
+        let generation = self.spec_generation.load(Ordering::Acquire);
+        let placement = match (&cache.placement, cache.generation) {
+            (Some(p), Some(g)) if g == generation => p.clone(),
+            _ => {
+                let mut secrets = std::mem::take(&mut cache.secrets);
+                let world = self.snapshot(&mut secrets).await;
+                cache.secrets = secrets;
+                let world = world?;
+                let start = Instant::now();
+                let placement = Arc::new(planner::place_all(&world));
+                self.metrics
+                    .plan_duration
+                    .observe(start.elapsed().as_secs_f64());
+                debug!(
+                    generation,
+                    virtual_ips = world.virtual_ips.len(),
+                    nodes = world.nodes.len(),
+                    "placed"
+                );
+                cache.placement = Some(placement.clone());
+                cache.generation = Some(generation);
+                cache.nodes_synced = false;
+                placement
+            }
+        };
+        // Re-check the VRRPNodes now and then even without a change, to undo edits by others.
+        let stale = cache
+            .synced_at
+            .is_none_or(|t| t.elapsed() >= self.settings.resync);
+        if !cache.nodes_synced || stale {
+            self.sync_vrrp_nodes(&placement).await?;
+            cache.nodes_synced = true;
+            cache.synced_at = Some(Instant::now());
+        }
+        Ok(placement)
+    }
+
+    /// The agents' reports for the current report generation.
+    pub async fn current_reports(&self) -> Arc<ReportIndex> {
+        let mut cache = self.cache.lock().await;
+        let generation = self.report_generation.load(Ordering::Acquire);
+        match (&cache.reports, cache.reports_generation) {
+            (Some(r), Some(g)) if g == generation => r.clone(),
+            _ => {
+                let reports = Arc::new(ReportIndex::new(&self.stores.vrrp_nodes.state()));
+                cache.reports = Some(reports.clone());
+                cache.reports_generation = Some(generation);
+                reports
+            }
+        }
+    }
+
+    /// The world as the stores see it, plus the referenced Secrets (fetched when their
+    /// resourceVersion changed).
+    async fn snapshot(&self, cache: &mut SecretCache) -> Result<World, Error> {
+        let virtual_ips = self.stores.virtual_ips.state();
+        let wanted: BTreeSet<(String, String)> = virtual_ips
+            .iter()
+            .filter_map(|v| {
+                let auth = v.spec.authentication.as_ref()?;
+                Some((v.namespace()?, auth.password_secret_ref.name.clone()))
+            })
+            .collect();
+        let mut fresh = HashMap::new();
+        let mut secrets = Vec::new();
+        for (ns, name) in wanted {
+            let wanted_ref = KubeRef::new(&name).within(&ns);
+            let Some(meta) = self.stores.secrets.iter().find_map(|s| s.get(&wanted_ref)) else {
+                continue;
+            };
+            let rv = meta.metadata.resource_version.clone();
+            let key = (ns, name);
+            if let Some((cached_rv, s)) = cache
+                .remove(&key)
+                .filter(|(crv, _)| rv.is_some() && *crv == rv)
+            {
+                secrets.push(s.clone());
+                fresh.insert(key, (cached_rv, s));
+                continue;
+            }
+            if let Some(s) = Api::<Secret>::namespaced(self.client.clone(), &key.0)
+                .get_opt(&key.1)
+                .await?
+            {
+                let s = Arc::new(s);
+                secrets.push(s.clone());
+                fresh.insert(key, (s.metadata.resource_version.clone(), s));
+            }
+        }
+        *cache = fresh;
+        Ok(World {
+            virtual_ips,
+            nodes: self.stores.nodes.state(),
+            secrets,
+            // Placement does not read reports.
+            vrrp_nodes: Vec::new(),
+            now: self.now(),
+        })
+    }
+
+    /// Apply every planned VRRPNode whose spec or owner differs from the observed one.
+    async fn sync_vrrp_nodes(&self, plan: &Placement) -> Result<(), Error> {
+        let api: Api<VRRPNode> = Api::all(self.client.clone());
+        for (name, np) in &plan.nodes {
+            let desired = desired_vrrp_node(name, np);
+            let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
+            if !vrrp_node_differs(observed.as_deref(), &desired)? {
+                continue;
+            }
+            api.patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await?;
+            self.metrics.write("vrrpnode");
+            info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, vip: &VirtualIP, e: &planner::PlannedEvent) {
+        let ev = events::Event {
+            type_: match e.type_ {
+                EventType::Normal => events::EventType::Normal,
+                EventType::Warning => events::EventType::Warning,
+            },
+            reason: e.reason.into(),
+            note: Some(e.note.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        match self.recorder.publish(&ev, &vip.object_ref(&())).await {
+            Ok(()) => {
+                self.metrics
+                    .events
+                    .get_or_create(&crate::metrics::KindLabel {
+                        kind: e.reason.into(),
+                    })
+                    .inc();
+            }
+            // An Event is best effort: losing one must not block the status.
+            Err(err) => warn!(reason = e.reason, error = %err, "cannot publish event"),
+        }
+    }
+}
+
+/// The VRRPNode object the operator applies for a planned node.
+pub fn desired_vrrp_node(name: &str, np: &planner::NodePlan) -> VRRPNode {
+    let mut v = VRRPNode::new(name, np.spec.clone());
+    v.metadata.owner_references = np.node_uid.as_ref().map(|uid| {
+        vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Node".into(),
+            name: name.into(),
+            uid: uid.clone(),
+            controller: None,
+            block_owner_deletion: None,
+        }]
+    });
+    v
+}
+
+fn to_json<T: serde::Serialize>(what: &'static str, v: &T) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(v).map_err(|source| Error::Serialize { what, source })
+}
+
+/// Whether the observed VRRPNode must be (re)applied to become `desired`.
+pub fn vrrp_node_differs(observed: Option<&VRRPNode>, desired: &VRRPNode) -> Result<bool, Error> {
+    let Some(o) = observed else {
+        return Ok(!desired.spec.instances.is_empty());
+    };
+    if to_json("VRRPNode spec", &o.spec)? != to_json("VRRPNode spec", &desired.spec)? {
+        return Ok(true);
+    }
+    let have = o.metadata.owner_references.as_deref().unwrap_or_default();
+    let want = desired
+        .metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default();
+    Ok(!want
+        .iter()
+        .all(|w| have.iter().any(|h| h.uid == w.uid && h.kind == w.kind)))
+}
+
+/// Whether the observed status must be replaced by `desired`.
+pub fn status_differs(
+    observed: Option<&crds::VirtualIPStatus>,
+    desired: &crds::VirtualIPStatus,
+) -> Result<bool, Error> {
+    let observed = match observed {
+        Some(o) => to_json("VirtualIP status", o)?,
+        None => return Ok(true),
+    };
+    Ok(observed != to_json("VirtualIP status", desired)?)
+}
+
+/// Reconcile one VirtualIP.
+pub async fn reconcile(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.inc();
+    let start = Instant::now();
+    let result = reconcile_inner(&vip, &ctx).await;
+    ctx.metrics
+        .reconcile_duration
+        .observe(start.elapsed().as_secs_f64());
+    if result.is_ok()
+        && let Ok(mut f) = ctx.failures.lock()
+    {
+        f.remove(&planner::vip_key(&vip));
+    }
+    result
+}
+
+async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error> {
+    if !ctx.stores_ready.load(Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let key = planner::vip_key(vip);
+    let placement = ctx.current_placement().await?;
+    let reports = ctx.current_reports().await;
+    let api: Api<VirtualIP> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let has_finalizer = vip.finalizers().iter().any(|f| f == FINALIZER);
+
+    if let Some(deleted_at) = &vip.metadata.deletion_timestamp {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        let reported: Vec<String> = reports
+            .get(&planner::instance_name(&key))
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let waited = ctx.now().duration_since(deleted_at.0);
+        let timeout = k8s_openapi::jiff::SignedDuration::try_from(ctx.settings.cleanup_timeout)
+            .unwrap_or_default();
+        if !reported.is_empty() && waited < timeout {
+            debug!(vip = %planner::instance_name(&key), nodes = ?reported, "waiting for agents to drop the instance");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        if !reported.is_empty() {
+            warn!(vip = %planner::instance_name(&key), nodes = ?reported, "agents still report the instance; releasing anyway after the cleanup timeout");
+        }
+        remove_finalizer(&api, vip).await?;
+        ctx.metrics.write("finalizer");
+        return Ok(Action::await_change());
+    }
+
+    if !has_finalizer {
+        add_finalizer(&api, vip).await?;
+        ctx.metrics.write("finalizer");
+    }
+    let Some(placed) = placement.virtual_ips.get(&key) else {
+        // The placement predates this object; make the next reconcile re-place.
+        ctx.spec_generation.fetch_add(1, Ordering::AcqRel);
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    };
+    let vp = planner::vip_plan(vip, placed, &reports, ctx.now());
+    if status_differs(vip.status.as_ref(), &vp.status)? {
+        let patch = json!({
+            "apiVersion": VirtualIP::api_version(&()),
+            "kind": VirtualIP::kind(&()),
+            "status": vp.status,
+        });
+        api.patch_status(
+            &key.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        ctx.metrics.write("status");
+        for e in &vp.events {
+            ctx.publish(vip, e).await;
+        }
+    }
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+async fn add_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), Error> {
+    let mut finalizers = vip.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    // resourceVersion makes the merge patch conditional: a concurrent change fails with 409.
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": vip.resource_version()}});
+    api.patch(
+        &vip.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn remove_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), Error> {
+    let finalizers: Vec<&String> = vip
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": vip.resource_version()}});
+    api.patch(
+        &vip.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Delay before retrying a VirtualIP after `failures` consecutive errors: 1 s doubling, at
+/// most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(9);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+}
+
+/// Error policy: count, log, requeue with exponential backoff.
+pub fn error_policy(vip: Arc<VirtualIP>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(err.metric_label());
+    let key = planner::vip_key(&vip);
+    let n = match ctx.failures.lock() {
+        Ok(mut f) => {
+            let n = f.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        }
+        Err(_) => 1,
+    };
+    let delay = backoff(n);
+    warn!(vip = %planner::instance_name(&key), error = %err, failures = n, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reduce a watch event stream to the objects worth a reconcile, bumping the world generation
+/// when the part the planner reads changed (per `fingerprint`). With `all`, every applied
+/// object is passed on (the VirtualIP stream itself); deletions always are.
+fn changes<K, S>(
+    events: S,
+    fingerprint: fn(&K) -> u64,
+    generation: Arc<AtomicU64>,
+    all: bool,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    let mut seen: HashMap<(Option<String>, String), (Option<String>, u64)> = HashMap::new();
+    events.try_filter_map(move |ev| {
+        let out = match ev {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                let key = (
+                    o.meta().namespace.clone(),
+                    o.meta().name.clone().unwrap_or_default(),
+                );
+                let value = (o.meta().uid.clone(), fingerprint(&o));
+                let changed = seen.insert(key, value.clone()) != Some(value);
+                if changed {
+                    generation.fetch_add(1, Ordering::AcqRel);
+                }
+                (changed || all).then_some(o)
+            }
+            watcher::Event::Delete(o) => {
+                seen.remove(&(
+                    o.meta().namespace.clone(),
+                    o.meta().name.clone().unwrap_or_default(),
+                ));
+                generation.fetch_add(1, Ordering::AcqRel);
+                Some(o)
+            }
+            watcher::Event::InitDone => {
+                generation.fetch_add(1, Ordering::AcqRel);
+                None
+            }
+            watcher::Event::Init => None,
+        };
+        future::ready(Ok(out))
+    })
+}
+
+fn hash_json<T: serde::Serialize>(v: &T) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(v).unwrap_or_default().hash(&mut h);
+    h.finish()
+}
+
+/// What the planner reads of a VirtualIP: spec, deletion, creation time (not status: the
+/// status it reads is its own output).
+fn vip_fingerprint(v: &VirtualIP) -> u64 {
+    hash_json(&(
+        &v.spec,
+        &v.metadata.deletion_timestamp,
+        &v.metadata.creation_timestamp,
+        &v.metadata.generation,
+    ))
+}
+
+/// What the planner reads of a Node: labels, readiness, deletion, InternalIPs.
+fn node_fingerprint(n: &Node) -> u64 {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ips: Vec<&str> = n
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.as_str())
+        .collect();
+    hash_json(&(
+        &n.metadata.labels,
+        ready,
+        n.metadata.deletion_timestamp.is_some(),
+        ips,
+    ))
+}
+
+/// What the planner reads of a VRRPNode: the agent's status only.
+fn vrrp_node_fingerprint(v: &VRRPNode) -> u64 {
+    hash_json(&v.status)
+}
+
+fn secret_fingerprint(s: &PartialObjectMeta<Secret>) -> u64 {
+    hash_json(&s.metadata.resource_version)
+}
+
+/// VirtualIPs an agent's VRRPNode speaks about (reported or planned instances).
+fn vips_of_vrrp_node(v: &VRRPNode) -> Vec<KubeRef<VirtualIP>> {
+    let mut out: BTreeSet<(String, String)> = BTreeSet::new();
+    for i in v.status.iter().flat_map(|s| s.instances.iter()) {
+        if let Some((ns, name)) = i.name.split_once('/') {
+            out.insert((ns.into(), name.into()));
+        }
+    }
+    for i in &v.spec.instances {
+        if let Some(r) = &i.virtual_ip {
+            out.insert((r.namespace.clone(), r.name.clone()));
+        }
+    }
+    out.into_iter()
+        .map(|(ns, name)| KubeRef::new(&name).within(&ns))
+        .collect()
+}
+
+/// Run the controller until its streams end (shutdown).
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    concurrency: u16,
+) -> Result<(), Error> {
+    let (vip_store, vip_writer) = reflector::store::<VirtualIP>();
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let (vn_store, vn_writer) = reflector::store::<VRRPNode>();
+    let secret_apis: Vec<Api<PartialObjectMeta<Secret>>> = if settings.secret_namespaces.is_empty()
+    {
+        vec![Api::all(client.clone())]
+    } else {
+        settings
+            .secret_namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let (secret_stores, secret_writers): (Vec<_>, Vec<_>) = secret_apis
+        .iter()
+        .map(|_| reflector::store::<PartialObjectMeta<Secret>>())
+        .unzip();
+    let stores = Stores {
+        virtual_ips: vip_store.clone(),
+        nodes: node_store.clone(),
+        vrrp_nodes: vn_store.clone(),
+        secrets: secret_stores,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        stores.clone(),
+        metrics.clone(),
+        settings,
+        system_clock(),
+    ));
+    let spec_generation = ctx.spec_generation.clone();
+    let report_generation = ctx.report_generation.clone();
+    let wc = watcher::Config::default();
+
+    let vip_stream = changes(
+        watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .reflect(vip_writer),
+        vip_fingerprint,
+        spec_generation.clone(),
+        true,
+    );
+    let node_stream = changes(
+        watcher(Api::<Node>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .reflect(node_writer),
+        node_fingerprint,
+        spec_generation.clone(),
+        false,
+    );
+    let vn_stream = changes(
+        watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
+            .default_backoff()
+            .reflect(vn_writer),
+        vrrp_node_fingerprint,
+        report_generation,
+        false,
+    );
+    let secret_stream =
+        futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
+            |(api, writer)| {
+                changes(
+                    watcher(api, wc.clone()).default_backoff().reflect(writer),
+                    secret_fingerprint,
+                    spec_generation.clone(),
+                    false,
+                )
+                .boxed()
+            },
+        ));
+
+    let ready_ctx = ctx.clone();
+    let ready_metrics = metrics.clone();
+    let ready = tokio::spawn(async move {
+        let all = future::try_join4(
+            stores.virtual_ips.wait_until_ready(),
+            stores.nodes.wait_until_ready(),
+            stores.vrrp_nodes.wait_until_ready(),
+            future::try_join_all(stores.secrets.iter().map(|s| s.wait_until_ready())),
+        )
+        .await;
+        if all.is_ok() {
+            info!("caches synced; reconciling");
+            ready_ctx.mark_stores_ready();
+            ready_metrics.set_ready(true);
+        }
+    });
+
+    let all_vips = vip_store.clone();
+    let secret_vips = vip_store.clone();
+    Controller::for_stream(vip_stream, vip_store)
+        .watches_stream(node_stream, move |_node: Node| {
+            all_vips
+                .state()
+                .iter()
+                .map(|v| KubeRef::from_obj(&**v))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(vn_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
+        .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
+            let (ns, name) = (s.metadata.namespace.clone(), s.metadata.name.clone());
+            secret_vips
+                .state()
+                .iter()
+                .filter(|v| {
+                    v.metadata.namespace == ns
+                        && v.spec
+                            .authentication
+                            .as_ref()
+                            .map(|a| Some(&a.password_secret_ref.name))
+                            == Some(name.as_ref())
+                })
+                .map(|v| KubeRef::from_obj(&**v))
+                .collect::<Vec<_>>()
+        })
+        .with_config(
+            ControllerConfig::default()
+                .concurrency(concurrency)
+                .debounce(Duration::from_millis(200)),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => debug!(vip = %obj, "reconciled"),
+                Err(e) => debug!(error = %e, "controller"),
+            }
+        })
+        .await;
+    ready.abort();
+    Ok(())
+}

@@ -1,0 +1,622 @@
+//! The pure planner: observed objects in, desired objects out.
+//!
+//! [`plan`] takes a snapshot of the cluster ([`World`]: VirtualIPs, Nodes, the referenced
+//! Secrets, VRRPNodes with their agents' reports, and the current time) and returns a [`Plan`]:
+//! the desired `VRRPNode.spec` of every Node and the desired `VirtualIP.status` of every
+//! VirtualIP, plus the Events to emit. It does no I/O, reads no clock and is deterministic:
+//! the same world gives byte-identical output (everything is sorted), so the executor can write
+//! only what differs.
+//!
+//! Rules, in the order they are applied to each VirtualIP:
+//!
+//! 1. **Validation.** [`crds::validate::validate_spec`] plus the node selector must parse. Any
+//!    problem ⇒ not deployed, `Ready=False` reason `InvalidSpec`, phase `Conflict`, an
+//!    `InvalidSpec` event.
+//! 2. **VRID** ([`vrid`]). An explicit `virtualRouterID` is used as is; otherwise the VRID
+//!    recorded in `status.virtualRouterID` is kept; otherwise the lowest free VRID of the
+//!    VirtualIP's network is allocated. The network is (address family, first address with its
+//!    prefix, masked). A first address written without a prefix is placed in the longest
+//!    prefixed network of another VirtualIP that contains it, else in one shared per-family
+//!    pool: the operator cannot see node subnets, and sharing a VRID space is the safe guess.
+//!    Claims are served oldest first (creationTimestamp, then namespace/name). When a user-set
+//!    VRID collides with an older claim, both get `VRIDConflict=True` and the newer one is not
+//!    deployed; a VRID the operator allocated itself is simply reallocated instead.
+//! 3. **Authentication.** The `passwordSecretRef` Secret and key must exist and hold 1–8 bytes
+//!    of UTF-8; otherwise `Ready=False` with reason `SecretNotFound`, `SecretKeyNotFound` or
+//!    `InvalidPassword`, the instance is not deployed, and no other VirtualIP is affected (the
+//!    VRID claim is kept so nothing else moves into its place).
+//! 4. **Eligible nodes.** The Node exists, is Ready, is not being deleted, and matches
+//!    `nodeSelector` (none ⇒ every node). A node that stops being eligible loses the instance.
+//! 5. **Priorities.** A `nodes[]` priority override always wins. The other eligible nodes, in
+//!    name order, get the VirtualIP's priority, then one less for each next node, never below
+//!    1 (so only the first can hold an owner priority of 255). Overridden nodes do not take a
+//!    step in this sequence. The initial state is MASTER only where the user set it.
+//! 6. **Resolution.** Each (VirtualIP, eligible node) is turned into a
+//!    [`crds::ResolvedInstance`] by [`crds::resolve::resolve`], named `NAMESPACE/NAME`, with
+//!    the other eligible nodes' InternalIPs as unicast peers (resolve keeps the right family;
+//!    explicit `unicast.peers` win). The interface is left for the agent when neither an
+//!    override nor the spec names one.
+//! 7. **Status** ([`status`]) from the VRRPNode reports, with conditions and events.
+//!
+//! VirtualIPs being deleted keep their VRID claim but are deployed nowhere; their plan tells
+//! the executor which nodes still report the instance, so the finalizer can wait for them.
+
+pub mod status;
+pub mod vrid;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crds::resolve::{NodeFacts, ResolveInput, resolve};
+use crds::validate::{Problem, Problems, validate_spec};
+use crds::virtualip::VirtualIPStatus;
+use crds::vrrpnode::{InstanceStatus, ObjectRef};
+use crds::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VirtualIP};
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::{Selector, SelectorExt};
+use sha2::{Digest, Sha256};
+
+pub use status::{EventType, PlannedEvent};
+
+/// Identity of a VirtualIP: namespace and name.
+pub type VipKey = ObjectRef;
+
+/// Everything the planner looks at: a consistent snapshot of the observed objects.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    /// All VirtualIPs (any namespace), including those being deleted.
+    pub virtual_ips: Vec<Arc<VirtualIP>>,
+    /// All Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// The Secrets referenced by VirtualIPs that exist (others count as missing).
+    pub secrets: Vec<Arc<Secret>>,
+    /// All VRRPNodes; only their status (the agents' reports) is read.
+    pub vrrp_nodes: Vec<Arc<VRRPNode>>,
+    /// Current time, used as `lastTransitionTime` of conditions that change. Callers should
+    /// pass whole seconds: the API server stores no more, and a finer time would never compare
+    /// equal to what was written.
+    pub now: Timestamp,
+}
+
+/// The desired state of everything the operator writes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Desired VRRPNode per Node name (every Node in the world, possibly with no instance).
+    pub nodes: BTreeMap<String, NodePlan>,
+    /// Desired status and events per VirtualIP.
+    pub virtual_ips: BTreeMap<VipKey, VipPlan>,
+}
+
+/// Desired VRRPNode for one Node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodePlan {
+    /// The Node's uid, for the VRRPNode's ownerReference (garbage collection with the Node).
+    pub node_uid: Option<String>,
+    /// Desired spec: instances sorted by name, and their hash.
+    pub spec: VRRPNodeSpec,
+}
+
+/// Desired outcome for one VirtualIP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VipPlan {
+    /// The VirtualIP is being deleted (status is not written; the finalizer runs).
+    pub deleting: bool,
+    /// Desired status.
+    pub status: VirtualIPStatus,
+    /// Events to emit, derived from the difference between the observed and desired status.
+    pub events: Vec<PlannedEvent>,
+    /// Nodes the instance is deployed to (sorted).
+    pub deployed_to: Vec<String>,
+    /// Nodes whose agent currently reports the instance (sorted).
+    pub reported_on: Vec<String>,
+}
+
+/// Why a VirtualIP is not deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocker {
+    /// The spec is invalid.
+    InvalidSpec(Problems),
+    /// The VRID is also claimed by an older VirtualIP on the same network.
+    VridConflict {
+        /// The contested VRID.
+        vrid: u8,
+        /// The network, as text.
+        network: String,
+        /// The older VirtualIP that keeps the VRID.
+        winner: VipKey,
+    },
+    /// Every VRID of the network is taken.
+    NoFreeVrid {
+        /// The network, as text.
+        network: String,
+    },
+    /// The authentication Secret is missing or unusable.
+    Secret {
+        /// Condition reason: `SecretNotFound`, `SecretKeyNotFound` or `InvalidPassword`.
+        reason: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
+}
+
+/// The instance name used in VRRPNode specs and reports: `NAMESPACE/NAME`.
+pub fn instance_name(key: &VipKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+/// The key of a VirtualIP object.
+pub fn vip_key(vip: &VirtualIP) -> VipKey {
+    ObjectRef {
+        namespace: vip.metadata.namespace.clone().unwrap_or_default(),
+        name: vip.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// SHA-256 (hex) of the canonical JSON of a node's instances.
+pub fn config_hash(instances: &[ResolvedInstance]) -> String {
+    // Serialising plain derived structs cannot fail; an empty hash would still be a valid
+    // (if unhelpful) value, so no panic path is needed.
+    let bytes = serde_json::to_vec(instances).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// What the planner needs to know about a Node.
+struct NodeView<'a> {
+    name: &'a str,
+    uid: Option<&'a str>,
+    labels: BTreeMap<String, String>,
+    /// Ready and not being deleted (before any selector is applied).
+    usable: bool,
+    internal_ips: Vec<IpAddr>,
+}
+
+impl<'a> NodeView<'a> {
+    fn new(node: &'a Node) -> Option<Self> {
+        let name = node.metadata.name.as_deref()?;
+        let status = node.status.as_ref();
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let mut internal_ips: Vec<IpAddr> = status
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        internal_ips.sort();
+        internal_ips.dedup();
+        Some(Self {
+            name,
+            uid: node.metadata.uid.as_deref(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            usable: ready && node.metadata.deletion_timestamp.is_none(),
+            internal_ips,
+        })
+    }
+}
+
+/// Per-VirtualIP working state.
+struct VipWork<'a> {
+    key: VipKey,
+    vip: &'a VirtualIP,
+    deleting: bool,
+    selector: Option<Selector>,
+    blocker: Option<Blocker>,
+    vrid: Option<u8>,
+    vrid_conflict_with: Vec<VipKey>,
+    auth_pass: Option<String>,
+}
+
+/// Where each VirtualIP goes: the first half of [`plan`], which does not look at the agents'
+/// reports. The executor caches it while only reports change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// Desired VRRPNode per Node name.
+    pub nodes: BTreeMap<String, NodePlan>,
+    /// Placement of each VirtualIP.
+    pub virtual_ips: BTreeMap<VipKey, VipPlacement>,
+}
+
+/// The placement of one VirtualIP.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VipPlacement {
+    /// Being deleted.
+    pub deleting: bool,
+    /// Why it is not deployed.
+    pub blocker: Option<Blocker>,
+    /// Effective VRID.
+    pub vrid: Option<u8>,
+    /// Newer VirtualIPs whose explicit VRID collides with this one.
+    pub vrid_conflict_with: Vec<VipKey>,
+    /// Node → base priority, for every node it is deployed to.
+    pub placed: BTreeMap<String, u8>,
+}
+
+/// The agents' reports indexed by instance name, each list sorted by node.
+#[derive(Debug, Clone, Default)]
+pub struct ReportIndex {
+    by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>>,
+}
+
+impl ReportIndex {
+    /// Index the status of every VRRPNode.
+    pub fn new(vrrp_nodes: &[Arc<VRRPNode>]) -> Self {
+        let mut by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>> = BTreeMap::new();
+        for vn in vrrp_nodes {
+            let Some(node) = vn.metadata.name.as_deref() else {
+                continue;
+            };
+            for inst in vn.status.iter().flat_map(|s| s.instances.iter()) {
+                by_instance
+                    .entry(inst.name.clone())
+                    .or_default()
+                    .push((node.to_string(), inst.clone()));
+            }
+        }
+        for list in by_instance.values_mut() {
+            list.sort_by(|a, b| a.0.cmp(&b.0));
+            list.dedup_by(|a, b| a.0 == b.0);
+        }
+        Self { by_instance }
+    }
+
+    /// Reports of one instance: (node, status), sorted by node.
+    pub fn get(&self, instance: &str) -> Vec<(&str, &InstanceStatus)> {
+        self.by_instance
+            .get(instance)
+            .into_iter()
+            .flatten()
+            .map(|(n, s)| (n.as_str(), s))
+            .collect()
+    }
+}
+
+/// Compute the plan for a world. Pure and deterministic.
+pub fn plan(world: &World) -> Plan {
+    let Placement {
+        nodes,
+        virtual_ips: placements,
+    } = place_all(world);
+    let reports = ReportIndex::new(&world.vrrp_nodes);
+    let mut out = Plan {
+        nodes,
+        virtual_ips: BTreeMap::new(),
+    };
+    for vip in &world.virtual_ips {
+        let key = vip_key(vip);
+        if out.virtual_ips.contains_key(&key) {
+            continue;
+        }
+        // Duplicate keys keep the object place_all kept (the first in key order is the same
+        // object for a consistent world).
+        let Some(p) = placements.get(&key) else {
+            continue;
+        };
+        out.virtual_ips
+            .insert(key, vip_plan(vip, p, &reports, world.now));
+    }
+    out
+}
+
+/// The desired status and events of one VirtualIP, from its placement and the reports.
+pub fn vip_plan(
+    vip: &VirtualIP,
+    placement: &VipPlacement,
+    reports: &ReportIndex,
+    now: Timestamp,
+) -> VipPlan {
+    let node_reports = reports.get(&instance_name(&vip_key(vip)));
+    let input = status::StatusInput {
+        vip,
+        blocker: placement.blocker.as_ref(),
+        vrid: placement.vrid,
+        vrid_conflict_with: &placement.vrid_conflict_with,
+        placed: &placement.placed,
+        reports: &node_reports,
+        now,
+    };
+    let status = status::aggregate(&input);
+    let events = if placement.deleting {
+        Vec::new()
+    } else {
+        status::events(vip.status.as_ref(), &status, placement.blocker.as_ref())
+    };
+    VipPlan {
+        deleting: placement.deleting,
+        status,
+        events,
+        deployed_to: placement.placed.keys().cloned().collect(),
+        reported_on: node_reports.iter().map(|(n, _)| n.to_string()).collect(),
+    }
+}
+
+/// Place every VirtualIP (everything but status aggregation; VRRPNode reports are not read).
+pub fn place_all(world: &World) -> Placement {
+    // Nodes, sorted by name.
+    let mut nodes: Vec<NodeView<'_>> = world
+        .nodes
+        .iter()
+        .filter_map(|n| NodeView::new(n))
+        .collect();
+    nodes.sort_by(|a, b| a.name.cmp(b.name));
+    nodes.dedup_by(|a, b| a.name == b.name);
+
+    // Secrets by (namespace, name).
+    let secrets: BTreeMap<(&str, &str), &Secret> = world
+        .secrets
+        .iter()
+        .filter_map(|s| {
+            Some((
+                (
+                    s.metadata.namespace.as_deref()?,
+                    s.metadata.name.as_deref()?,
+                ),
+                &**s,
+            ))
+        })
+        .collect();
+
+    // VirtualIPs, in a stable order; duplicates (same key) keep the first.
+    let mut vips: Vec<VipWork<'_>> = world
+        .virtual_ips
+        .iter()
+        .map(|v| {
+            let mut problems = validate_spec(&v.spec);
+            let selector = match v.spec.node_selector.clone().map(Selector::try_from) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    problems.0.push(Problem {
+                        path: "spec.nodeSelector".into(),
+                        message: format!("not a valid label selector: {e}"),
+                    });
+                    None
+                }
+            };
+            VipWork {
+                key: vip_key(v),
+                vip: v,
+                deleting: v.metadata.deletion_timestamp.is_some(),
+                selector,
+                blocker: (!problems.is_empty()).then_some(Blocker::InvalidSpec(problems)),
+                vrid: None,
+                vrid_conflict_with: Vec::new(),
+                auth_pass: None,
+            }
+        })
+        .collect();
+    vips.sort_by(|a, b| a.key.cmp(&b.key));
+    vips.dedup_by(|a, b| a.key == b.key);
+
+    assign_vrids(&mut vips);
+    for w in vips
+        .iter_mut()
+        .filter(|w| w.blocker.is_none() && !w.deleting)
+    {
+        match resolve_secret(w.vip, &w.key, &secrets) {
+            Ok(pass) => w.auth_pass = pass,
+            Err(b) => w.blocker = Some(b),
+        }
+    }
+
+    // Resolve instances per node.
+    let mut per_node: BTreeMap<&str, Vec<ResolvedInstance>> = BTreeMap::new();
+    let mut out = Placement::default();
+    for w in vips {
+        let mut placed = BTreeMap::new();
+        let mut blocker = w.blocker.clone();
+        if blocker.is_none() && !w.deleting {
+            match place(&w, &nodes) {
+                Ok(instances) => {
+                    for (node, inst) in instances {
+                        placed.insert(node.to_string(), inst.priority);
+                        per_node.entry(node).or_default().push(inst);
+                    }
+                }
+                Err(problems) => blocker = Some(Blocker::InvalidSpec(problems)),
+            }
+        }
+        out.virtual_ips.insert(
+            w.key,
+            VipPlacement {
+                deleting: w.deleting,
+                blocker,
+                vrid: w.vrid,
+                vrid_conflict_with: w.vrid_conflict_with,
+                placed,
+            },
+        );
+    }
+
+    for n in &nodes {
+        let mut instances = per_node.remove(n.name).unwrap_or_default();
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let config_hash = config_hash(&instances);
+        out.nodes.insert(
+            n.name.to_string(),
+            NodePlan {
+                node_uid: n.uid.map(str::to_string),
+                spec: VRRPNodeSpec {
+                    instances,
+                    config_hash,
+                },
+            },
+        );
+    }
+    out
+}
+
+/// Run VRID assignment over the valid VirtualIPs and record outcomes in the work items.
+fn assign_vrids(vips: &mut [VipWork<'_>]) {
+    let requests: Vec<(usize, vrid::Request)> = vips
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.blocker.is_none())
+        .filter_map(|(i, w)| {
+            let first = w
+                .vip
+                .spec
+                .addresses
+                .first()
+                .and_then(|a| crds::validate::parse_address(a))?;
+            Some((
+                i,
+                vrid::Request {
+                    key: w.key.clone(),
+                    created: w.vip.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    first_address: first,
+                    explicit: w.vip.spec.virtual_router_id,
+                    recorded: w.vip.status.as_ref().and_then(|s| s.virtual_router_id),
+                },
+            ))
+        })
+        .collect();
+    let reqs: Vec<vrid::Request> = requests.iter().map(|(_, r)| r.clone()).collect();
+    let outcomes = vrid::assign(&reqs);
+    for ((i, _), outcome) in requests.iter().zip(outcomes) {
+        let w = &mut vips[*i];
+        match outcome {
+            vrid::Outcome::Assigned {
+                vrid,
+                conflicts_with,
+            } => {
+                w.vrid = Some(vrid);
+                w.vrid_conflict_with = conflicts_with;
+            }
+            vrid::Outcome::Lost {
+                vrid,
+                network,
+                winner,
+            } => {
+                w.vrid = Some(vrid);
+                w.vrid_conflict_with = vec![winner.clone()];
+                w.blocker = Some(Blocker::VridConflict {
+                    vrid,
+                    network,
+                    winner,
+                });
+            }
+            vrid::Outcome::Exhausted { network } => {
+                w.blocker = Some(Blocker::NoFreeVrid { network })
+            }
+        }
+    }
+}
+
+/// Read the password of a VirtualIP from its Secret (`Ok(None)` without authentication).
+fn resolve_secret(
+    vip: &VirtualIP,
+    key: &VipKey,
+    secrets: &BTreeMap<(&str, &str), &Secret>,
+) -> Result<Option<String>, Blocker> {
+    let Some(auth) = &vip.spec.authentication else {
+        return Ok(None);
+    };
+    let r = &auth.password_secret_ref;
+    let data_key = r.key_or_default();
+    let Some(secret) = secrets.get(&(key.namespace.as_str(), r.name.as_str())) else {
+        return Err(Blocker::Secret {
+            reason: status::REASON_SECRET_NOT_FOUND,
+            message: format!(
+                "spec.authentication.passwordSecretRef: Secret {}/{} does not exist",
+                key.namespace, r.name
+            ),
+        });
+    };
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(data_key))
+        .map(|b| b.0.clone());
+    let from_string = || {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(data_key))
+            .map(|s| s.clone().into_bytes())
+    };
+    let Some(bytes) = from_data.or_else(from_string) else {
+        return Err(Blocker::Secret {
+            reason: status::REASON_SECRET_KEY_NOT_FOUND,
+            message: format!(
+                "spec.authentication.passwordSecretRef: Secret {}/{} has no key {data_key:?}",
+                key.namespace, r.name
+            ),
+        });
+    };
+    let invalid = |why: String| Blocker::Secret {
+        reason: status::REASON_INVALID_PASSWORD,
+        message: format!(
+            "spec.authentication.passwordSecretRef: key {data_key:?} of Secret {}/{} {why}",
+            key.namespace, r.name
+        ),
+    };
+    let pass = String::from_utf8(bytes).map_err(|_| invalid("is not UTF-8 text".into()))?;
+    if pass.is_empty() || pass.len() > 8 {
+        return Err(invalid(format!(
+            "must hold 1 to 8 bytes, it has {}",
+            pass.len()
+        )));
+    }
+    Ok(Some(pass))
+}
+
+/// Resolve one deployable VirtualIP onto its eligible nodes.
+fn place<'n>(
+    w: &VipWork<'_>,
+    nodes: &'n [NodeView<'n>],
+) -> Result<Vec<(&'n str, ResolvedInstance)>, Problems> {
+    let spec = &w.vip.spec;
+    let eligible: Vec<&NodeView<'_>> = nodes
+        .iter()
+        .filter(|n| n.usable && w.selector.as_ref().is_none_or(|s| s.matches(&n.labels)))
+        .collect();
+    let overridden: BTreeSet<&str> = spec
+        .nodes
+        .iter()
+        .filter(|o| o.priority.is_some())
+        .map(|o| o.name.as_str())
+        .collect();
+    let base = spec.priority_or_default();
+    let mut step: u8 = 0;
+    let name = instance_name(&w.key);
+    let mut out = Vec::with_capacity(eligible.len());
+    for node in &eligible {
+        let default_priority = if overridden.contains(node.name) {
+            None
+        } else {
+            let p = base.saturating_sub(step).max(1);
+            step = step.saturating_add(1);
+            Some(p)
+        };
+        let peers: Vec<IpAddr> = eligible
+            .iter()
+            .filter(|o| o.name != node.name)
+            .flat_map(|o| o.internal_ips.iter().copied())
+            .collect();
+        let facts = NodeFacts {
+            name: node.name.to_string(),
+            interfaces: Vec::new(),
+        };
+        let input = ResolveInput {
+            instance_name: name.clone(),
+            virtual_ip: Some(w.key.clone()),
+            spec,
+            allocated_vrid: w.vrid,
+            node: &facts,
+            default_priority,
+            peer_node_addresses: peers,
+            auth_pass: w.auth_pass.clone(),
+        };
+        let mut inst = resolve(&input)?;
+        // The allocated/confirmed VRID wins over nothing; an explicit one equals it anyway.
+        if let Some(v) = w.vrid {
+            inst.virtual_router_id = v;
+        }
+        out.push((node.name, inst));
+    }
+    Ok(out)
+}
