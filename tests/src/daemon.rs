@@ -322,6 +322,8 @@ impl Agent {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        // The log goes to a file: no terminal colour codes.
+        cmd.env("NO_COLOR", "1");
         let proc = lab.spawn_cmd(cmd, &argv.join(" "), Some(&log))?;
         let agent = Agent {
             node: node.clone(),

@@ -120,6 +120,9 @@ pub struct Cluster {
     /// The protocol flavour.
     pub variant: Variant,
     dead: Vec<bool>,
+    /// Hosts whose agent must report FAULT (not BACKUP) while another host is master, e.g.
+    /// while a weight-0 tracker has failed.
+    pub expect_fault: Vec<bool>,
     /// Configuration text to run instead of rendering `confs[i]` (e.g. a user's file verbatim);
     /// `confs[i]` must still describe it (priority, VRID, version) for the checks.
     pub conf_text: Vec<Option<String>>,
@@ -166,6 +169,7 @@ impl Cluster {
             confs,
             variant,
             dead: vec![false; kinds.len()],
+            expect_fault: vec![false; kinds.len()],
             agent_bin: crate::daemon::agent_bin(),
             conf_text: vec![None; kinds.len()],
             lab,
@@ -275,7 +279,8 @@ impl Cluster {
     }
 
     /// Whether our agents agree that `i` is master: agent `i` reports MASTER holding the
-    /// VIP, other live agents report BACKUP. keepalived hosts are not asked.
+    /// VIP, other live agents report BACKUP (FAULT where [`Cluster::expect_fault`] says so).
+    /// keepalived hosts are not asked.
     fn agents_agree(&self, master: usize) -> std::result::Result<(), String> {
         let inst = &self.confs[master].instances[0].name;
         for (j, d) in self.daemons.iter().enumerate() {
@@ -288,7 +293,13 @@ impl Cluster {
             let s = status.instance(inst).ok_or_else(|| {
                 format!("{}: /status has no instance {inst}", self.lab.host(j).name)
             })?;
-            let want = if j == master { "MASTER" } else { "BACKUP" };
+            let want = if j == master {
+                "MASTER"
+            } else if self.expect_fault[j] {
+                "FAULT"
+            } else {
+                "BACKUP"
+            };
             if !s.state.eq_ignore_ascii_case(want) {
                 return Err(format!(
                     "{} reports {} (want {want})",

@@ -220,6 +220,8 @@ pub fn script_tracker_fail_recover(kinds: &[DaemonKind], variant: Variant) -> Re
     c.confs = confs;
     elect(&mut c)?;
     std::fs::remove_file(&flag).map_err(|e| LabError::io("remove the health flag", e))?;
+    // Weight 0: the failed host goes FAULT (our agent must say so in /status).
+    c.expect_fault[0] = true;
     let t = c.wait_master(1, c.variant.takeover_bound(c.priority(1)) + script_lag)?;
     if c.lab.holds(c.lab.host(0), c.variant.vip) {
         return Err(fail(
@@ -228,6 +230,7 @@ pub fn script_tracker_fail_recover(kinds: &[DaemonKind], variant: Variant) -> Re
         ));
     }
     std::fs::write(&flag, "ok\n").map_err(|e| LabError::io("write the health flag", e))?;
+    c.expect_fault[0] = false;
     let back = c.wait_master(0, c.variant.takeover_bound(c.priority(0)) + script_lag)?;
     c.assert_stable_master(0)?;
     c.check_no_rejections()?;
