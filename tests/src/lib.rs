@@ -1,1 +1,53 @@
+//! `lab`: a throw-away virtual L2 segment built from Linux network namespaces, plus runners for
+//! VRRP daemons (real keepalived and our `kube-vrrp-agent`), packet captures and a client-side
+//! ping monitor, for the cross-component scenario tests and the failover benchmark.
+//!
+//! Topology of a [`Lab`]: one switch namespace holding a Linux bridge (STP off, multicast
+//! snooping off, IPv6 off), N host namespaces each plugged into the bridge with a veth named
+//! `eth0`, and one client namespace. Only documentation addresses are used (192.0.2.0/24,
+//! 2001:db8::/64, and 198.51.100.0/24 / 203.0.113.0/24 for bulk VIPs). Everything the lab
+//! created (namespaces, processes by PID, files) is removed when it is dropped, also during a
+//! panic unwind.
+//!
+//! Tests that need root call [`can_run`] first: without the privileges to create network
+//! namespaces they print `SKIPPED: <test>: ...` to stderr and return.
 
+pub mod capture;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod http;
+pub mod netns;
+pub mod ping;
+pub mod proc;
+pub mod scenario;
+pub mod suite;
+pub mod topology;
+pub mod wait;
+
+pub use capture::{Capture, validate_vrrp_frame};
+pub use config::{AdvertVersion, Instance, KeepalivedConf, TrackProcess, TrackScript};
+pub use daemon::{Agent, AgentStatus, DaemonKind, InstanceStatus, Keepalived, VrrpDaemon};
+pub use error::{LabError, Result};
+pub use netns::can_run;
+pub use ping::{PingMonitor, PingReport};
+pub use proc::ProcGuard;
+pub use scenario::{Cluster, Failover, Variant};
+pub use topology::{Lab, LabBuilder, Node};
+pub use wait::wait_until;
+
+/// The IPv4 VIP the scenarios move around (documentation range, same subnet as the hosts).
+pub const VIP4: &str = "192.0.2.200/24";
+/// The IPv6 VIP the scenarios move around.
+pub const VIP6: &str = "2001:db8::200/64";
+
+/// The address part of an `ADDR/LEN` (or plain `ADDR`) string, parsed; panics on anything
+/// else (for the lab's own constants).
+pub fn addr_of(cidr: &str) -> std::net::IpAddr {
+    try_addr_of(cidr).unwrap_or_else(|| panic!("not an address: {cidr}"))
+}
+
+/// The address part of an `ADDR/LEN` (or plain `ADDR`) string, if it parses.
+pub fn try_addr_of(cidr: &str) -> Option<std::net::IpAddr> {
+    cidr.split('/').next().unwrap_or(cidr).trim().parse().ok()
+}

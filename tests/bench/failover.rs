@@ -1,0 +1,424 @@
+//! Failover and footprint benchmark (not a test): keepalived and our agent side by side on
+//! the same lab topology.
+//!
+//! Failover: two hosts (priorities 200 and 150) and the client pinging the VIP every 10 ms
+//! (20 ms at 1 s adverts). Events: `kill9` (daemon SIGKILL plus link down at the same time:
+//! the node dies; a SIGKILL alone leaves the VIP answering on the old host), `linkdown` (the
+//! master's link fails, daemon alive), `sigterm` (graceful handover). Reported: the client's
+//! longest ping gap and the time until the backup alone holds the VIP, median/p95/max over N
+//! repetitions, their ratio to the theoretical Master_Down_Interval (or Skew_Time for
+//! SIGTERM) and to keepalived. Each event lands at a random phase of the master's advert
+//! cycle, so crash gaps spread between Master_Down_Interval minus one interval and
+//! Master_Down_Interval.
+//!
+//! Footprint: one host running 1/64/255 instances (v3, 1 s adverts, master of all): RSS of the
+//! daemon's processes and CPU% over a window.
+//!
+//! Usage (root): `cargo run -p kube-vrrp-tests --bin failover-bench -- [--reps N]
+//! [--daemons keepalived,agent] [--intervals 1000,100,20] [--events kill9,linkdown,sigterm]
+//! [--instances 1,64,255] [--window-secs 10] [--csv DIR] [--no-failover] [--no-footprint]`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lab::config::Instance;
+use lab::scenario::{Cluster, Variant};
+use lab::{DaemonKind, KeepalivedConf, Lab};
+
+struct Opts {
+    reps: usize,
+    daemons: Vec<DaemonKind>,
+    intervals_ms: Vec<u64>,
+    events: Vec<String>,
+    instances: Vec<usize>,
+    window: Duration,
+    csv_dir: PathBuf,
+    failover: bool,
+    footprint: bool,
+}
+
+fn parse_opts() -> Result<Opts, String> {
+    let mut o = Opts {
+        reps: 5,
+        daemons: vec![DaemonKind::Keepalived, DaemonKind::Agent],
+        intervals_ms: vec![1000, 100, 20],
+        events: vec!["kill9".into(), "linkdown".into(), "sigterm".into()],
+        instances: vec![1, 64, 255],
+        window: Duration::from_secs(10),
+        csv_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"),
+        failover: true,
+        footprint: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let list = |s: String| -> Vec<String> { s.split(',').map(str::to_string).collect() };
+        match a.as_str() {
+            "--reps" => o.reps = val("--reps")?.parse().map_err(|e| format!("--reps: {e}"))?,
+            "--daemons" => {
+                o.daemons = list(val("--daemons")?)
+                    .iter()
+                    .map(|d| match d.as_str() {
+                        "keepalived" => Ok(DaemonKind::Keepalived),
+                        "agent" | "kube-vrrp" => Ok(DaemonKind::Agent),
+                        other => Err(format!("--daemons: unknown {other:?}")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--intervals" => {
+                o.intervals_ms = list(val("--intervals")?)
+                    .iter()
+                    .map(|v| v.parse().map_err(|e| format!("--intervals: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--events" => {
+                o.events = list(val("--events")?);
+                if let Some(e) = o
+                    .events
+                    .iter()
+                    .find(|e| !["kill9", "linkdown", "sigterm"].contains(&e.as_str()))
+                {
+                    return Err(format!("--events: unknown {e:?}"));
+                }
+            }
+            "--instances" => {
+                o.instances = list(val("--instances")?)
+                    .iter()
+                    .map(|v| match v.parse::<usize>() {
+                        Ok(n) if (1..=255).contains(&n) => Ok(n),
+                        _ => Err(format!("--instances: {v:?} is not 1-255")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--window-secs" => {
+                o.window = Duration::from_secs(
+                    val("--window-secs")?
+                        .parse()
+                        .map_err(|e| format!("--window-secs: {e}"))?,
+                )
+            }
+            "--csv" => o.csv_dir = PathBuf::from(val("--csv")?),
+            "--no-failover" => o.failover = false,
+            "--no-footprint" => o.footprint = false,
+            "-h" | "--help" => {
+                println!(
+                    "{}",
+                    include_str!("failover.rs")
+                        .lines()
+                        .take_while(|l| l.starts_with("//!"))
+                        .map(|l| l.trim_start_matches("//!").trim_start())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+fn variant(interval_ms: u64) -> Variant {
+    let mut v = Variant::v3(Duration::from_millis(interval_ms));
+    v.name = "v3 IPv4";
+    v
+}
+
+#[derive(Clone)]
+struct Sample {
+    gap: Duration,
+    takeover: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    (
+        percentile(&s, 0.5),
+        percentile(&s, 0.95),
+        *s.last().unwrap_or(&f64::NAN),
+    )
+}
+
+/// One failover series on a fresh two-host cluster; the cluster is restored (host 1 master)
+/// between repetitions.
+fn failover_series(
+    kind: DaemonKind,
+    interval_ms: u64,
+    event: &str,
+    reps: usize,
+) -> lab::Result<Vec<Sample>> {
+    let v = variant(interval_ms);
+    let mut c = Cluster::new(&[kind, kind], v)?;
+    c.start_all()?;
+    let restore_bound = c.variant.takeover_bound(200) + Duration::from_secs(5);
+    c.wait_master(0, restore_bound)?;
+    let bound = c.variant.takeover_bound(150) + Duration::from_secs(2);
+    let mut out = Vec::new();
+    for _ in 0..reps {
+        // Land the event at a random phase of the master's advert cycle; otherwise the
+        // restore step fixes the phase and biases the crash gaps.
+        let phase = f64::from(lab::topology::random_u16()) / f64::from(u16::MAX);
+        std::thread::sleep(c.variant.advert.mul_f64(phase));
+        let f = c.failover(1, bound, |c| match event {
+            "kill9" => c.kill_node(0),
+            "linkdown" => {
+                c.lab.link_down(c.lab.host(0))?;
+                c.set_excluded(0, true);
+                Ok(())
+            }
+            _ => c.terminate(0),
+        })?;
+        if event == "sigterm" {
+            c.wait_stopped(0)?;
+        }
+        out.push(Sample {
+            gap: f.ping.max_gap,
+            takeover: f.takeover,
+        });
+        match event {
+            "kill9" => c.revive(0)?,
+            "linkdown" => {
+                c.lab.link_up(c.lab.host(0))?;
+                c.set_excluded(0, false);
+            }
+            _ => c.start(0)?,
+        }
+        c.wait_master(0, restore_bound)?;
+        c.wait_vip_pingable()?;
+    }
+    Ok(out)
+}
+
+fn theory(event: &str, interval_ms: u64) -> Duration {
+    let v = variant(interval_ms);
+    if event == "sigterm" {
+        v.skew_time(150)
+    } else {
+        v.master_down_interval(150)
+    }
+}
+
+fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
+    let mut unavailable: Vec<DaemonKind> = Vec::new();
+    let _ = writeln!(
+        csv,
+        "daemon,interval_ms,event,rep,gap_ms,takeover_ms,theory_ms"
+    );
+    let mut medians: BTreeMap<(u64, String, &'static str), f64> = BTreeMap::new();
+    let _ = writeln!(
+        table,
+        "\nFailover (client ping gap / backup takeover, ms; N = {})\n{:<11} {:>8} {:<9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>11}",
+        o.reps,
+        "daemon",
+        "advert",
+        "event",
+        "gap med",
+        "gap p95",
+        "gap max",
+        "takeover md",
+        "theory",
+        "gap/theo",
+        "vs keepal."
+    );
+    for &iv in &o.intervals_ms {
+        for ev in &o.events {
+            for &kind in &o.daemons {
+                if unavailable.contains(&kind) {
+                    let _ = writeln!(
+                        table,
+                        "{:<11} {:>6}ms {:<9} unavailable (see above)",
+                        kind.name(),
+                        iv,
+                        ev
+                    );
+                    continue;
+                }
+                let started = Instant::now();
+                let samples = match failover_series(kind, iv, ev, o.reps) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if matches!(e, lab::LabError::Daemon { .. }) {
+                            unavailable.push(kind);
+                        }
+                        let first = e.to_string().lines().next().unwrap_or("").to_string();
+                        let _ = writeln!(
+                            table,
+                            "{:<11} {:>6}ms {:<9} unavailable: {first}",
+                            kind.name(),
+                            iv,
+                            ev
+                        );
+                        eprintln!("{} {iv}ms {ev}: {e}", kind.name());
+                        continue;
+                    }
+                };
+                let th = ms(theory(ev, iv));
+                for (i, s) in samples.iter().enumerate() {
+                    let _ = writeln!(
+                        csv,
+                        "{},{iv},{ev},{i},{:.1},{:.1},{th:.1}",
+                        kind.name(),
+                        ms(s.gap),
+                        ms(s.takeover)
+                    );
+                }
+                let gaps: Vec<f64> = samples.iter().map(|s| ms(s.gap)).collect();
+                let tks: Vec<f64> = samples.iter().map(|s| ms(s.takeover)).collect();
+                let (gm, g95, gmax) = stats(&gaps);
+                let (tm, _, _) = stats(&tks);
+                medians.insert((iv, ev.clone(), kind.name()), gm);
+                let vs = medians
+                    .get(&(iv, ev.clone(), DaemonKind::Keepalived.name()))
+                    .filter(|_| kind != DaemonKind::Keepalived)
+                    .map(|k| format!("{:.2}x", gm / k))
+                    .unwrap_or_else(|| "-".into());
+                let _ = writeln!(
+                    table,
+                    "{:<11} {:>6}ms {:<9} {gm:>9.0} {g95:>9.0} {gmax:>9.0} {tm:>11.0} {th:>9.0} {:>10.2} {vs:>11}",
+                    kind.name(),
+                    iv,
+                    ev,
+                    gm / th
+                );
+                eprintln!(
+                    "{} {iv}ms {ev}: done in {:?}",
+                    kind.name(),
+                    started.elapsed()
+                );
+            }
+        }
+    }
+}
+
+fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<(Vec<u64>, f64)> {
+    let lab = Lab::builder().hosts(1).build()?;
+    let mut tpl = Instance::v3(200, Duration::from_secs(1));
+    tpl.master = false;
+    let conf = KeepalivedConf::many(n, &tpl);
+    let d = kind.start(&lab, lab.host(0), &conf)?;
+    // Wait until it is master of everything (all VIPs bound).
+    lab::wait::wait_for(Duration::from_secs(30), "all VIPs bound", || {
+        lab.addresses(lab.host(0))
+            .map(|a| a.len() >= n + 3)
+            .unwrap_or(false)
+    })?;
+    let pids = d.pids();
+    let cpu =
+        |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| lab::proc::cpu_time(p)).sum() };
+    let c0 = cpu(&pids);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let pct = (cpu(&pids) - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    let rss: Vec<u64> = pids.iter().filter_map(|&p| lab::proc::rss_kib(p)).collect();
+    drop(d);
+    Ok((rss, pct))
+}
+
+fn run_footprint(o: &Opts, csv: &mut String, table: &mut String) {
+    let _ = writeln!(
+        csv,
+        "daemon,instances,rss_kib_total,rss_kib_per_process,cpu_percent,window_s"
+    );
+    let _ = writeln!(
+        table,
+        "\nFootprint (v3, 1 s adverts, master of all instances; CPU over {:?})\n{:<11} {:>9} {:>10} {:>22} {:>7}",
+        o.window, "daemon", "instances", "RSS MiB", "per process MiB", "CPU %"
+    );
+    for &n in &o.instances {
+        for &kind in &o.daemons {
+            match footprint_one(kind, n, o.window) {
+                Ok((rss, pct)) => {
+                    let total: u64 = rss.iter().sum();
+                    let per: Vec<String> = rss
+                        .iter()
+                        .map(|r| format!("{:.1}", *r as f64 / 1024.0))
+                        .collect();
+                    let per_kib: Vec<String> = rss.iter().map(u64::to_string).collect();
+                    let _ = writeln!(
+                        csv,
+                        "{},{n},{total},{},{pct:.2},{}",
+                        kind.name(),
+                        per_kib.join("+"),
+                        o.window.as_secs()
+                    );
+                    let _ = writeln!(
+                        table,
+                        "{:<11} {n:>9} {:>10.1} {:>22} {pct:>7.2}",
+                        kind.name(),
+                        total as f64 / 1024.0,
+                        per.join(" + ")
+                    );
+                }
+                Err(e) => {
+                    let first = e.to_string().lines().next().unwrap_or("").to_string();
+                    let _ = writeln!(table, "{:<11} {n:>9} unavailable: {first}", kind.name());
+                }
+            }
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let o = match parse_opts() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("failover-bench: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(reason) = lab::netns::privilege() {
+        eprintln!("failover-bench: needs root for network namespaces ({reason})");
+        return std::process::ExitCode::from(2);
+    }
+    if let Err(e) = std::fs::create_dir_all(&o.csv_dir) {
+        eprintln!("failover-bench: cannot create {:?}: {e}", o.csv_dir);
+        return std::process::ExitCode::from(1);
+    }
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "kube-vrrp failover bench, {} ({} CPUs)",
+        std::process::Command::new("date")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    if o.failover {
+        let mut csv = String::new();
+        run_failover(&o, &mut csv, &mut table);
+        let p = o.csv_dir.join("failover.csv");
+        if let Err(e) = std::fs::write(&p, csv) {
+            eprintln!("failover-bench: write {p:?}: {e}");
+        }
+    }
+    if o.footprint {
+        let mut csv = String::new();
+        run_footprint(&o, &mut csv, &mut table);
+        let p = o.csv_dir.join("footprint.csv");
+        if let Err(e) = std::fs::write(&p, csv) {
+            eprintln!("failover-bench: write {p:?}: {e}");
+        }
+    }
+    println!("{table}");
+    println!("CSV files in {}", o.csv_dir.display());
+    std::process::ExitCode::SUCCESS
+}
