@@ -376,12 +376,7 @@ impl Daemon {
 
     /// Tell the core the current state of every tracked interface.
     fn feed_interface_trackers(&mut self, now: Instant) {
-        let states: Vec<(String, bool)> = self
-            .interfaces
-            .iter()
-            .map(|i| (i.name.clone(), i.state.is_up()))
-            .collect();
-        for (name, up) in states {
+        for (name, up) in self.link_states() {
             if self
                 .router
                 .tracks(crate::vrrp::TrackerKind::Interface, &name)
@@ -390,6 +385,14 @@ impl Daemon {
                     .handle_tracker(now, &name, Observation::Link(up));
             }
         }
+    }
+
+    /// Every interface's name and whether its link is up (keepalived's test).
+    fn link_states(&self) -> Vec<(String, bool)> {
+        self.interfaces
+            .iter()
+            .map(|i| (i.name.clone(), i.state.is_up()))
+            .collect()
     }
 
     fn ensure_socket(&mut self, p: &Placement) -> Result<(), Error> {
@@ -450,12 +453,7 @@ impl Daemon {
             NetEvent::Overrun => {
                 tracing::warn!("netlink events were lost; re-reading interfaces");
                 self.refresh_interfaces().await;
-                let states: Vec<(String, bool)> = self
-                    .interfaces
-                    .iter()
-                    .map(|i| (i.name.clone(), i.state.is_up()))
-                    .collect();
-                for (name, up) in states {
+                for (name, up) in self.link_states() {
                     self.router.handle_link(now, &name, up);
                 }
             }

@@ -60,41 +60,8 @@ const RECV_BUFFER: usize = 4096;
 /// Receive buffer asked for each VRRP socket.
 const RECV_SOCKET_BUFFER: usize = 1 << 20;
 
-/// Address family of a socket (VRRP instances are single-family).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl Family {
-    /// The family of an address.
-    pub fn of(addr: &IpAddr) -> Family {
-        match addr {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    /// VRRP's multicast group in this family.
-    pub fn vrrp_group(self) -> IpAddr {
-        match self {
-            Family::V4 => IpAddr::V4(VRRP_GROUP_V4),
-            Family::V6 => IpAddr::V6(VRRP_GROUP_V6),
-        }
-    }
-}
-
-impl std::fmt::Display for Family {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        })
-    }
-}
+/// Address family of a socket: the core's [`vrrp::Family`] (VRRP instances are single-family).
+pub use vrrp::Family;
 
 /// One received VRRP packet.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -98,39 +98,8 @@ impl Observation {
     }
 }
 
-/// Kinds of tracker (the `kind` in status and metrics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TrackerKind {
-    /// `track_interface` (observed by `net`, listed here for status).
-    Interface,
-    /// `vrrp_script`.
-    Script,
-    /// `vrrp_track_process`.
-    Process,
-    /// `track_file`.
-    File,
-    /// Kubernetes pods (observed by the `kube` side).
-    Pods,
-}
-
-impl TrackerKind {
-    /// Lower-case name used in status JSON and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrackerKind::Interface => "interface",
-            TrackerKind::Script => "script",
-            TrackerKind::Process => "process",
-            TrackerKind::File => "file",
-            TrackerKind::Pods => "pods",
-        }
-    }
-}
-
-impl std::fmt::Display for TrackerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Kinds of tracker (the `kind` in status and metrics): the core's [`vrrp::TrackerKind`].
+pub use vrrp::TrackerKind;
 
 /// The trackers to run, deduplicated by name across instances.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
