@@ -6,11 +6,13 @@
 //! becomes MASTER, must stay MASTER with the VIP bound through the outage, and must report
 //! that same state (same transition time) once the API answers. SIGTERM then removes the VIP.
 
+mod agent_proc;
 mod net_lab;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use agent_proc::{AgentProcess, free_port, http_get, status, wait};
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,18 +25,6 @@ use crds::vrrpnode::{ResolvedGarp, ResolvedInstance};
 use crds::{VRRPNode, VRRPNodeSpec};
 
 const NODE: &str = "node-a";
-
-/// Kills the agent by PID if the test ends early.
-struct AgentProcess(Option<Child>);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn spec() -> VRRPNodeSpec {
     VRRPNodeSpec {
@@ -55,28 +45,6 @@ fn spec() -> VRRPNodeSpec {
         }],
         config_hash: "outage-test".into(),
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A plain HTTP/1.0 GET (the agent's metrics endpoint, inside this namespace).
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    serde_json::from_str(&http_get(port, "/status")?).ok()
 }
 
 /// What the fake API server saw.
@@ -127,20 +95,6 @@ async fn patch_status(State(seen): State<Arc<Mutex<Seen>>>, body: Bytes) -> (Sta
     let mut node = serde_json::to_value(VRRPNode::new(NODE, spec())).unwrap();
     node["status"] = v["status"].clone();
     (StatusCode::OK, node.to_string())
-}
-
-/// Wait up to 20 s for `cond`, showing the agent's log on time-out.
-fn wait(what: &str, log: &std::path::Path, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}; agent log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
