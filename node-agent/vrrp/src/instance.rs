@@ -87,6 +87,11 @@ pub enum Reason {
     ConfiguredMaster,
     /// The master down timer fired.
     MasterDownTimerExpired,
+    /// The master announced it was leaving (priority-0 advert) and Skew_Time passed.
+    MasterLeft {
+        /// The leaving master.
+        from: IpAddr,
+    },
     /// A higher-priority advert reached this master.
     HigherPriorityAdvert {
         /// Sender.
@@ -133,6 +138,9 @@ impl std::fmt::Display for Reason {
             Reason::AddressOwner => f.write_str("address owner (priority 255)"),
             Reason::ConfiguredMaster => f.write_str("configured state MASTER"),
             Reason::MasterDownTimerExpired => f.write_str("master down timer expired"),
+            Reason::MasterLeft { from } => {
+                write!(f, "master {from} left (priority 0 advert)")
+            }
             Reason::HigherPriorityAdvert { from, priority } => {
                 write!(
                     f,
@@ -168,6 +176,7 @@ impl Reason {
             Reason::AddressOwner => "AddressOwner",
             Reason::ConfiguredMaster => "ConfiguredMaster",
             Reason::MasterDownTimerExpired => "MasterDownTimerExpired",
+            Reason::MasterLeft { .. } => "MasterLeft",
             Reason::HigherPriorityAdvert { .. } => "HigherPriorityAdvert",
             Reason::EqualPriorityHigherAddress { .. } => "EqualPriorityHigherAddress",
             Reason::TrackerFailed { .. } => "TrackerFailed",
@@ -284,6 +293,8 @@ pub struct Instance {
     effective_priority: u8,
     master_adver_interval: Interval,
     master_address: Option<IpAddr>,
+    /// The master that sent priority 0 and has not advertised since.
+    master_left: Option<IpAddr>,
     timers: [Option<Instant>; 4],
     preempt_allowed_at: Option<Instant>,
     actions: VecDeque<Action>,
@@ -307,6 +318,7 @@ impl Instance {
             link_up: true,
             sync_hold: None,
             master_address: None,
+            master_left: None,
             timers: [None; 4],
             preempt_allowed_at: None,
             actions: VecDeque::new(),
@@ -413,7 +425,11 @@ impl Instance {
             self.timers[t as usize] = None;
             match (t, self.state) {
                 (Timer::MasterDown, State::Backup) => {
-                    self.become_master(now, Reason::MasterDownTimerExpired)
+                    let reason = match self.master_left.take() {
+                        Some(from) => Reason::MasterLeft { from },
+                        None => Reason::MasterDownTimerExpired,
+                    };
+                    self.become_master(now, reason)
                 }
                 (Timer::Advert, State::Master) => self.send_advert_now(now),
                 (Timer::GarpDelayed, State::Master) => self.gratuitous(GratuitousKind::Delayed),
@@ -460,11 +476,13 @@ impl Instance {
                 if advert.priority == 0 {
                     let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
                     self.timers[Timer::MasterDown as usize] = Some(now + skew);
+                    self.master_left = Some(rx.src);
                 } else if !self.cfg.preempt
                     || advert.priority >= ours
                     || self.preempt_allowed_at.is_some_and(|t| now < t)
                 {
                     self.master_address = Some(rx.src);
+                    self.master_left = None;
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = advert.interval;
                     }
@@ -799,6 +817,7 @@ impl Instance {
     }
 
     fn become_backup(&mut self, now: Instant, reason: Reason) {
+        self.master_left = None;
         let from = self.state;
         self.state = State::Backup;
         self.push_state_changed(from, State::Backup, reason);

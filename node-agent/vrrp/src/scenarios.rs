@@ -195,6 +195,21 @@ fn priority_zero_handover_within_skew_time() {
             .priority_zero_received,
         1
     );
+    // The backup says why it took over.
+    let reason = sim.nodes[1].log.iter().find_map(|(_, _, a)| match a {
+        Action::StateChanged {
+            to: State::Master,
+            reason,
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    });
+    let from = sim.nodes[0].router.get(I0).unwrap().config().source;
+    assert_eq!(reason, Some(Reason::MasterLeft { from }));
+    assert_eq!(
+        Reason::MasterLeft { from }.to_string(),
+        format!("master {from} left (priority 0 advert)")
+    );
 }
 
 #[test]
