@@ -125,19 +125,28 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(3)
-            .x_label_formatter(&|_| String::new())
+            .x_labels(7)
+            .x_label_formatter(&|v: &f64| {
+                // Ticks land on 0, 0.5, 1, ...: name the event at each group's centre.
+                let i = v.floor();
+                if (v - i - 0.5).abs() < 0.01 {
+                    EVENTS
+                        .get(i as usize)
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .light_line_style(WHITE)
             .y_desc("gap (ms)")
             .label_style(("sans-serif", 16))
             .axis_desc_style(("sans-serif", 16))
             .draw()?;
         for (ei, e) in EVENTS.iter().enumerate() {
+            let e = *e;
             let base = ei as f64;
-            chart.draw_series(std::iter::once(Text::new(
-                e.to_string(),
-                (base + 0.36, 0.0),
-                ("sans-serif", 16).into_font(),
-            )))?;
             for (di, d) in DAEMONS.iter().enumerate() {
                 let Some(&(med, p95, th)) = s.get(&(iv, e.to_string(), d.to_string())) else {
                     continue;
