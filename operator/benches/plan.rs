@@ -1,9 +1,9 @@
-//! Planning benchmark: 10,000 VirtualIPs over 100 nodes, cold (no VRID recorded yet) and after
-//! one node change (statuses recorded, one node turns NotReady).
+//! Planning benchmark: 100, 1,000 and 10,000 VirtualIPs over 100 nodes, cold (no VRID recorded
+//! yet) and after one node change (statuses recorded, one node turns NotReady).
 //!
 //! The world: 100 Ready nodes in 20 pools of 5 (label `pool`), each with an IPv4 and IPv6
-//! InternalIP; 10,000 IPv6 VirtualIPs, 100 per /64 of 2001:db8::/32, each selecting one pool
-//! (so 5 instances each, 50,000 resolved instances in all), every other one in unicast mode;
+//! InternalIP; N IPv6 VirtualIPs, 100 per /64 of 2001:db8::/32, each selecting one pool
+//! (so 5 instances each, 50,000 resolved instances at N = 10,000), every other one in unicast mode;
 //! one agent report per instance. Peak and retained heap are measured once with a counting
 //! allocator and printed before the timings.
 
@@ -48,7 +48,8 @@ static ALLOC: Counting = Counting;
 
 const NODES: usize = 100;
 const POOLS: usize = 20;
-const VIPS: usize = 10_000;
+/// The VirtualIP counts planned; the executor-side benchmarks use the largest.
+const SIZES: [usize; 3] = [100, 1_000, 10_000];
 
 fn node(i: usize, ready: bool) -> Arc<Node> {
     let name = format!("node-{i:03}");
@@ -84,10 +85,10 @@ fn node(i: usize, ready: bool) -> Arc<Node> {
     })
 }
 
-fn world() -> World {
+fn world(vips: usize) -> World {
     let nodes: Vec<Arc<Node>> = (0..NODES).map(|i| node(i, true)).collect();
     let t0 = Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH);
-    let virtual_ips: Vec<Arc<VirtualIP>> = (0..VIPS)
+    let virtual_ips: Vec<Arc<VirtualIP>> = (0..vips)
         .map(|i| {
             let spec = VirtualIPSpec {
                 addresses: vec![format!("2001:db8:{:x}::{:x}/64", i / 100, i % 100 + 1)],
@@ -115,7 +116,7 @@ fn world() -> World {
     let vrrp_nodes = (0..NODES)
         .map(|n| {
             let pool = n % POOLS;
-            let instances = (0..VIPS)
+            let instances = (0..vips)
                 .filter(|i| i % POOLS == pool)
                 .map(|i| InstanceStatus {
                     name: format!("ns-{}/vip-{i:05}", i % 10),
@@ -186,17 +187,19 @@ fn measure(label: &str, w: &World) -> Plan {
     p
 }
 
-fn bench(c: &mut Criterion) {
+/// The cold world, the settled one and the one after a node change, for `vips` VirtualIPs;
+/// prints the one-shot timings and heap figures.
+fn worlds(vips: usize) -> (World, World, World) {
     let before = CURRENT.load(Ordering::Relaxed);
-    let cold = world();
+    let cold = world(vips);
     eprintln!(
-        "world: {VIPS} VirtualIPs, {NODES} nodes, input objects {:.1} MiB",
+        "world: {vips} VirtualIPs, {NODES} nodes, input objects {:.1} MiB",
         (CURRENT.load(Ordering::Relaxed) - before) as f64 / 1048576.0
     );
-    let first = measure("cold", &cold);
+    let first = measure(&format!("{vips} VIPs cold"), &cold);
     let steady = settled(&cold, &first);
     let changed = with_node_down(&steady);
-    let second = measure("after one node change", &changed);
+    let second = measure(&format!("{vips} VIPs after one node change"), &changed);
     let differing = first
         .nodes
         .iter()
@@ -208,18 +211,29 @@ fn bench(c: &mut Criterion) {
         .filter(|(k, p)| second.virtual_ips.get(*k).map(|s| &s.status) != Some(&p.status))
         .count();
     eprintln!(
-        "after one node change: {differing} VRRPNode spec(s) and {statuses} status(es) differ from the cold plan"
+        "{vips} VIPs after one node change: {differing} VRRPNode spec(s) and {statuses} status(es) differ from the cold plan"
     );
     drop((first, second));
+    (cold, steady, changed)
+}
 
+fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("plan");
     g.sample_size(10);
-    g.bench_function("cold_10000_vips_100_nodes", |b| {
-        b.iter(|| plan(std::hint::black_box(&cold)))
-    });
-    g.bench_function("one_node_change_10000_vips_100_nodes", |b| {
-        b.iter(|| plan(std::hint::black_box(&changed)))
-    });
+    let mut largest = None;
+    for vips in SIZES {
+        let (cold, steady, changed) = worlds(vips);
+        g.bench_function(format!("cold_{vips}_vips_{NODES}_nodes"), |b| {
+            b.iter(|| plan(std::hint::black_box(&cold)))
+        });
+        g.bench_function(format!("one_node_change_{vips}_vips_{NODES}_nodes"), |b| {
+            b.iter(|| plan(std::hint::black_box(&changed)))
+        });
+        largest = Some((steady, changed));
+    }
+    let Some((steady, changed)) = largest else {
+        return;
+    };
     g.bench_function("place_all_after_one_node_change", |b| {
         b.iter(|| operator::planner::place_all(std::hint::black_box(&changed)))
     });

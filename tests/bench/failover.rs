@@ -12,7 +12,10 @@
 //! Master_Down_Interval.
 //!
 //! Footprint: one host running 1/64/255 instances (v3, 1 s adverts, master of all): RSS of the
-//! daemon's processes and CPU% over a window.
+//! daemon's processes and CPU% over a window. Counts above 255 (up to 1000) are spread over
+//! several interfaces, 250 per interface: `eth0` plus veth pairs created inside the host's
+//! namespace (nothing listens on their peers, so every instance is master), each instance
+//! with one IPv6 VIP from 2001:db8:100::/48 (the IPv4 documentation ranges are too small).
 //!
 //! Usage (root): `cargo run -p kube-vrrp-tests --bin failover-bench -- [--reps N]
 //! [--daemons keepalived,agent] [--intervals 1000,100,20] [--events kill9,linkdown,sigterm]
@@ -26,6 +29,11 @@ use std::time::{Duration, Instant};
 use lab::config::Instance;
 use lab::scenario::{Cluster, Variant};
 use lab::{DaemonKind, KeepalivedConf, Lab};
+
+/// Instances per interface when a footprint run needs several interfaces.
+const PER_IFACE: usize = 250;
+/// The largest footprint run: four interfaces.
+const MAX_INSTANCES: usize = 4 * PER_IFACE;
 
 struct Opts {
     reps: usize,
@@ -87,8 +95,8 @@ fn parse_opts() -> Result<Opts, String> {
                 o.instances = list(val("--instances")?)
                     .iter()
                     .map(|v| match v.parse::<usize>() {
-                        Ok(n) if (1..=255).contains(&n) => Ok(n),
-                        _ => Err(format!("--instances: {v:?} is not 1-255")),
+                        Ok(n) if (1..=MAX_INSTANCES).contains(&n) => Ok(n),
+                        _ => Err(format!("--instances: {v:?} is not 1-{MAX_INSTANCES}")),
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -305,17 +313,64 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
     }
 }
 
+/// More than 255 instances: veth pairs `vbK`/`vbKp` in the host's namespace and
+/// [`PER_IFACE`] IPv6 instances per interface.
+fn spread_conf(lab: &Lab, n: usize, tpl: &Instance) -> lab::Result<KeepalivedConf> {
+    let host = lab.host(0);
+    let ifaces = n.div_ceil(PER_IFACE);
+    for k in 1..ifaces {
+        let (a, b) = (format!("vb{k}"), format!("vb{k}p"));
+        lab.exec(
+            host,
+            &["ip", "link", "add", &a, "type", "veth", "peer", "name", &b],
+        )?;
+        lab.exec(host, &["ip", "link", "set", &a, "up"])?;
+        lab.exec(host, &["ip", "link", "set", &b, "up"])?;
+    }
+    let instances = (0..n)
+        .map(|j| {
+            let (k, vrid) = (j / PER_IFACE, j % PER_IFACE + 1);
+            Instance {
+                name: format!("VI_{k}_{vrid}"),
+                interface: if k == 0 {
+                    host.ifname.clone()
+                } else {
+                    format!("vb{k}")
+                },
+                vrid: vrid as u8,
+                vips: vec![format!("2001:db8:100:{k:x}::{vrid:x}/128")],
+                ..tpl.clone()
+            }
+        })
+        .collect();
+    Ok(KeepalivedConf {
+        instances,
+        ..Default::default()
+    })
+}
+
 fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<(Vec<u64>, f64)> {
     let lab = Lab::builder().hosts(1).build()?;
     let mut tpl = Instance::v3(200, Duration::from_secs(1));
     tpl.master = false;
-    let conf = KeepalivedConf::many(n, &tpl);
+    let spread = n > 255;
+    let conf = if spread {
+        spread_conf(&lab, n, &tpl)?
+    } else {
+        KeepalivedConf::many(n, &tpl)
+    };
     let d = kind.start(&lab, lab.host(0), &conf)?;
     // Wait until it is master of everything (all VIPs bound).
-    lab::wait::wait_for(Duration::from_secs(30), "all VIPs bound", || {
-        lab.addresses(lab.host(0))
-            .map(|a| a.len() >= n + 3)
-            .unwrap_or(false)
+    lab::wait::wait_for(Duration::from_secs(60), "all VIPs bound", || {
+        if spread {
+            lab.exec(lab.host(0), &["ip", "-o", "addr", "show"])
+                .map(|out| out.matches("2001:db8:100:").count() >= n)
+                .unwrap_or(false)
+        } else {
+            lab.addresses(lab.host(0))
+                .map(|a| a.len() >= n + 3)
+                .unwrap_or(false)
+        }
     })?;
     let pids = d.pids();
     let cpu =
@@ -336,7 +391,7 @@ fn run_footprint(o: &Opts, csv: &mut String, table: &mut String) {
     );
     let _ = writeln!(
         table,
-        "\nFootprint (v3, 1 s adverts, master of all instances; CPU over {:?})\n{:<11} {:>9} {:>10} {:>22} {:>7}",
+        "\nFootprint (v3, 1 s adverts, master of all instances; over 255: IPv6, {PER_IFACE} per interface; CPU over {:?})\n{:<11} {:>9} {:>10} {:>22} {:>7}",
         o.window, "daemon", "instances", "RSS MiB", "per process MiB", "CPU %"
     );
     for &n in &o.instances {
