@@ -431,7 +431,7 @@ impl Instance {
                     };
                     self.become_master(now, reason)
                 }
-                (Timer::Advert, State::Master) => self.send_advert_now(now),
+                (Timer::Advert, State::Master) => self.send_advert_on_schedule(now, deadline),
                 (Timer::GarpDelayed, State::Master) => self.gratuitous(GratuitousKind::Delayed),
                 (Timer::GarpRefresh, State::Master) => {
                     self.gratuitous(GratuitousKind::Refresh);
@@ -839,6 +839,16 @@ impl Instance {
         self.timers[Timer::MasterDown as usize] = Some(now + mdi);
     }
 
+    /// The periodic advert: the next one is due one interval after this one was *due*, not
+    /// after the (possibly late) wake-up, so the cadence does not drift; after a wake-up more
+    /// than an interval late, it restarts from now rather than sending a burst.
+    fn send_advert_on_schedule(&mut self, now: Instant, deadline: Instant) {
+        let interval = self.cfg.advert_interval.duration();
+        self.send_advert(now, self.effective_priority);
+        let next = deadline + interval;
+        self.timers[Timer::Advert as usize] = Some(if next > now { next } else { now + interval });
+    }
+
     fn send_advert_now(&mut self, now: Instant) {
         self.send_advert(now, self.effective_priority);
         self.timers[Timer::Advert as usize] = Some(now + self.cfg.advert_interval.duration());
@@ -910,6 +920,38 @@ mod tests {
         i.start(now);
         while i.poll_action().is_some() {}
         i
+    }
+
+    #[test]
+    fn late_wake_ups_do_not_slow_the_advert_cadence() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let interval = i.config().advert_interval.duration();
+        let first = i.poll_timeout().unwrap();
+        // Every wake-up comes 7 ms late (the interval is 1 s here: cfg(.., 100, ..) is
+        // centiseconds); the adverts stay on the original grid.
+        let garp_delayed = t0 + Duration::from_secs(5);
+        let mut due = first;
+        for k in 0..10u32 {
+            let late = due + Duration::from_millis(7);
+            i.handle_timeout(late);
+            while i.poll_action().is_some() {}
+            let expected = first + interval * (k + 1);
+            let next_advert = i.poll_timeout().unwrap();
+            // The delayed GARP timer may come first; the advert timer is the other one.
+            if next_advert != expected {
+                assert_eq!(next_advert, garp_delayed, "round {k}");
+                i.handle_timeout(garp_delayed);
+                while i.poll_action().is_some() {}
+                assert_eq!(i.poll_timeout().unwrap(), expected, "round {k}");
+            }
+            due = expected;
+        }
+        // More than an interval late: restart from now instead of sending a burst.
+        let very_late = due + interval * 3;
+        i.handle_timeout(very_late);
+        while i.poll_action().is_some() {}
+        assert_eq!(i.poll_timeout().unwrap(), very_late + interval);
     }
 
     #[test]
