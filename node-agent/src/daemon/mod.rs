@@ -178,6 +178,9 @@ impl Daemon {
             self.publish_status();
             let deadline = self.router.poll_timeout();
             let input = tokio::select! {
+                // Packets before timers: an advert that arrived before the master down timer
+                // fired must count, or a busy moment would cause a spurious takeover. Each
+                // packet costs microseconds, so timers are not starved.
                 biased;
                 () = &mut shutdown => Input::Shutdown,
                 Some((ifname, pkt)) = self.pkt_rx.recv() => Input::Packet(ifname, pkt),
