@@ -49,6 +49,15 @@ pub struct VRRPNodeSpec {
     pub config_hash: String,
 }
 
+/// SHA-256 (hex) of the canonical JSON of a node's instances: the operator writes it as
+/// `spec.configHash`, the agent reports the hash of what it runs as `status.appliedConfigHash`.
+pub fn config_hash(instances: &[ResolvedInstance]) -> String {
+    use sha2::{Digest, Sha256};
+    // Serialising plain derived structs cannot fail; an empty input hashes like `[]` would.
+    let bytes = serde_json::to_vec(instances).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
 /// One VRRP instance with every default applied and every reference resolved.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -215,6 +215,11 @@ fn agent_keeps_its_vip_through_an_api_outage_and_reports_after_recovery() {
             assert_eq!(reported["effectivePriority"], 200);
             assert_eq!(patch["status"]["masterCount"], 1);
             assert_eq!(
+                patch["status"]["appliedConfigHash"],
+                crds::vrrpnode::config_hash(&spec().instances),
+                "the agent reports the hash of the config it runs"
+            );
+            assert_eq!(
                 Some(reported["lastTransitionTime"].clone()),
                 master_since,
                 "the reported transition is the one from before the outage"

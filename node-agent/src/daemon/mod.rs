@@ -96,6 +96,8 @@ pub struct Daemon {
     /// Instances that could not be placed on this host, with the reason (reported as FAULT).
     unplaced: BTreeMap<String, (ResolvedInstance, String)>,
     applied: Vec<ResolvedInstance>,
+    /// `config_hash` of `applied`, reported as `appliedConfigHash`.
+    applied_hash: String,
     netlink: Netlink,
     events: NetEvents,
     interfaces: Vec<Interface>,
@@ -142,6 +144,7 @@ impl Daemon {
             io: BTreeMap::new(),
             unplaced: BTreeMap::new(),
             applied: Vec::new(),
+            applied_hash: crds::vrrpnode::config_hash(&[]),
             vips: VipWorker::spawn(manager, Arc::clone(&garp), telemetry.clone()),
             netlink,
             events,
@@ -284,6 +287,7 @@ impl Daemon {
                 }
             }
         }
+        self.applied_hash = crds::vrrpnode::config_hash(&desired);
         self.applied = desired;
         self.router.start(now);
         self.dirty = true;
@@ -717,7 +721,7 @@ impl Daemon {
                 master_count: count(crds::vrrpnode::VrrpState::Master),
                 fault_count: count(crds::vrrpnode::VrrpState::Fault),
                 agent_version: Some(env!("CARGO_PKG_VERSION").into()),
-                applied_config_hash: None,
+                applied_config_hash: Some(self.applied_hash.clone()),
                 instances: statuses,
             };
             tx.send_if_modified(|cur| {

@@ -56,7 +56,6 @@ use crds::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VirtualIP};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
-use sha2::{Digest, Sha256};
 
 pub use status::{EventType, PlannedEvent};
 
@@ -154,13 +153,7 @@ pub fn vip_key(vip: &VirtualIP) -> VipKey {
     }
 }
 
-/// SHA-256 (hex) of the canonical JSON of a node's instances.
-pub fn config_hash(instances: &[ResolvedInstance]) -> String {
-    // Serialising plain derived structs cannot fail; an empty hash would still be a valid
-    // (if unhelpful) value, so no panic path is needed.
-    let bytes = serde_json::to_vec(instances).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
-}
+pub use crds::vrrpnode::config_hash;
 
 /// What the planner needs to know about a Node.
 struct NodeView<'a> {
