@@ -111,15 +111,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--no-failover" => o.failover = false,
             "--no-footprint" => o.footprint = false,
             "-h" | "--help" => {
-                println!(
-                    "{}",
-                    include_str!("failover.rs")
-                        .lines()
-                        .take_while(|l| l.starts_with("//!"))
-                        .map(|l| l.trim_start_matches("//!").trim_start())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
+                println!("{}", lab::module_doc(include_str!("failover.rs")));
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

@@ -65,15 +65,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--window-ms" => o.window = millis("--window-ms", val("--window-ms")?)?,
             "--csv" => o.csv_dir = PathBuf::from(val("--csv")?),
             "-h" | "--help" => {
-                println!(
-                    "{}",
-                    include_str!("jitter.rs")
-                        .lines()
-                        .take_while(|l| l.starts_with("//!"))
-                        .map(|l| l.trim_start_matches("//!").trim_start())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
+                println!("{}", lab::module_doc(include_str!("jitter.rs")));
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

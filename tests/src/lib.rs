@@ -51,3 +51,13 @@ pub fn addr_of(cidr: &str) -> std::net::IpAddr {
 pub fn try_addr_of(cidr: &str) -> Option<std::net::IpAddr> {
     cidr.split('/').next().unwrap_or(cidr).trim().parse().ok()
 }
+
+/// The `//!` module doc of a source file as plain text: the `--help` of the bench binaries.
+pub fn module_doc(source: &str) -> String {
+    source
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .map(|l| l.trim_start_matches("//!").trim_start())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
