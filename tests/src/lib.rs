@@ -61,3 +61,13 @@ pub fn module_doc(source: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Return from the test (after [`can_run`] printed the SKIPPED line) unless labs can be built.
+#[macro_export]
+macro_rules! skip_unless_root {
+    ($name:expr) => {
+        if !$crate::can_run($name) {
+            return;
+        }
+    };
+}

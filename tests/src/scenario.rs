@@ -48,6 +48,16 @@ fn mk_v3_v6(p: u8, adv: Duration) -> Instance {
 }
 
 impl Variant {
+    /// VRRPv3, IPv4, 100 ms adverts: the scenarios' fast default.
+    pub fn v3_100ms() -> Self {
+        Self::v3(Duration::from_millis(100))
+    }
+
+    /// VRRPv3, IPv6, 100 ms adverts.
+    pub fn v3_ipv6_100ms() -> Self {
+        Self::v3_ipv6(Duration::from_millis(100))
+    }
+
     /// VRRPv2, PASS auth, 1 s adverts, priorities 255/244/100 (the user's configs).
     pub fn v2_pass_1s() -> Self {
         Variant {

@@ -3,11 +3,9 @@
 //! directions; v2 with PASS auth (the user's configs), v3 at 100 ms, IPv4 and IPv6. Needs root
 //! and the agent binary (see agent_standalone.rs).
 
-use std::time::Duration;
-
 use lab::DaemonKind::{Agent as A, Keepalived as K};
 use lab::scenario::Variant;
-use lab::{can_run, suite};
+use lab::suite;
 
 /// Our agent on host 1 (master), keepalived on hosts 2 and 3 (backups).
 const AGENT_MASTER: [lab::DaemonKind; 3] = [A, K, K];
@@ -16,25 +14,9 @@ const AGENT_BACKUP: [lab::DaemonKind; 3] = [K, A, K];
 /// keepalived as the master, our agents as both backups.
 const ONE_KEEPALIVED: [lab::DaemonKind; 3] = [K, A, A];
 
-fn v3_100ms() -> Variant {
-    Variant::v3(Duration::from_millis(100))
-}
-
-fn v3_ipv6() -> Variant {
-    Variant::v3_ipv6(Duration::from_millis(100))
-}
-
-macro_rules! skip_unless_root {
-    ($name:expr) => {
-        if !can_run($name) {
-            return;
-        }
-    };
-}
-
 #[test]
 fn interop_v2_pass_agent_master_keepalived_backups_accept_our_adverts() {
-    skip_unless_root!("interop_v2_pass_agent_master_keepalived_backups_accept_our_adverts");
+    lab::skip_unless_root!("interop_v2_pass_agent_master_keepalived_backups_accept_our_adverts");
     // election() checks that keepalived stays BACKUP: it accepted our adverts (auth, interval,
     // VIP list); tshark checks the bytes.
     let c = suite::election(&AGENT_MASTER, Variant::v2_pass_1s()).unwrap();
@@ -46,110 +28,113 @@ fn interop_v2_pass_agent_master_keepalived_backups_accept_our_adverts() {
 
 #[test]
 fn interop_v2_pass_agent_master_crash_to_keepalived_and_back() {
-    skip_unless_root!("interop_v2_pass_agent_master_crash_to_keepalived_and_back");
+    lab::skip_unless_root!("interop_v2_pass_agent_master_crash_to_keepalived_and_back");
     let (_, s) = suite::crash_failover(&AGENT_MASTER, Variant::v2_pass_1s()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v2_pass_agent_backup_takes_over_from_keepalived_and_yields() {
-    skip_unless_root!("interop_v2_pass_agent_backup_takes_over_from_keepalived_and_yields");
+    lab::skip_unless_root!("interop_v2_pass_agent_backup_takes_over_from_keepalived_and_yields");
     let (_, s) = suite::crash_failover(&AGENT_BACKUP, Variant::v2_pass_1s()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_100ms_agent_master_valid_adverts() {
-    skip_unless_root!("interop_v3_100ms_agent_master_valid_adverts");
-    let c = suite::election(&AGENT_MASTER, v3_100ms()).unwrap();
+    lab::skip_unless_root!("interop_v3_100ms_agent_master_valid_adverts");
+    let c = suite::election(&AGENT_MASTER, Variant::v3_100ms()).unwrap();
     let (adv, _) = c.validate_adverts_from(0, 5).unwrap();
     assert_eq!(adv.version, 3);
 }
 
 #[test]
 fn interop_v3_100ms_agent_master_crash_failover() {
-    skip_unless_root!("interop_v3_100ms_agent_master_crash_failover");
-    let (_, s) = suite::crash_failover(&AGENT_MASTER, v3_100ms()).unwrap();
+    lab::skip_unless_root!("interop_v3_100ms_agent_master_crash_failover");
+    let (_, s) = suite::crash_failover(&AGENT_MASTER, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_100ms_agent_backup_crash_failover() {
-    skip_unless_root!("interop_v3_100ms_agent_backup_crash_failover");
-    let (_, s) = suite::crash_failover(&AGENT_BACKUP, v3_100ms()).unwrap();
+    lab::skip_unless_root!("interop_v3_100ms_agent_backup_crash_failover");
+    let (_, s) = suite::crash_failover(&AGENT_BACKUP, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_100ms_agent_master_sigterm_to_keepalived() {
-    skip_unless_root!("interop_v3_100ms_agent_master_sigterm_to_keepalived");
-    let (_, s) = suite::sigterm_handover(&AGENT_MASTER, v3_100ms()).unwrap();
+    lab::skip_unless_root!("interop_v3_100ms_agent_master_sigterm_to_keepalived");
+    let (_, s) = suite::sigterm_handover(&AGENT_MASTER, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_100ms_keepalived_sigterm_to_agent() {
-    skip_unless_root!("interop_v3_100ms_keepalived_sigterm_to_agent");
-    let (_, s) = suite::sigterm_handover(&AGENT_BACKUP, v3_100ms()).unwrap();
+    lab::skip_unless_root!("interop_v3_100ms_keepalived_sigterm_to_agent");
+    let (_, s) = suite::sigterm_handover(&AGENT_BACKUP, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_ipv6_agent_master_valid_adverts_and_crash() {
-    skip_unless_root!("interop_v3_ipv6_agent_master_valid_adverts_and_crash");
-    let c = suite::election(&AGENT_MASTER, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("interop_v3_ipv6_agent_master_valid_adverts_and_crash");
+    let c = suite::election(&AGENT_MASTER, Variant::v3_ipv6_100ms()).unwrap();
     let (adv, _) = c.validate_adverts_from(0, 5).unwrap();
     assert!(adv.src.starts_with("fe80:"), "{adv:?}");
     drop(c);
-    let (_, s) = suite::crash_failover(&AGENT_MASTER, v3_ipv6()).unwrap();
+    let (_, s) = suite::crash_failover(&AGENT_MASTER, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_ipv6_agent_backup_crash_failover() {
-    skip_unless_root!("interop_v3_ipv6_agent_backup_crash_failover");
-    let (_, s) = suite::crash_failover(&AGENT_BACKUP, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("interop_v3_ipv6_agent_backup_crash_failover");
+    let (_, s) = suite::crash_failover(&AGENT_BACKUP, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn interop_v3_100ms_partition_heal_one_master() {
-    skip_unless_root!("interop_v3_100ms_partition_heal_one_master");
+    lab::skip_unless_root!("interop_v3_100ms_partition_heal_one_master");
     eprintln!(
         "{}",
-        suite::partition_heal(&ONE_KEEPALIVED, v3_100ms()).unwrap()
+        suite::partition_heal(&ONE_KEEPALIVED, Variant::v3_100ms()).unwrap()
     );
     eprintln!(
         "{}",
-        suite::partition_heal(&AGENT_MASTER, v3_100ms()).unwrap()
+        suite::partition_heal(&AGENT_MASTER, Variant::v3_100ms()).unwrap()
     );
 }
 
 #[test]
 fn interop_v3_100ms_nopreempt() {
-    skip_unless_root!("interop_v3_100ms_nopreempt");
-    eprintln!("{}", suite::nopreempt(&ONE_KEEPALIVED, v3_100ms()).unwrap());
+    lab::skip_unless_root!("interop_v3_100ms_nopreempt");
+    eprintln!(
+        "{}",
+        suite::nopreempt(&ONE_KEEPALIVED, Variant::v3_100ms()).unwrap()
+    );
 }
 
 #[test]
 fn interop_v3_100ms_link_down_moves() {
-    skip_unless_root!("interop_v3_100ms_link_down_moves");
+    lab::skip_unless_root!("interop_v3_100ms_link_down_moves");
     eprintln!(
         "{}",
-        suite::link_down_moves(&AGENT_MASTER, v3_100ms()).unwrap()
+        suite::link_down_moves(&AGENT_MASTER, Variant::v3_100ms()).unwrap()
     );
     eprintln!(
         "{}",
-        suite::link_down_moves(&ONE_KEEPALIVED, v3_100ms()).unwrap()
+        suite::link_down_moves(&ONE_KEEPALIVED, Variant::v3_100ms()).unwrap()
     );
 }
 
 #[test]
 fn interop_v3_100ms_script_tracker_on_agent_master() {
-    skip_unless_root!("interop_v3_100ms_script_tracker_on_agent_master");
+    lab::skip_unless_root!("interop_v3_100ms_script_tracker_on_agent_master");
     eprintln!(
         "{}",
-        suite::script_tracker_fail_recover(&AGENT_MASTER, v3_100ms()).unwrap()
+        suite::script_tracker_fail_recover(&AGENT_MASTER, Variant::v3_100ms()).unwrap()
     );
 }
 
@@ -158,7 +143,7 @@ fn interop_v3_100ms_script_tracker_on_agent_master() {
 /// matching v2 PASS configuration; then the agent's node dies and keepalived takes over.
 #[test]
 fn interop_users_basic_conf_on_agent_over_keepalived_backups() {
-    skip_unless_root!("interop_users_basic_conf_on_agent_over_keepalived_backups");
+    lab::skip_unless_root!("interop_users_basic_conf_on_agent_over_keepalived_backups");
     let mut c = lab::Cluster::new(&AGENT_MASTER, Variant::v2_pass_1s()).unwrap();
     c.conf_text[0] = Some(include_str!("../fixtures/basic.conf").to_string());
     suite::elect(&mut c).unwrap();

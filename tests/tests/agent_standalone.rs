@@ -11,25 +11,9 @@ use std::time::Duration;
 
 use lab::DaemonKind::Agent as A;
 use lab::scenario::{Cluster, Variant};
-use lab::{can_run, suite, wait_until};
+use lab::{suite, wait_until};
 
 const AG: [lab::DaemonKind; 3] = [A, A, A];
-
-fn v3_100ms() -> Variant {
-    Variant::v3(Duration::from_millis(100))
-}
-
-fn v3_ipv6() -> Variant {
-    Variant::v3_ipv6(Duration::from_millis(100))
-}
-
-macro_rules! skip_unless_root {
-    ($name:expr) => {
-        if !can_run($name) {
-            return;
-        }
-    };
-}
 
 fn instance_state(c: &Cluster, i: usize) -> (String, u32, Vec<String>) {
     let st = c.daemon(i).unwrap().status().unwrap().unwrap();
@@ -39,8 +23,8 @@ fn instance_state(c: &Cluster, i: usize) -> (String, u32, Vec<String>) {
 
 #[test]
 fn agent_v3_100ms_election_status_and_valid_adverts() {
-    skip_unless_root!("agent_v3_100ms_election_status_and_valid_adverts");
-    let c = suite::election(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_v3_100ms_election_status_and_valid_adverts");
+    let c = suite::election(&AG, Variant::v3_100ms()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 5).unwrap();
     assert_eq!((adv.version, adv.priority), (3, 200));
     assert!(text.contains("Adver Int: 10"), "{text}");
@@ -61,7 +45,7 @@ fn agent_v3_100ms_election_status_and_valid_adverts() {
 
 #[test]
 fn agent_v2_pass_1s_election_and_valid_adverts() {
-    skip_unless_root!("agent_v2_pass_1s_election_and_valid_adverts");
+    lab::skip_unless_root!("agent_v2_pass_1s_election_and_valid_adverts");
     let c = suite::election(&AG, Variant::v2_pass_1s()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 2).unwrap();
     assert_eq!((adv.version, adv.priority), (2, 255));
@@ -71,8 +55,8 @@ fn agent_v2_pass_1s_election_and_valid_adverts() {
 
 #[test]
 fn agent_v3_ipv6_election_and_valid_adverts() {
-    skip_unless_root!("agent_v3_ipv6_election_and_valid_adverts");
-    let c = suite::election(&AG, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("agent_v3_ipv6_election_and_valid_adverts");
+    let c = suite::election(&AG, Variant::v3_ipv6_100ms()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 5).unwrap();
     assert!(adv.src.starts_with("fe80:"), "{adv:?}");
     assert!(text.contains("ff02::12"), "{text}");
@@ -80,55 +64,58 @@ fn agent_v3_ipv6_election_and_valid_adverts() {
 
 #[test]
 fn agent_v2_pass_1s_crash_failover_and_preempt() {
-    skip_unless_root!("agent_v2_pass_1s_crash_failover_and_preempt");
+    lab::skip_unless_root!("agent_v2_pass_1s_crash_failover_and_preempt");
     let (_, s) = suite::crash_failover(&AG, Variant::v2_pass_1s()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn agent_v3_100ms_crash_failover_and_preempt() {
-    skip_unless_root!("agent_v3_100ms_crash_failover_and_preempt");
-    let (_, s) = suite::crash_failover(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_v3_100ms_crash_failover_and_preempt");
+    let (_, s) = suite::crash_failover(&AG, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn agent_v3_ipv6_crash_failover_and_preempt() {
-    skip_unless_root!("agent_v3_ipv6_crash_failover_and_preempt");
-    let (_, s) = suite::crash_failover(&AG, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("agent_v3_ipv6_crash_failover_and_preempt");
+    let (_, s) = suite::crash_failover(&AG, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn agent_v3_100ms_sigterm_handover() {
-    skip_unless_root!("agent_v3_100ms_sigterm_handover");
-    let (_, s) = suite::sigterm_handover(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_v3_100ms_sigterm_handover");
+    let (_, s) = suite::sigterm_handover(&AG, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn agent_v3_ipv6_sigterm_handover() {
-    skip_unless_root!("agent_v3_ipv6_sigterm_handover");
-    let (_, s) = suite::sigterm_handover(&AG, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("agent_v3_ipv6_sigterm_handover");
+    let (_, s) = suite::sigterm_handover(&AG, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn agent_v3_100ms_nopreempt() {
-    skip_unless_root!("agent_v3_100ms_nopreempt");
-    eprintln!("{}", suite::nopreempt(&AG, v3_100ms()).unwrap());
+    lab::skip_unless_root!("agent_v3_100ms_nopreempt");
+    eprintln!("{}", suite::nopreempt(&AG, Variant::v3_100ms()).unwrap());
 }
 
 #[test]
 fn agent_v3_100ms_link_down_moves() {
-    skip_unless_root!("agent_v3_100ms_link_down_moves");
-    eprintln!("{}", suite::link_down_moves(&AG, v3_100ms()).unwrap());
+    lab::skip_unless_root!("agent_v3_100ms_link_down_moves");
+    eprintln!(
+        "{}",
+        suite::link_down_moves(&AG, Variant::v3_100ms()).unwrap()
+    );
 }
 
 #[test]
 fn agent_v3_100ms_link_down_reports_fault() {
-    skip_unless_root!("agent_v3_100ms_link_down_reports_fault");
-    let mut c = suite::election(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_v3_100ms_link_down_reports_fault");
+    let mut c = suite::election(&AG, Variant::v3_100ms()).unwrap();
     c.lab.link_down(c.lab.host(0)).unwrap();
     c.set_excluded(0, true);
     c.wait_master(1, c.variant.takeover_bound(150)).unwrap();
@@ -144,23 +131,29 @@ fn agent_v3_100ms_link_down_reports_fault() {
 
 #[test]
 fn agent_v3_100ms_partition_heal_one_master() {
-    skip_unless_root!("agent_v3_100ms_partition_heal_one_master");
-    eprintln!("{}", suite::partition_heal(&AG, v3_100ms()).unwrap());
+    lab::skip_unless_root!("agent_v3_100ms_partition_heal_one_master");
+    eprintln!(
+        "{}",
+        suite::partition_heal(&AG, Variant::v3_100ms()).unwrap()
+    );
 }
 
 #[test]
 fn agent_v3_100ms_script_tracker_fail_recover() {
-    skip_unless_root!("agent_v3_100ms_script_tracker_fail_recover");
+    lab::skip_unless_root!("agent_v3_100ms_script_tracker_fail_recover");
     eprintln!(
         "{}",
-        suite::script_tracker_fail_recover(&AG, v3_100ms()).unwrap()
+        suite::script_tracker_fail_recover(&AG, Variant::v3_100ms()).unwrap()
     );
 }
 
 #[test]
 fn agent_v3_100ms_process_tracker() {
-    skip_unless_root!("agent_v3_100ms_process_tracker");
-    eprintln!("{}", suite::process_tracker(&AG, v3_100ms()).unwrap());
+    lab::skip_unless_root!("agent_v3_100ms_process_tracker");
+    eprintln!(
+        "{}",
+        suite::process_tracker(&AG, Variant::v3_100ms()).unwrap()
+    );
 }
 
 /// kill -9 leaves the VIP bound (nobody removes it); the agent restarted with the same
@@ -168,8 +161,8 @@ fn agent_v3_100ms_process_tracker() {
 /// happens with the link down (FAULT), so preemption cannot hide a missing cleanup.
 #[test]
 fn agent_kill9_restart_leaves_no_stale_vip() {
-    skip_unless_root!("agent_kill9_restart_leaves_no_stale_vip");
-    let mut c = suite::election(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_kill9_restart_leaves_no_stale_vip");
+    let mut c = suite::election(&AG, Variant::v3_100ms()).unwrap();
     c.kill_node(0).unwrap();
     c.wait_master(1, c.variant.takeover_bound(150)).unwrap();
     assert!(
@@ -192,8 +185,8 @@ fn agent_kill9_restart_leaves_no_stale_vip() {
 /// Graceful stop of a backup: exit 0 and nothing changes for the master.
 #[test]
 fn agent_sigterm_of_backup_exits_zero() {
-    skip_unless_root!("agent_sigterm_of_backup_exits_zero");
-    let mut c = suite::election(&AG, v3_100ms()).unwrap();
+    lab::skip_unless_root!("agent_sigterm_of_backup_exits_zero");
+    let mut c = suite::election(&AG, Variant::v3_100ms()).unwrap();
     c.stop(2).unwrap();
     c.assert_stable_master(0).unwrap();
 }

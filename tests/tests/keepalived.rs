@@ -5,29 +5,13 @@ use std::time::Duration;
 
 use lab::DaemonKind::Keepalived as K;
 use lab::scenario::Variant;
-use lab::{can_run, suite};
+use lab::suite;
 
 const KA: [lab::DaemonKind; 3] = [K, K, K];
 
-fn v3_100ms() -> Variant {
-    Variant::v3(Duration::from_millis(100))
-}
-
-fn v3_ipv6() -> Variant {
-    Variant::v3_ipv6(Duration::from_millis(100))
-}
-
-macro_rules! skip_unless_root {
-    ($name:expr) => {
-        if !can_run($name) {
-            return;
-        }
-    };
-}
-
 #[test]
 fn keepalived_v2_pass_1s_crash_failover_and_preempt() {
-    skip_unless_root!("keepalived_v2_pass_1s_crash_failover_and_preempt");
+    lab::skip_unless_root!("keepalived_v2_pass_1s_crash_failover_and_preempt");
     let (f, s) = suite::crash_failover(&KA, Variant::v2_pass_1s()).unwrap();
     eprintln!("{s}");
     // Master_Down_Interval of priority 244 at 1 s is ~3.05 s, minus up to one interval.
@@ -40,7 +24,7 @@ fn keepalived_v2_pass_1s_crash_failover_and_preempt() {
 
 #[test]
 fn keepalived_v2_pass_adverts_are_valid() {
-    skip_unless_root!("keepalived_v2_pass_adverts_are_valid");
+    lab::skip_unless_root!("keepalived_v2_pass_adverts_are_valid");
     let c = suite::election(&KA, Variant::v2_pass_1s()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 2).unwrap();
     assert_eq!((adv.version, adv.priority), (2, 255));
@@ -50,8 +34,8 @@ fn keepalived_v2_pass_adverts_are_valid() {
 
 #[test]
 fn keepalived_v3_100ms_adverts_are_valid() {
-    skip_unless_root!("keepalived_v3_100ms_adverts_are_valid");
-    let c = suite::election(&KA, v3_100ms()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_100ms_adverts_are_valid");
+    let c = suite::election(&KA, Variant::v3_100ms()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 5).unwrap();
     assert_eq!((adv.version, adv.priority), (3, 200));
     assert!(text.contains("Adver Int: 10"), "{text}");
@@ -59,8 +43,8 @@ fn keepalived_v3_100ms_adverts_are_valid() {
 
 #[test]
 fn keepalived_v3_ipv6_adverts_are_valid() {
-    skip_unless_root!("keepalived_v3_ipv6_adverts_are_valid");
-    let c = suite::election(&KA, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_ipv6_adverts_are_valid");
+    let c = suite::election(&KA, Variant::v3_ipv6_100ms()).unwrap();
     let (adv, text) = c.validate_adverts_from(0, 5).unwrap();
     assert_eq!(adv.version, 3);
     assert!(
@@ -72,56 +56,62 @@ fn keepalived_v3_ipv6_adverts_are_valid() {
 
 #[test]
 fn keepalived_v3_100ms_crash_failover_and_preempt() {
-    skip_unless_root!("keepalived_v3_100ms_crash_failover_and_preempt");
-    let (_, s) = suite::crash_failover(&KA, v3_100ms()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_100ms_crash_failover_and_preempt");
+    let (_, s) = suite::crash_failover(&KA, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn keepalived_v3_100ms_sigterm_handover() {
-    skip_unless_root!("keepalived_v3_100ms_sigterm_handover");
-    let (_, s) = suite::sigterm_handover(&KA, v3_100ms()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_100ms_sigterm_handover");
+    let (_, s) = suite::sigterm_handover(&KA, Variant::v3_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn keepalived_v3_100ms_nopreempt() {
-    skip_unless_root!("keepalived_v3_100ms_nopreempt");
-    eprintln!("{}", suite::nopreempt(&KA, v3_100ms()).unwrap());
+    lab::skip_unless_root!("keepalived_v3_100ms_nopreempt");
+    eprintln!("{}", suite::nopreempt(&KA, Variant::v3_100ms()).unwrap());
 }
 
 #[test]
 fn keepalived_v3_100ms_link_down_moves() {
-    skip_unless_root!("keepalived_v3_100ms_link_down_moves");
-    eprintln!("{}", suite::link_down_moves(&KA, v3_100ms()).unwrap());
+    lab::skip_unless_root!("keepalived_v3_100ms_link_down_moves");
+    eprintln!(
+        "{}",
+        suite::link_down_moves(&KA, Variant::v3_100ms()).unwrap()
+    );
 }
 
 #[test]
 fn keepalived_v3_100ms_partition_heal_one_master() {
-    skip_unless_root!("keepalived_v3_100ms_partition_heal_one_master");
-    eprintln!("{}", suite::partition_heal(&KA, v3_100ms()).unwrap());
+    lab::skip_unless_root!("keepalived_v3_100ms_partition_heal_one_master");
+    eprintln!(
+        "{}",
+        suite::partition_heal(&KA, Variant::v3_100ms()).unwrap()
+    );
 }
 
 #[test]
 fn keepalived_v3_ipv6_crash_failover() {
-    skip_unless_root!("keepalived_v3_ipv6_crash_failover");
-    let (_, s) = suite::crash_failover(&KA, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_ipv6_crash_failover");
+    let (_, s) = suite::crash_failover(&KA, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn keepalived_v3_ipv6_sigterm_handover() {
-    skip_unless_root!("keepalived_v3_ipv6_sigterm_handover");
-    let (_, s) = suite::sigterm_handover(&KA, v3_ipv6()).unwrap();
+    lab::skip_unless_root!("keepalived_v3_ipv6_sigterm_handover");
+    let (_, s) = suite::sigterm_handover(&KA, Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
 #[test]
 fn keepalived_v3_100ms_script_tracker_fail_recover() {
-    skip_unless_root!("keepalived_v3_100ms_script_tracker_fail_recover");
+    lab::skip_unless_root!("keepalived_v3_100ms_script_tracker_fail_recover");
     eprintln!(
         "{}",
-        suite::script_tracker_fail_recover(&KA, v3_100ms()).unwrap()
+        suite::script_tracker_fail_recover(&KA, Variant::v3_100ms()).unwrap()
     );
 }
 
@@ -136,7 +126,7 @@ fn keepalived_v3_100ms_script_tracker_fail_recover() {
 /// and its backups accept its adverts. The agent runs the same fixture in agent_interop.rs.
 #[test]
 fn keepalived_runs_users_basic_conf_verbatim() {
-    skip_unless_root!("keepalived_runs_users_basic_conf_verbatim");
+    lab::skip_unless_root!("keepalived_runs_users_basic_conf_verbatim");
     let mut c = lab::Cluster::new(&KA, Variant::v2_pass_1s()).unwrap();
     c.conf_text[0] = Some(include_str!("../fixtures/basic.conf").to_string());
     suite::elect(&mut c).unwrap();
@@ -148,7 +138,7 @@ fn keepalived_runs_users_basic_conf_verbatim() {
 /// the wrong PASS password must be reported.
 #[test]
 fn keepalived_rejection_detector_catches_wrong_password() {
-    skip_unless_root!("keepalived_rejection_detector_catches_wrong_password");
+    lab::skip_unless_root!("keepalived_rejection_detector_catches_wrong_password");
     let mut c = lab::Cluster::new(&[K, K], Variant::v2_pass_1s()).unwrap();
     c.confs[1].instances[0].version = lab::AdvertVersion::V2Pass("wrong".into());
     c.start_all().unwrap();
