@@ -12,6 +12,7 @@
 //! Tests that need root call [`can_run`] first: without the privileges to create network
 //! namespaces they print `SKIPPED: <test>: ...` to stderr and return.
 
+pub mod apiserver;
 pub mod capture;
 pub mod config;
 pub mod daemon;
