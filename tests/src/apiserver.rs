@@ -79,10 +79,10 @@ pub use crate::skip_unless_api;
 pub fn print_skip() {
     let mut err = std::io::stderr();
     let _ = writeln!(err, "{SKIP_LINE}");
-    if let Err(why) = Assets::find() {
-        if std::env::var_os(ASSETS_ENV).is_some() {
-            let _ = writeln!(err, "  ({why})");
-        }
+    if let Err(why) = Assets::find()
+        && std::env::var_os(ASSETS_ENV).is_some()
+    {
+        let _ = writeln!(err, "  ({why})");
     }
 }
 
