@@ -61,28 +61,41 @@ macro_rules! skip_unless_api {
     () => {
         $crate::skip_unless_api!($crate::apiserver::ApiServerOptions::default())
     };
-    ($opts:expr) => {
-        match $crate::apiserver::ApiServer::start_with($opts) {
+    ($opts:expr) => {{
+        let opts: $crate::apiserver::ApiServerOptions = $opts;
+        match $crate::apiserver::ApiServer::start_with(opts.clone()) {
             Ok(Some(api)) => api,
             Ok(None) => {
-                $crate::apiserver::print_skip();
+                $crate::apiserver::print_skip_for(&opts);
                 return;
             }
             Err(e) => panic!("starting the API server: {e}"),
         }
-    };
+    }};
 }
 pub use crate::skip_unless_api;
 
 /// Prints [`SKIP_LINE`] straight to fd 2 (the test harness hides captured prints), plus, when
 /// `KUBEBUILDER_ASSETS` is set but incomplete, a second line saying what is missing.
 pub fn print_skip() {
+    print_skip_for(&ApiServerOptions::default());
+}
+
+/// Like [`print_skip`], also naming a missing kube-controller-manager if `opts` asks for one.
+pub fn print_skip_for(opts: &ApiServerOptions) {
     let mut err = std::io::stderr();
     let _ = writeln!(err, "{SKIP_LINE}");
-    if let Err(why) = Assets::find()
-        && std::env::var_os(ASSETS_ENV).is_some()
-    {
-        let _ = writeln!(err, "  ({why})");
+    if std::env::var_os(ASSETS_ENV).is_none() {
+        return;
+    }
+    match Assets::find() {
+        Err(why) => {
+            let _ = writeln!(err, "  ({why})");
+        }
+        Ok(a) if opts.controller_manager && a.controller_manager.is_none() => {
+            let _ = writeln!(err, "  ({ASSETS_ENV}: no kube-controller-manager)");
+        }
+        Ok(_) => {}
     }
 }
 

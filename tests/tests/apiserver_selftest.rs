@@ -220,3 +220,39 @@ fn reachable_from_a_netns_through_the_forwarder() {
     drop(fwd);
     assert!(get_ns().is_err());
 }
+
+#[test]
+fn controller_manager_marks_a_silent_node_unknown() {
+    let api = lab::skip_unless_api!(lab::apiserver::ApiServerOptions {
+        controller_manager: true,
+        controller_manager_args: vec![
+            "--node-monitor-period=2s".into(),
+            "--node-monitor-grace-period=10s".into(),
+        ],
+        ..Default::default()
+    });
+    // The service-account controller runs: a new namespace gets its `default` account.
+    api.kubectl(&["create", "namespace", "kvrrp-kcm"]).unwrap();
+    wait_for(Duration::from_secs(60), "serviceaccount default", || {
+        api.kubectl(&["get", "serviceaccount", "default", "-n", "kvrrp-kcm"])
+            .is_ok()
+    })
+    .unwrap();
+
+    let name = unique("kcm");
+    let mut node = api
+        .node_sim(&name, &[], &["192.0.2.12".parse().unwrap()])
+        .unwrap();
+    node.start_heartbeat(Duration::from_secs(2));
+    // Renewed: stays Ready past the grace period.
+    lab::wait::holds_for(Duration::from_secs(15), "node stays Ready", || {
+        node_ready(&api, &name) == "True"
+    })
+    .unwrap();
+    // A dead kubelet: the node lifecycle controller marks it Unknown.
+    node.stop_heartbeat();
+    wait_for(Duration::from_secs(60), "node Ready=Unknown", || {
+        node_ready(&api, &name) == "Unknown"
+    })
+    .unwrap();
+}
