@@ -694,7 +694,8 @@ impl ApiServer {
         *lock(&self.kcm) = Some(guard);
         // Serving once its secure port accepts connections (it answers /healthz there with a
         // self-signed certificate; a TCP connect is enough to know it is up).
-        wait_until(
+        wait_every(
+            Duration::from_millis(100),
             self.opts.ready_timeout,
             "kube-controller-manager to listen",
             || {
@@ -727,12 +728,17 @@ impl ApiServer {
 
     /// Waits (up to the options' `ready_timeout`) for `/readyz` to say `ok`.
     pub fn wait_ready(&self) -> Result<()> {
-        wait_until(self.opts.ready_timeout, "kube-apiserver /readyz", || {
-            if !self.apiserver_running() {
-                return Some(Err(()));
-            }
-            self.is_ready().then_some(Ok(()))
-        })
+        wait_every(
+            KUBECTL_POLL,
+            self.opts.ready_timeout,
+            "kube-apiserver /readyz",
+            || {
+                if !self.apiserver_running() {
+                    return Some(Err(()));
+                }
+                self.is_ready().then_some(Ok(()))
+            },
+        )
         .map_err(|e| self.failure("kube-apiserver", &self.apiserver_log(), &e.to_string()))?
         .map_err(|()| self.failure("kube-apiserver", &self.apiserver_log(), "exited"))
     }
@@ -897,6 +903,52 @@ impl Drop for ApiServer {
         self.procs.kill_all();
         // `dir` (a TempDir) is removed after this, when the fields drop.
     }
+}
+
+/// How often the harness re-runs a check that spawns kubectl (each run costs a process).
+pub const KUBECTL_POLL: Duration = Duration::from_millis(200);
+
+/// Like [`wait_until`], polling every `every` instead of every [`crate::wait::POLL`]: for
+/// conditions that run kubectl, so a wait does not starve the API server of CPU.
+pub fn wait_every<T>(
+    every: Duration,
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        if start.elapsed() >= within {
+            return Err(LabError::Timeout {
+                what: what.to_string(),
+                after: within,
+            });
+        }
+        std::thread::sleep(every.min(within.saturating_sub(start.elapsed())));
+    }
+}
+
+/// Checks that `cond` holds at every poll (every `every`) for the whole of `period`.
+pub fn holds_every(
+    every: Duration,
+    period: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < period {
+        if !cond() {
+            return Err(LabError::Violated {
+                what: what.to_string(),
+                after: start.elapsed(),
+            });
+        }
+        std::thread::sleep(every);
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -9,8 +9,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use lab::apiserver::ApiServer;
+use lab::apiserver::{KUBECTL_POLL, holds_every, wait_every};
 use lab::netns;
-use lab::wait::{wait_for, wait_until};
+
+/// Waits for a condition that runs kubectl, polling every [`KUBECTL_POLL`].
+fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> lab::Result<()> {
+    wait_every(KUBECTL_POLL, within, what, || cond().then_some(()))
+}
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -210,9 +215,12 @@ fn reachable_from_a_netns_through_the_forwarder() {
     api.kill_apiserver();
     assert!(get_ns().is_err());
     api.restart_apiserver().unwrap();
-    let out = wait_until(Duration::from_secs(20), "kubectl via the forwarder", || {
-        get_ns().ok()
-    })
+    let out = wait_every(
+        KUBECTL_POLL,
+        Duration::from_secs(20),
+        "kubectl via the forwarder",
+        || get_ns().ok(),
+    )
     .unwrap();
     assert!(out.contains("namespace/default"), "{out}");
 
@@ -245,9 +253,12 @@ fn controller_manager_marks_a_silent_node_unknown() {
         .unwrap();
     node.start_heartbeat(Duration::from_secs(2));
     // Renewed: stays Ready past the grace period.
-    lab::wait::holds_for(Duration::from_secs(15), "node stays Ready", || {
-        node_ready(&api, &name) == "True"
-    })
+    holds_every(
+        Duration::from_millis(500),
+        Duration::from_secs(15),
+        "node stays Ready",
+        || node_ready(&api, &name) == "True",
+    )
     .unwrap();
     // A dead kubelet: the node lifecycle controller marks it Unknown.
     node.stop_heartbeat();
