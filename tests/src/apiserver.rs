@@ -16,6 +16,11 @@
 //! [`NetnsForward`], which makes the API server reachable at the same `127.0.0.1:<port>` from
 //! inside a network namespace (whose loopback is its own) without touching any interface but
 //! that namespace's `lo`.
+//!
+//! Gotchas: without kube-controller-manager nothing creates the `default` ServiceAccount of a
+//! namespace, so the ServiceAccount admission plugin rejects Pods until a test creates it;
+//! one `ApiServer` per test (a `static` one is never dropped, and its processes outlive the
+//! test binary); `/readyz` does not notice a dead etcd, see [`ApiServer::etcd_healthy`].
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
