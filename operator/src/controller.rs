@@ -184,6 +184,7 @@ impl Context {
         let before = t.snapshot(now);
         match event {
             watcher::Event::Apply(l) | watcher::Event::InitApply(l) => {
+                let relist = matches!(event, watcher::Event::InitApply(_));
                 let duration = l
                     .spec
                     .as_ref()
@@ -194,18 +195,16 @@ impl Context {
                     &l.name_any(),
                     l.metadata.resource_version.as_deref(),
                     duration,
+                    relist,
                     now,
                 );
             }
             watcher::Event::Delete(l) => {
                 t.forget(&l.name_any());
             }
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => {
-                // A (re)list: nothing could be seen before it, so nobody is judged on that.
-                t.restart(now);
-                self.leases_ready.store(true, Ordering::Release);
-            }
+            // A (re)list: what happened before it could not be seen; nobody is judged on it.
+            watcher::Event::Init => t.restart(now),
+            watcher::Event::InitDone => self.leases_ready.store(true, Ordering::Release),
         }
         changed_nodes(&before, &t.snapshot(now))
     }

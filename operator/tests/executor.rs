@@ -65,7 +65,7 @@ fn live_agents(ctx: &Context, nodes: &[Arc<Node>]) {
         let mut l = Lease::default();
         l.metadata.name = n.metadata.name.clone();
         l.metadata.resource_version = Some("1".into());
-        ctx.lease_event(&watcher::Event::InitApply(l));
+        ctx.lease_event(&watcher::Event::Apply(l));
     }
     ctx.lease_event(&watcher::Event::InitDone);
 }

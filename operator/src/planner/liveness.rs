@@ -12,9 +12,11 @@
 //! - [`AgentLiveness::Lost`]: no renewal seen for a whole Lease duration, or no Lease at all.
 //!   Its reports do not count: the node shows as `Unknown` / `AgentNotReporting`.
 //!
-//! When the operator (re)starts or its Lease watch restarts after an API outage, every Lease
-//! gets a fresh grace period ([`LeaseTracker::restart`]): the operator saw nothing while it was
-//! cut off, which is no evidence that agents died.
+//! When the operator (re)starts or its Lease watch re-lists after an API outage, it has seen
+//! nothing for a while, which proves neither life nor death: every Lease it has not seen change
+//! since is [`AgentLiveness::Quiet`] for one Lease duration ([`LeaseTracker::restart`]). Its
+//! reports count, a contradicting live agent wins over its MASTER claim (the failover that
+//! happened during the outage shows at once), and its next renewal makes it fresh again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -35,8 +37,17 @@ pub enum AgentLiveness {
 pub struct LeaseTracker {
     /// Lease duration assumed for Leases that do not say.
     default_duration: Duration,
-    /// node → (last seen resourceVersion, when it was seen, the Lease's duration).
-    seen: HashMap<String, (Option<String>, Instant, Duration)>,
+    seen: HashMap<String, Seen>,
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    resource_version: Option<String>,
+    /// When the operator saw the current resourceVersion (or restarted).
+    at: Instant,
+    duration: Duration,
+    /// A renewal was seen since the last restart.
+    proven: bool,
 }
 
 impl LeaseTracker {
@@ -48,31 +59,40 @@ impl LeaseTracker {
         }
     }
 
-    /// Record a Lease as observed at `now`. Returns whether its liveness changed (a reconcile is
-    /// due): only a renewal of an agent that was not fresh changes anything.
+    /// Record a Lease as observed at `now`; `relist` for the objects of a (re)list, which are
+    /// no proof of a renewal unless their resourceVersion changed. Returns whether the agent's
+    /// liveness changed.
     pub fn observe(
         &mut self,
         node: &str,
         resource_version: Option<&str>,
         duration: Option<Duration>,
+        relist: bool,
         now: Instant,
     ) -> bool {
         let duration = duration
             .filter(|d| !d.is_zero())
             .unwrap_or(self.default_duration);
         let before = self.liveness(node, now);
+        let rv = resource_version.map(str::to_string);
         match self.seen.get_mut(node) {
-            Some((rv, at, d)) => {
-                if rv.as_deref() != resource_version {
-                    *rv = resource_version.map(str::to_string);
-                    *at = now;
+            Some(s) => {
+                if s.resource_version != rv {
+                    s.resource_version = rv;
+                    s.at = now;
+                    s.proven = true;
                 }
-                *d = duration;
+                s.duration = duration;
             }
             None => {
                 self.seen.insert(
                     node.to_string(),
-                    (resource_version.map(str::to_string), now, duration),
+                    Seen {
+                        resource_version: rv,
+                        at: now,
+                        duration,
+                        proven: !relist,
+                    },
                 );
             }
         }
@@ -87,20 +107,23 @@ impl LeaseTracker {
     /// Give every known Lease a fresh grace period (start-up, or the watch came back after an
     /// outage during which nothing could be observed).
     pub fn restart(&mut self, now: Instant) {
-        for (_, at, _) in self.seen.values_mut() {
-            *at = now;
+        for s in self.seen.values_mut() {
+            if !s.proven || now.saturating_duration_since(s.at) > s.duration / 2 {
+                s.at = now;
+                s.proven = false;
+            }
         }
     }
 
     /// The liveness of one node's agent at `now`.
     pub fn liveness(&self, node: &str, now: Instant) -> AgentLiveness {
-        let Some((_, at, d)) = self.seen.get(node) else {
+        let Some(s) = self.seen.get(node) else {
             return AgentLiveness::Lost;
         };
-        let silent = now.saturating_duration_since(*at);
-        if silent > *d {
+        let silent = now.saturating_duration_since(s.at);
+        if silent > s.duration {
             AgentLiveness::Lost
-        } else if silent > *d / 2 {
+        } else if !s.proven || silent > s.duration / 2 {
             AgentLiveness::Quiet
         } else {
             AgentLiveness::Fresh
@@ -119,7 +142,7 @@ impl LeaseTracker {
     pub fn next_change(&self, now: Instant) -> Option<Duration> {
         self.seen
             .values()
-            .flat_map(|(_, at, d)| [*at + *d / 2, *at + *d])
+            .flat_map(|s| [s.at + s.duration / 2, s.at + s.duration])
             .filter(|t| *t > now)
             .map(|t| t - now)
             .min()
@@ -137,7 +160,7 @@ mod tests {
         let t0 = Instant::now();
         let mut lt = LeaseTracker::new(D);
         assert_eq!(lt.liveness("n1", t0), AgentLiveness::Lost, "never seen");
-        assert!(lt.observe("n1", Some("1"), Some(D), t0));
+        assert!(lt.observe("n1", Some("1"), Some(D), false, t0));
         assert_eq!(
             lt.liveness("n1", t0 + Duration::from_secs(5)),
             AgentLiveness::Fresh
@@ -151,38 +174,60 @@ mod tests {
             AgentLiveness::Lost
         );
         // The same resourceVersion again is no renewal.
-        assert!(!lt.observe("n1", Some("1"), Some(D), t0 + Duration::from_secs(4)));
+        assert!(!lt.observe("n1", Some("1"), Some(D), false, t0 + Duration::from_secs(4)));
         assert_eq!(
             lt.liveness("n1", t0 + Duration::from_secs(6)),
             AgentLiveness::Quiet
         );
         // A renewal after going quiet is a change.
-        assert!(lt.observe("n1", Some("2"), Some(D), t0 + Duration::from_secs(7)));
+        assert!(lt.observe("n1", Some("2"), Some(D), false, t0 + Duration::from_secs(7)));
         assert_eq!(
             lt.liveness("n1", t0 + Duration::from_secs(7)),
             AgentLiveness::Fresh
         );
         // A renewal of a fresh agent is not.
-        assert!(!lt.observe("n1", Some("3"), Some(D), t0 + Duration::from_secs(8)));
+        assert!(!lt.observe("n1", Some("3"), Some(D), false, t0 + Duration::from_secs(8)));
     }
 
     #[test]
-    fn restart_grants_a_grace_period() {
+    fn a_relist_proves_nothing_until_a_renewal_is_seen() {
         let t0 = Instant::now();
         let mut lt = LeaseTracker::new(D);
-        lt.observe("n1", Some("1"), None, t0);
+        // Operator start: the initial list.
+        lt.observe("n1", Some("1"), None, true, t0);
+        lt.observe("n2", Some("7"), None, true, t0);
+        assert_eq!(lt.liveness("n1", t0), AgentLiveness::Quiet);
+        // n2 renews: fresh. n1 never does: lost after one Lease duration.
+        lt.observe("n2", Some("8"), None, false, t0 + Duration::from_secs(2));
+        assert_eq!(
+            lt.liveness("n2", t0 + Duration::from_secs(2)),
+            AgentLiveness::Fresh
+        );
+        assert_eq!(
+            lt.liveness("n1", t0 + Duration::from_secs(9)),
+            AgentLiveness::Quiet
+        );
+        assert_eq!(
+            lt.liveness("n1", t0 + Duration::from_secs(11)),
+            AgentLiveness::Lost
+        );
+
+        // An API outage: the watch re-lists 30 s later. n2's Lease changed meanwhile (it
+        // renewed as soon as the API came back): fresh; n1's did not: quiet, not lost.
         let back = t0 + Duration::from_secs(30);
-        assert_eq!(lt.liveness("n1", back), AgentLiveness::Lost);
         lt.restart(back);
-        assert_eq!(lt.liveness("n1", back), AgentLiveness::Fresh);
+        lt.observe("n1", Some("1"), None, true, back);
+        lt.observe("n2", Some("9"), None, true, back);
+        assert_eq!(lt.liveness("n1", back), AgentLiveness::Quiet);
+        assert_eq!(lt.liveness("n2", back), AgentLiveness::Fresh);
     }
 
     #[test]
     fn next_change_is_the_nearest_threshold() {
         let t0 = Instant::now();
         let mut lt = LeaseTracker::new(D);
-        lt.observe("n1", Some("1"), Some(D), t0);
-        lt.observe("n2", Some("1"), Some(Duration::from_secs(4)), t0);
+        lt.observe("n1", Some("1"), Some(D), false, t0);
+        lt.observe("n2", Some("1"), Some(Duration::from_secs(4)), false, t0);
         assert_eq!(lt.next_change(t0), Some(Duration::from_secs(2)));
         assert_eq!(
             lt.next_change(t0 + Duration::from_secs(3)),

@@ -181,7 +181,7 @@ fn weigh<'a>(input: &StatusInput<'a>) -> Evidence<'a> {
         .map(String::as_str)
         .chain(planned.iter().map(|r| r.node.as_str()))
         .filter(|n| !counted.iter().any(|r| r.node == *n))
-        .filter(|n| live(n) != AgentLiveness::Fresh || planned.iter().any(|r| r.node == *n))
+        .filter(|n| live(n) == AgentLiveness::Lost || planned.iter().any(|r| r.node == *n))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
