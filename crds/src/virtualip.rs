@@ -498,6 +498,9 @@ pub struct VirtualIPStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The last master move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<LastFailover>,
 }
 
 /// Summary phase of a VirtualIP.
@@ -521,7 +524,7 @@ pub enum Phase {
 pub struct NodeStatus {
     /// Node name.
     pub node: String,
-    /// INIT, BACKUP, MASTER or FAULT.
+    /// INIT, BACKUP, MASTER or FAULT as reported; UNKNOWN when the agent is not reporting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<crate::vrrpnode::VrrpState>,
     /// Priority after trackers.
@@ -539,6 +542,30 @@ pub struct NodeStatus {
     /// Why the node is in FAULT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_reason: Option<String>,
+    /// Why this node's entry needs attention: `AgentNotReporting` (its agent's Lease is not
+    /// renewed: its last report does not count), `NodeNotReady` (the Node is NotReady; the
+    /// instance stays deployed) or `Draining` (cordoned or annotated `kubevrrp.io/drain`: its
+    /// priority is below every other node's so the VIP leaves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The last time the master moved from one node to another.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailover {
+    /// The node that was master.
+    pub from: String,
+    /// The node that is master now.
+    pub to: String,
+    /// When the operator saw the move (RFC 3339).
+    pub at: String,
+    /// Why the new master took over, as it reported it (e.g. `master down timer expired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The takeover as the new master measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<crate::vrrpnode::TakeoverTiming>,
 }
 
 impl VirtualIPSpec {

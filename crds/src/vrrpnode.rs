@@ -340,6 +340,9 @@ pub enum VrrpState {
     Master,
     /// Fault (keepalived's extra state).
     Fault,
+    /// Not reported by an agent: the operator's verdict in `VirtualIP.status.nodes[]` for a
+    /// node whose agent has stopped renewing its Lease (its last report no longer counts).
+    Unknown,
 }
 
 impl std::fmt::Display for VrrpState {
@@ -349,6 +352,7 @@ impl std::fmt::Display for VrrpState {
             VrrpState::Backup => "BACKUP",
             VrrpState::Master => "MASTER",
             VrrpState::Fault => "FAULT",
+            VrrpState::Unknown => "UNKNOWN",
         })
     }
 }
@@ -405,6 +409,29 @@ pub struct InstanceStatus {
     /// Why the instance is in FAULT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_reason: Option<String>,
+    /// When MASTER after a takeover: the master address this node heard last before it took
+    /// over (the evidence that the previous master went silent on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_master: Option<String>,
+    /// When MASTER after a takeover: how the takeover went, measured on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<TakeoverTiming>,
+}
+
+/// A takeover as measured by the new master, in milliseconds of its own monotonic clock.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TakeoverTiming {
+    /// From the last advert heard from the old master to the decision to take over (master
+    /// down timer expiry, or the priority-0 advert's Skew_Time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_ms: Option<u64>,
+    /// From the decision until every VIP was bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_ms: Option<u64>,
+    /// From the decision until the first gratuitous ARP / unsolicited NA was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce_ms: Option<u64>,
 }
 
 /// One tracker's result.

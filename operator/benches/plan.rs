@@ -137,11 +137,17 @@ fn world(vips: usize) -> World {
             Arc::new(v)
         })
         .collect();
+    let agents = nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .map(|n| (n, operator::planner::AgentLiveness::Fresh))
+        .collect();
     World {
         virtual_ips,
         nodes,
         secrets: Vec::new(),
         vrrp_nodes,
+        agents,
         now: t0,
     }
 }
@@ -247,12 +253,23 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("report");
     g.sample_size(10);
     g.bench_function("index_50000_reports", |b| {
-        b.iter(|| operator::planner::ReportIndex::new(std::hint::black_box(&steady.vrrp_nodes)))
+        b.iter(|| {
+            operator::planner::ReportIndex::new(
+                std::hint::black_box(&steady.vrrp_nodes),
+                steady.now,
+            )
+        })
     });
-    let reports = operator::planner::ReportIndex::new(&steady.vrrp_nodes);
+    let reports = operator::planner::ReportIndex::new(&steady.vrrp_nodes, steady.now);
     g.bench_function("one_vip_status", |b| {
         b.iter(|| {
-            operator::planner::vip_plan(&vip, &placement.virtual_ips[&key], &reports, steady.now)
+            operator::planner::vip_plan(
+                &vip,
+                &placement.virtual_ips[&key],
+                &reports,
+                &steady.agents,
+                steady.now,
+            )
         })
     });
     g.finish();

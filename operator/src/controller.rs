@@ -11,6 +11,10 @@
 //!   cheaply. Each reconcile then computes its own VirtualIP's status and events
 //!   ([`planner::vip_plan`]) from the cached placement, the reports and the object as observed
 //!   now, so an agent report never costs a full re-placement.
+//! - Agent liveness: the agents' Leases (label [`AGENT_LEASE_SELECTOR`]) are watched, and the
+//!   time each was seen renewed is kept by the operator's own clock ([`LeaseTracker`]). Only a
+//!   change of some agent's liveness (fresh → quiet → lost, or back), from an event or checked
+//!   every 500 ms, triggers reconciles; renewals themselves cost nothing.
 //! - VRRPNodes are also compared with the plan every [`Settings::resync`], which undoes edits
 //!   or deletions by others that did not change the plan.
 //! - Writes use server-side apply with the field manager [`FIELD_MANAGER`] and happen only when
@@ -24,13 +28,14 @@
 //! - Errors requeue the VirtualIP with exponential backoff ([`backoff`]); watch streams back off
 //!   on their own.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crds::{VRRPNode, VirtualIP};
 use futures::{Stream, StreamExt, TryStreamExt, future};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -45,12 +50,16 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::metrics::Metrics;
-use crate::planner::{self, EventType, Placement, ReportIndex, VipKey, World};
+use crate::planner::{
+    self, AgentLiveness, EventType, LeaseTracker, Placement, ReportIndex, VipKey, World,
+};
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "kube-vrrp-operator";
 /// Finalizer the operator puts on VirtualIPs.
 pub const FINALIZER: &str = "kubevrrp.io/cleanup";
+/// Label selector of the agents' liveness Leases.
+pub const AGENT_LEASE_SELECTOR: &str = "app.kubernetes.io/component=kube-vrrp-agent-lease";
 
 /// The stores the planner reads.
 #[derive(Clone)]
@@ -78,6 +87,10 @@ pub struct Settings {
     /// Namespaces whose Secrets may be read; empty ⇒ all. A VirtualIP whose Secret lies
     /// elsewhere reports `SecretNotFound`.
     pub secret_namespaces: Vec<String>,
+    /// Namespace of the agents' liveness Leases (one per node, named after it).
+    pub agent_lease_namespace: String,
+    /// Lease duration assumed when a Lease does not state one.
+    pub agent_lease_duration: Duration,
 }
 
 impl Default for Settings {
@@ -87,6 +100,8 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             reporter_instance: None,
             secret_namespaces: Vec::new(),
+            agent_lease_namespace: "kube-vrrp".into(),
+            agent_lease_duration: Duration::from_secs(10),
         }
     }
 }
@@ -124,6 +139,8 @@ pub struct Context {
     spec_generation: Arc<AtomicU64>,
     report_generation: Arc<AtomicU64>,
     stores_ready: AtomicBool,
+    leases_ready: AtomicBool,
+    leases: std::sync::Mutex<LeaseTracker>,
     cache: tokio::sync::Mutex<PlanCache>,
     failures: std::sync::Mutex<HashMap<VipKey, u32>>,
 }
@@ -147,13 +164,67 @@ impl Context {
             stores,
             metrics,
             clock,
-            settings,
             spec_generation: Arc::new(AtomicU64::new(0)),
             report_generation: Arc::new(AtomicU64::new(0)),
             stores_ready: AtomicBool::new(false),
+            leases_ready: AtomicBool::new(false),
+            leases: std::sync::Mutex::new(LeaseTracker::new(settings.agent_lease_duration)),
             cache: tokio::sync::Mutex::new(PlanCache::default()),
             failures: std::sync::Mutex::new(HashMap::new()),
+            settings,
         }
+    }
+
+    /// Note an agent Lease event. Returns the nodes whose agent liveness changed.
+    pub fn lease_event(&self, event: &watcher::Event<Lease>) -> Vec<String> {
+        let now = Instant::now();
+        let Ok(mut t) = self.leases.lock() else {
+            return Vec::new();
+        };
+        let before = t.snapshot(now);
+        match event {
+            watcher::Event::Apply(l) | watcher::Event::InitApply(l) => {
+                let relist = matches!(event, watcher::Event::InitApply(_));
+                let duration = l
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.lease_duration_seconds)
+                    .and_then(|d| u64::try_from(d).ok())
+                    .map(Duration::from_secs);
+                t.observe(
+                    &l.name_any(),
+                    l.metadata.resource_version.as_deref(),
+                    duration,
+                    relist,
+                    now,
+                );
+            }
+            watcher::Event::Delete(l) => {
+                t.forget(&l.name_any());
+            }
+            // A (re)list: what happened before it could not be seen; nobody is judged on it.
+            watcher::Event::Init => t.restart(now),
+            watcher::Event::InitDone => self.leases_ready.store(true, Ordering::Release),
+        }
+        changed_nodes(&before, &t.snapshot(now))
+    }
+
+    /// The nodes whose agent liveness changed with time alone since `before`, and the new
+    /// snapshot.
+    fn liveness_tick(
+        &self,
+        before: &BTreeMap<String, AgentLiveness>,
+    ) -> (Vec<String>, BTreeMap<String, AgentLiveness>) {
+        let now = self.agents_now();
+        (changed_nodes(before, &now), now)
+    }
+
+    /// Every agent's liveness now.
+    pub fn agents_now(&self) -> BTreeMap<String, AgentLiveness> {
+        self.leases
+            .lock()
+            .map(|t| t.snapshot(Instant::now()))
+            .unwrap_or_default()
     }
 
     /// Declare that every store holds a complete initial list (planning before that would
@@ -226,7 +297,11 @@ impl Context {
         match (&cache.reports, cache.reports_generation) {
             (Some(r), Some(g)) if g == generation => r.clone(),
             _ => {
-                let reports = Arc::new(ReportIndex::new(&self.stores.vrrp_nodes.state()));
+                let reports = Arc::new(ReportIndex::update(
+                    cache.reports.as_deref(),
+                    &self.stores.vrrp_nodes.state(),
+                    self.now(),
+                ));
                 cache.reports = Some(reports.clone());
                 cache.reports_generation = Some(generation);
                 reports
@@ -276,8 +351,9 @@ impl Context {
             virtual_ips,
             nodes: self.stores.nodes.state(),
             secrets,
-            // Placement does not read reports.
+            // Placement does not read reports or liveness.
             vrrp_nodes: Vec::new(),
+            agents: BTreeMap::new(),
             now: self.now(),
         })
     }
@@ -397,7 +473,7 @@ pub async fn reconcile(vip: Arc<VirtualIP>, ctx: Arc<Context>) -> Result<Action,
 }
 
 async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error> {
-    if !ctx.stores_ready.load(Ordering::Acquire) {
+    if !ctx.stores_ready.load(Ordering::Acquire) || !ctx.leases_ready.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let key = planner::vip_key(vip);
@@ -413,7 +489,7 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         let reported: Vec<String> = reports
             .get(&planner::instance_name(&key))
             .iter()
-            .map(|(n, _)| n.to_string())
+            .map(|r| r.node.clone())
             .collect();
         let waited = ctx.now().duration_since(deleted_at.0);
         let timeout = k8s_openapi::jiff::SignedDuration::try_from(ctx.settings.cleanup_timeout)
@@ -439,7 +515,7 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         ctx.spec_generation.fetch_add(1, Ordering::AcqRel);
         return Ok(Action::requeue(Duration::from_secs(1)));
     };
-    let vp = planner::vip_plan(vip, placed, &reports, ctx.now());
+    let vp = planner::vip_plan(vip, placed, &reports, &ctx.agents_now(), ctx.now());
     if status_differs(vip.status.as_ref(), &vp.status)? {
         let patch = json!({
             "apiVersion": VirtualIP::api_version(&()),
@@ -457,7 +533,10 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
             ctx.publish(vip, e).await;
         }
     }
-    Ok(Action::requeue(ctx.settings.resync))
+    let next = vp
+        .recheck_after
+        .map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
+    Ok(Action::requeue(next))
 }
 
 async fn add_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), Error> {
@@ -580,13 +659,10 @@ fn vip_fingerprint(v: &VirtualIP) -> u64 {
     ))
 }
 
-/// What the planner reads of a Node: labels, readiness, deletion, InternalIPs.
+/// What the planner reads of a Node: labels, readiness, draining, deletion, InternalIPs.
 fn node_fingerprint(n: &Node) -> u64 {
-    let ready = n
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let ready = planner::node_ready(n);
+    let draining = planner::node_draining(n);
     let ips: Vec<&str> = n
         .status
         .as_ref()
@@ -599,6 +675,7 @@ fn node_fingerprint(n: &Node) -> u64 {
     hash_json(&(
         &n.metadata.labels,
         ready,
+        draining,
         n.metadata.deletion_timestamp.is_some(),
         ips,
     ))
@@ -629,6 +706,71 @@ fn vips_of_vrrp_node(v: &VRRPNode) -> Vec<KubeRef<VirtualIP>> {
     out.into_iter()
         .map(|(ns, name)| KubeRef::new(&name).within(&ns))
         .collect()
+}
+
+/// Nodes whose liveness differs between two snapshots (absent counts as lost).
+fn changed_nodes(
+    before: &BTreeMap<String, AgentLiveness>,
+    after: &BTreeMap<String, AgentLiveness>,
+) -> Vec<String> {
+    let get = |m: &BTreeMap<String, AgentLiveness>, n: &str| {
+        m.get(n).copied().unwrap_or(AgentLiveness::Lost)
+    };
+    before
+        .keys()
+        .chain(after.keys())
+        .filter(|n| get(before, n) != get(after, n))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// The VRRPNodes whose agents' liveness changed, from Lease events and from time passing (a
+/// check every 500 ms; nothing is written, only reconciles are triggered).
+fn liveness_changes<S>(
+    ctx: Arc<Context>,
+    leases: S,
+) -> impl Stream<Item = Result<VRRPNode, watcher::Error>> + Send
+where
+    S: Stream<Item = Result<watcher::Event<Lease>, watcher::Error>> + Send + 'static,
+{
+    enum Input {
+        Lease(watcher::Event<Lease>),
+        Tick,
+    }
+    let ticks = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some((Ok(Input::Tick), ()))
+    });
+    let events = leases.map_ok(Input::Lease);
+    let mut last = BTreeMap::new();
+    futures::stream::select(events, ticks)
+        .map_ok(move |input| {
+            let nodes = match input {
+                Input::Lease(ev) => {
+                    let changed = ctx.lease_event(&ev);
+                    last = ctx.agents_now();
+                    changed
+                }
+                Input::Tick => {
+                    let (changed, now) = ctx.liveness_tick(&last);
+                    last = now;
+                    changed
+                }
+            };
+            if !nodes.is_empty() {
+                debug!(?nodes, "agent liveness changed");
+                ctx.reports_changed();
+            }
+            let objects: Vec<Result<VRRPNode, watcher::Error>> = nodes
+                .iter()
+                .filter_map(|n| ctx.stores.vrrp_nodes.get(&KubeRef::new(n)))
+                .map(|vn| Ok((*vn).clone()))
+                .collect();
+            futures::stream::iter(objects)
+        })
+        .try_flatten()
 }
 
 /// Run the controller until its streams end (shutdown).
@@ -688,6 +830,16 @@ pub async fn run(
         spec_generation.clone(),
         false,
     );
+    let lease_api: Api<Lease> =
+        Api::namespaced(client.clone(), &ctx.settings.agent_lease_namespace);
+    let lease_stream = liveness_changes(
+        ctx.clone(),
+        watcher(
+            lease_api,
+            watcher::Config::default().labels(AGENT_LEASE_SELECTOR),
+        )
+        .default_backoff(),
+    );
     let vn_stream = changes(
         watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
             .default_backoff()
@@ -737,6 +889,7 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .watches_stream(vn_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
+        .watches_stream(lease_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
         .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
             let (ns, name) = (s.metadata.namespace.clone(), s.metadata.name.clone());
             secret_vips

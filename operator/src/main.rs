@@ -43,7 +43,8 @@ struct RunArgs {
     /// Address serving /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Namespace of the leader-election Lease (default: the client's namespace).
+    /// Namespace of the leader-election Lease and of the agents' liveness Leases (default: the
+    /// client's namespace).
     #[arg(long, env = "POD_NAMESPACE")]
     lease_namespace: Option<String>,
     /// Name of the leader-election Lease.
@@ -136,8 +137,9 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .ok_or_else(|| Error::Config("no lease identity: set POD_NAME (or --identity)".into()))?;
+    let namespace = args.lease_namespace.unwrap_or(default_ns);
     let lease = LeaseSettings {
-        namespace: args.lease_namespace.unwrap_or(default_ns),
+        namespace: namespace.clone(),
         name: args.lease_name,
         identity: identity.clone(),
         duration_secs: 15,
@@ -146,6 +148,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let settings = Settings {
         reporter_instance: Some(identity),
         secret_namespaces: args.secret_namespaces,
+        agent_lease_namespace: namespace,
         ..Settings::default()
     };
     let concurrency = args.concurrency;

@@ -90,14 +90,14 @@ fn eligibility_table() {
     };
     let cases = [
         Case {
-            what: "no selector: every Ready, live node",
+            what: "no selector: every node not being deleted, NotReady included",
             selector: None,
-            want: &["a", "b", "e"],
+            want: &["a", "b", "c", "e"],
         },
         Case {
             what: "matchLabels",
             selector: Some(selector(&[("pool", "x")])),
-            want: &["a", "e"],
+            want: &["a", "c", "e"],
         },
         Case {
             what: "matchLabels, two labels",
@@ -112,7 +112,7 @@ fn eligibility_table() {
         Case {
             what: "DoesNotExist",
             selector: Some(expr("DoesNotExist", None)),
-            want: &["a", "b"],
+            want: &["a", "b", "c"],
         },
         Case {
             what: "In",
@@ -122,7 +122,7 @@ fn eligibility_table() {
         Case {
             what: "NotIn",
             selector: Some(expr("NotIn", Some(vec!["z1"]))),
-            want: &["a", "b"],
+            want: &["a", "b", "c"],
         },
         Case {
             what: "matches nothing",
@@ -372,12 +372,19 @@ fn unicast_peers_table() {
             what: "a node that goes away leaves the peer list",
             addr: "192.0.2.100/24",
             peers: vec![],
+            nodes: three_nodes()[..2].to_vec(),
+            want_n1: vec!["192.0.2.2"],
+        },
+        Case {
+            what: "a NotReady node stays in the peer list",
+            addr: "192.0.2.100/24",
+            peers: vec![],
             nodes: vec![
                 three_nodes()[0].clone(),
                 three_nodes()[1].clone(),
                 not_ready("n3", &["192.0.2.3"]),
             ],
-            want_n1: vec!["192.0.2.2"],
+            want_n1: vec!["192.0.2.2", "192.0.2.3"],
         },
         Case {
             what: "a node that joins is added",
@@ -423,13 +430,17 @@ fn node_churn_adds_and_removes_instances_and_leaves_others_alone() {
     let before = plan(&world(vips.clone(), three_nodes()));
     assert_eq!(names_on(&before, "n3"), vec!["ns/v"]);
 
-    // n3 becomes NotReady: its instance goes, n1/n2 stay byte-identical (multicast).
+    // n3 becomes NotReady: nothing changes anywhere (VRRP handles a dead node on the wire; a
+    // kubelet that lost the API must not move a VIP). Status says NodeNotReady.
     let mut nodes = three_nodes();
     nodes[2] = not_ready("n3", &["192.0.2.3"]);
     let after = plan(&world(vips.clone(), nodes));
-    assert!(after.nodes["n3"].spec.instances.is_empty());
-    assert_eq!(after.nodes["n1"], before.nodes["n1"]);
-    assert_eq!(after.nodes["n2"], before.nodes["n2"]);
+    assert_eq!(after.nodes, before.nodes);
+    let n3 = &after.virtual_ips[&key("ns", "v")].status.nodes[2];
+    assert_eq!(
+        (n3.node.as_str(), n3.reason.as_deref()),
+        ("n3", Some("NodeNotReady"))
+    );
 
     // n3 is deleted from the cluster: no plan for it (the VRRPNode is garbage-collected).
     let after = plan(&world(vips.clone(), three_nodes()[..2].to_vec()));
@@ -889,7 +900,7 @@ fn status_aggregation_table() {
         },
     ];
     for c in cases {
-        let p = plan(&with_reports(
+        let p = plan_settled(&with_reports(
             vec![vip("ns", "v", 0, spec("192.0.2.10/24"))],
             c.reports,
         ));
@@ -940,7 +951,8 @@ fn node_status_entries_merge_plan_and_reports() {
         vec![
             report("n1", &[("ns/v", Master, 110)]),
             report("n3", &[("ns/v", Fault, 0)]),
-            report("gone", &[("ns/v", Backup, 50)]),
+            // A report from a node the instance is not planned on does not count.
+            report("gone", &[("ns/v", Master, 50)]),
         ],
     ));
     let s = &p.virtual_ips[&key("ns", "v")].status;
@@ -959,15 +971,15 @@ fn node_status_entries_merge_plan_and_reports() {
     assert_eq!(
         nodes,
         vec![
-            ("gone", Some(Backup), Some(50), None),
             ("n1", Some(Master), Some(110), Some(100)),
             ("n2", None, None, Some(99)),
             ("n3", Some(Fault), Some(0), Some(98)),
         ]
     );
     assert_eq!(s.master_address.as_deref(), Some("addr-of-n1"));
+    assert_eq!(s.phase, Some(Phase::Active));
     assert_eq!(
-        s.nodes[3].fault_reason.as_deref(),
+        s.nodes[2].fault_reason.as_deref(),
         Some("interface eth9 is down")
     );
     assert!(
@@ -1013,7 +1025,7 @@ fn transitions_fire_events_once() {
     assert_eq!(ev.len(), 1);
     assert_eq!(
         (ev[0].reason, ev[0].note.as_str()),
-        ("Failover", "Failover from n1 to n2")
+        ("Failover", "master moved n1 → n2")
     );
     // Ready stayed True, so its transition time is the old one.
     let r = cond(&f, "ns", "v", "Ready");
@@ -1026,7 +1038,14 @@ fn transitions_fire_events_once() {
         report("n1", &[("ns/v", Master, 100)]),
         report("n2", &[("ns/v", Master, 99)]),
     ];
-    let sb = plan(&w);
+    // Just seen: could be a handover in progress; shown as the master VRRP elects.
+    let converging = plan(&w);
+    let cv = &converging.virtual_ips[&key("ns", "v")];
+    assert_eq!(cv.status.phase, Some(Phase::Active));
+    assert_eq!(cv.status.master.as_deref(), Some("n1"));
+    assert_eq!(cv.recheck_after, Some(std::time::Duration::from_secs(3)));
+    // Still both MASTER after the settle time: split brain.
+    let sb = plan_settled(&w);
     assert_eq!(event_reasons(&sb, "ns", "v"), vec!["SplitBrain"]);
     assert_eq!(
         cond(&sb, "ns", "v", "SplitBrain").last_transition_time,
@@ -1034,7 +1053,9 @@ fn transitions_fire_events_once() {
     );
     write_back(&mut w, &sb);
     assert!(
-        plan(&w).virtual_ips[&key("ns", "v")].events.is_empty(),
+        plan_settled(&w).virtual_ips[&key("ns", "v")]
+            .events
+            .is_empty(),
         "split brain reported once"
     );
     w.vrrp_nodes = vec![

@@ -21,7 +21,7 @@ pub fn transition_event(node: &str, to: VrrpState, reason: &str) -> Option<Event
             "Fault",
             format!("node {node} entered FAULT: {reason}"),
         ),
-        VrrpState::Backup | VrrpState::Init => return None,
+        VrrpState::Backup | VrrpState::Init | VrrpState::Unknown => return None,
     };
     Some(Event {
         type_,

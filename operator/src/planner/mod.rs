@@ -41,6 +41,7 @@
 //! VirtualIPs being deleted keep their VRID claim but are deployed nowhere; their plan tells
 //! the executor which nodes still report the instance, so the finalizer can wait for them.
 
+pub mod liveness;
 pub mod status;
 pub mod vrid;
 
@@ -57,7 +58,13 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 
+pub use liveness::{AgentLiveness, LeaseTracker};
 pub use status::{EventType, PlannedEvent};
+
+/// Annotation that drains a node (like a cordon): `kubevrrp.io/drain: "true"`.
+pub const DRAIN_ANNOTATION: &str = "kubevrrp.io/drain";
+/// The priority a draining node runs with: below every other node's default.
+pub const DRAIN_PRIORITY: u8 = 1;
 
 /// Identity of a VirtualIP: namespace and name.
 pub type VipKey = ObjectRef;
@@ -73,6 +80,9 @@ pub struct World {
     pub secrets: Vec<Arc<Secret>>,
     /// All VRRPNodes; only their status (the agents' reports) is read.
     pub vrrp_nodes: Vec<Arc<VRRPNode>>,
+    /// Liveness of each node's agent, from its Lease as the operator observed it ([`liveness`]).
+    /// A node not listed has no live agent.
+    pub agents: BTreeMap<String, AgentLiveness>,
     /// Current time, used as `lastTransitionTime` of conditions that change. Callers should
     /// pass whole seconds: the API server stores no more, and a finer time would never compare
     /// equal to what was written.
@@ -110,6 +120,9 @@ pub struct VipPlan {
     pub deployed_to: Vec<String>,
     /// Nodes whose agent currently reports the instance (sorted).
     pub reported_on: Vec<String>,
+    /// The status may change with time alone (a double MASTER settling into split brain):
+    /// plan again after this long.
+    pub recheck_after: Option<std::time::Duration>,
 }
 
 /// Why a VirtualIP is not deployed.
@@ -160,8 +173,14 @@ struct NodeView<'a> {
     name: &'a str,
     uid: Option<&'a str>,
     labels: BTreeMap<String, String>,
-    /// Ready and not being deleted (before any selector is applied).
+    /// Not being deleted (before any selector is applied). A NotReady node stays usable: VRRP
+    /// already handles a dead node on the wire, and a kubelet that lost the API server must not
+    /// move a VIP.
     usable: bool,
+    /// The Ready condition is True.
+    ready: bool,
+    /// Cordoned (`spec.unschedulable`) or annotated [`DRAIN_ANNOTATION`]` = "true"`.
+    draining: bool,
     internal_ips: Vec<IpAddr>,
 }
 
@@ -169,9 +188,7 @@ impl<'a> NodeView<'a> {
     fn new(node: &'a Node) -> Option<Self> {
         let name = node.metadata.name.as_deref()?;
         let status = node.status.as_ref();
-        let ready = status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ready = node_ready(node);
         let mut internal_ips: Vec<IpAddr> = status
             .and_then(|s| s.addresses.as_ref())
             .into_iter()
@@ -185,10 +202,36 @@ impl<'a> NodeView<'a> {
             name,
             uid: node.metadata.uid.as_deref(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            usable: ready && node.metadata.deletion_timestamp.is_none(),
+            usable: node.metadata.deletion_timestamp.is_none(),
+            ready,
+            draining: node_draining(node),
             internal_ips,
         })
     }
+}
+
+/// Whether a Node is cordoned or annotated for draining.
+pub fn node_draining(node: &Node) -> bool {
+    let cordoned = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false);
+    let annotated = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DRAIN_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    cordoned || annotated
+}
+
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Per-VirtualIP working state.
@@ -224,56 +267,104 @@ pub struct VipPlacement {
     pub vrid: Option<u8>,
     /// Newer VirtualIPs whose explicit VRID collides with this one.
     pub vrid_conflict_with: Vec<VipKey>,
-    /// Node → base priority, for every node it is deployed to.
+    /// Node → priority it runs with, for every node it is deployed to.
     pub placed: BTreeMap<String, u8>,
+    /// Node → its stable default priority (shown as `basePriority`; equal to `placed` except
+    /// on draining nodes). Kept from the observed status so that nodes joining and leaving do
+    /// not renumber the others.
+    pub slots: BTreeMap<String, u8>,
+    /// Placed nodes that are draining.
+    pub draining: BTreeSet<String>,
+    /// Placed nodes whose Node is NotReady.
+    pub not_ready: BTreeSet<String>,
+    /// The advert interval, for telling convergence from split brain.
+    pub advert_interval_ms: u64,
+}
+
+/// One agent's report of one instance, with when the operator first saw it in its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The node.
+    pub node: String,
+    /// The agent's report.
+    pub status: InstanceStatus,
+    /// When the operator first saw this node report its current state (operator clock: node
+    /// clocks are never compared).
+    pub seen_since: Timestamp,
 }
 
 /// The agents' reports indexed by instance name, each list sorted by node.
 #[derive(Debug, Clone, Default)]
 pub struct ReportIndex {
-    by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>>,
+    by_instance: BTreeMap<String, Vec<Report>>,
 }
 
 impl ReportIndex {
-    /// Index the status of every VRRPNode.
-    pub fn new(vrrp_nodes: &[Arc<VRRPNode>]) -> Self {
-        let mut by_instance: BTreeMap<String, Vec<(String, InstanceStatus)>> = BTreeMap::new();
+    /// Index the status of every VRRPNode, as first seen at `now`.
+    pub fn new(vrrp_nodes: &[Arc<VRRPNode>], now: Timestamp) -> Self {
+        Self::update(None, vrrp_nodes, now)
+    }
+
+    /// Index the status of every VRRPNode; a report whose state is the one `previous` had
+    /// keeps its `seen_since`, any other is seen from `now`.
+    pub fn update(
+        previous: Option<&ReportIndex>,
+        vrrp_nodes: &[Arc<VRRPNode>],
+        now: Timestamp,
+    ) -> Self {
+        let mut by_instance: BTreeMap<String, Vec<Report>> = BTreeMap::new();
         for vn in vrrp_nodes {
             let Some(node) = vn.metadata.name.as_deref() else {
                 continue;
             };
             for inst in vn.status.iter().flat_map(|s| s.instances.iter()) {
+                let seen_since = previous
+                    .and_then(|p| p.find(&inst.name, node))
+                    .filter(|r| r.status.state == inst.state)
+                    .map_or(now, |r| r.seen_since);
                 by_instance
                     .entry(inst.name.clone())
                     .or_default()
-                    .push((node.to_string(), inst.clone()));
+                    .push(Report {
+                        node: node.to_string(),
+                        status: inst.clone(),
+                        seen_since,
+                    });
             }
         }
         for list in by_instance.values_mut() {
-            list.sort_by(|a, b| a.0.cmp(&b.0));
-            list.dedup_by(|a, b| a.0 == b.0);
+            list.sort_by(|a, b| a.node.cmp(&b.node));
+            list.dedup_by(|a, b| a.node == b.node);
         }
         Self { by_instance }
     }
 
-    /// Reports of one instance: (node, status), sorted by node.
-    pub fn get(&self, instance: &str) -> Vec<(&str, &InstanceStatus)> {
-        self.by_instance
-            .get(instance)
-            .into_iter()
-            .flatten()
-            .map(|(n, s)| (n.as_str(), s))
-            .collect()
+    fn find(&self, instance: &str, node: &str) -> Option<&Report> {
+        let list = self.by_instance.get(instance)?;
+        list.binary_search_by(|r| r.node.as_str().cmp(node))
+            .ok()
+            .map(|i| &list[i])
+    }
+
+    /// Reports of one instance, sorted by node.
+    pub fn get(&self, instance: &str) -> &[Report] {
+        self.by_instance.get(instance).map_or(&[], Vec::as_slice)
     }
 }
 
-/// Compute the plan for a world. Pure and deterministic.
+/// Compute the plan for a world, every report seen for the first time. Pure and deterministic.
 pub fn plan(world: &World) -> Plan {
+    plan_with(world, None)
+}
+
+/// Compute the plan for a world, with when each report was first seen taken from `previous`
+/// (see [`ReportIndex::update`]). Pure and deterministic.
+pub fn plan_with(world: &World, previous: Option<&ReportIndex>) -> Plan {
     let Placement {
         nodes,
         virtual_ips: placements,
     } = place_all(world);
-    let reports = ReportIndex::new(&world.vrrp_nodes);
+    let reports = ReportIndex::update(previous, &world.vrrp_nodes, world.now);
     let mut out = Plan {
         nodes,
         virtual_ips: BTreeMap::new(),
@@ -289,16 +380,18 @@ pub fn plan(world: &World) -> Plan {
             continue;
         };
         out.virtual_ips
-            .insert(key, vip_plan(vip, p, &reports, world.now));
+            .insert(key, vip_plan(vip, p, &reports, &world.agents, world.now));
     }
     out
 }
 
-/// The desired status and events of one VirtualIP, from its placement and the reports.
+/// The desired status and events of one VirtualIP, from its placement, the reports and the
+/// agents' liveness.
 pub fn vip_plan(
     vip: &VirtualIP,
     placement: &VipPlacement,
     reports: &ReportIndex,
+    agents: &BTreeMap<String, AgentLiveness>,
     now: Timestamp,
 ) -> VipPlan {
     let node_reports = reports.get(&instance_name(&vip_key(vip)));
@@ -307,11 +400,12 @@ pub fn vip_plan(
         blocker: placement.blocker.as_ref(),
         vrid: placement.vrid,
         vrid_conflict_with: &placement.vrid_conflict_with,
-        placed: &placement.placed,
-        reports: &node_reports,
+        placement,
+        reports: node_reports,
+        agents,
         now,
     };
-    let status = status::aggregate(&input);
+    let (status, recheck_after) = status::aggregate(&input);
     let events = if placement.deleting {
         Vec::new()
     } else {
@@ -322,7 +416,8 @@ pub fn vip_plan(
         status,
         events,
         deployed_to: placement.placed.keys().cloned().collect(),
-        reported_on: node_reports.iter().map(|(n, _)| n.to_string()).collect(),
+        reported_on: node_reports.iter().map(|r| r.node.clone()).collect(),
+        recheck_after,
     }
 }
 
@@ -399,29 +494,33 @@ pub fn place_all(world: &World) -> Placement {
     let mut per_node: BTreeMap<&str, Vec<ResolvedInstance>> = BTreeMap::new();
     let mut out = Placement::default();
     for w in vips {
-        let mut placed = BTreeMap::new();
-        let mut blocker = w.blocker.clone();
-        if blocker.is_none() && !w.deleting {
+        let mut vp = VipPlacement {
+            deleting: w.deleting,
+            blocker: w.blocker.clone(),
+            vrid: w.vrid,
+            vrid_conflict_with: w.vrid_conflict_with.clone(),
+            advert_interval_ms: w.vip.spec.advert_interval_ms(),
+            ..Default::default()
+        };
+        if vp.blocker.is_none() && !w.deleting {
             match place(&w, &nodes) {
                 Ok(instances) => {
-                    for (node, inst) in instances {
-                        placed.insert(node.to_string(), inst.priority);
-                        per_node.entry(node).or_default().push(inst);
+                    for (node, slot, inst) in instances {
+                        vp.placed.insert(node.name.to_string(), inst.priority);
+                        vp.slots.insert(node.name.to_string(), slot);
+                        if node.draining {
+                            vp.draining.insert(node.name.to_string());
+                        }
+                        if !node.ready {
+                            vp.not_ready.insert(node.name.to_string());
+                        }
+                        per_node.entry(node.name).or_default().push(inst);
                     }
                 }
-                Err(problems) => blocker = Some(Blocker::InvalidSpec(problems)),
+                Err(problems) => vp.blocker = Some(Blocker::InvalidSpec(problems)),
             }
         }
-        out.virtual_ips.insert(
-            w.key,
-            VipPlacement {
-                deleting: w.deleting,
-                blocker,
-                vrid: w.vrid,
-                vrid_conflict_with: w.vrid_conflict_with,
-                placed,
-            },
-        );
+        out.virtual_ips.insert(w.key, vp);
     }
 
     for n in &nodes {
@@ -557,11 +656,43 @@ fn resolve_secret(
     Ok(Some(pass))
 }
 
-/// Resolve one deployable VirtualIP onto its eligible nodes.
+/// Default priorities that stay put: each eligible node without an override keeps the
+/// `basePriority` the observed status gives it (if still at most `base` and not taken by an
+/// earlier node); the others, in name order, take the highest free priority at most `base`
+/// (never below 1). A fresh VirtualIP thus gets `base, base-1, ...` in name order, and a node
+/// joining, leaving or going NotReady changes no other node's priority.
+pub fn stable_slots<'a>(
+    base: u8,
+    nodes: &[&'a str],
+    previous: &BTreeMap<&str, u8>,
+) -> BTreeMap<&'a str, u8> {
+    let mut taken: BTreeSet<u8> = BTreeSet::new();
+    let mut out: BTreeMap<&'a str, u8> = BTreeMap::new();
+    for n in nodes {
+        if let Some(&p) = previous.get(n)
+            && (1..=base).contains(&p)
+            && taken.insert(p)
+        {
+            out.insert(n, p);
+        }
+    }
+    for n in nodes {
+        if out.contains_key(n) {
+            continue;
+        }
+        let p = (1..=base).rev().find(|p| !taken.contains(p)).unwrap_or(1);
+        taken.insert(p);
+        out.insert(n, p);
+    }
+    out
+}
+
+/// Resolve one deployable VirtualIP onto its eligible nodes: (node, default-priority slot,
+/// instance) per node.
 fn place<'n>(
     w: &VipWork<'_>,
     nodes: &'n [NodeView<'n>],
-) -> Result<Vec<(&'n str, ResolvedInstance)>, Problems> {
+) -> Result<Vec<(&'n NodeView<'n>, u8, ResolvedInstance)>, Problems> {
     let spec = &w.vip.spec;
     let eligible: Vec<&NodeView<'_>> = nodes
         .iter()
@@ -574,16 +705,26 @@ fn place<'n>(
         .map(|o| o.name.as_str())
         .collect();
     let base = spec.priority_or_default();
-    let mut step: u8 = 0;
+    let previous: BTreeMap<&str, u8> = w
+        .vip
+        .status
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .filter_map(|n| Some((n.node.as_str(), n.base_priority?)))
+        .collect();
+    let defaulted: Vec<&str> = eligible
+        .iter()
+        .map(|n| n.name)
+        .filter(|n| !overridden.contains(n))
+        .collect();
+    let slots = stable_slots(base, &defaulted, &previous);
     let name = instance_name(&w.key);
     let mut out = Vec::with_capacity(eligible.len());
     for node in &eligible {
-        let default_priority = if overridden.contains(node.name) {
-            None
-        } else {
-            let p = base.saturating_sub(step).max(1);
-            step = step.saturating_add(1);
-            Some(p)
+        let slot = slots.get(node.name).copied();
+        let default_priority = match slot {
+            Some(_) if node.draining => Some(DRAIN_PRIORITY),
+            other => other,
         };
         let peers: Vec<IpAddr> = eligible
             .iter()
@@ -609,7 +750,12 @@ fn place<'n>(
         if let Some(v) = w.vrid {
             inst.virtual_router_id = v;
         }
-        out.push((node.name, inst));
+        let configured = inst.priority;
+        // A draining node goes below everyone, overrides included.
+        if node.draining {
+            inst.priority = DRAIN_PRIORITY;
+        }
+        out.push((*node, slot.unwrap_or(configured), inst));
     }
     Ok(out)
 }

@@ -4,8 +4,15 @@
 //! - `phase`: `Conflict` when not deployed (invalid spec, lost VRID, missing Secret);
 //!   `Pending` when deployed nowhere or before any agent reports a VRRP state (INIT does not
 //!   count); then `Active` (one MASTER), `NoMaster` (none) or `SplitBrain` (several).
-//! - `nodes[]`: every node the instance is planned on or reported by, sorted by name, with the
-//!   planned base priority and the reported state.
+//! - Which reports count: only those of agents whose Lease the operator saw renewed
+//!   ([`AgentLiveness`]), and only for nodes the instance is planned on. A MASTER claim from an
+//!   agent that has gone quiet loses to a live agent's contradicting evidence (another MASTER,
+//!   or a BACKUP hearing a different master) without waiting for the Lease to expire.
+//! - `nodes[]`: every node the instance is planned on, sorted by name, with its stable base
+//!   priority and the reported state; `UNKNOWN` with reason `AgentNotReporting` when its report
+//!   does not count, and reason `NodeNotReady` or `Draining` where that applies.
+//! - Two live MASTERs are `SplitBrain` only after overlapping for [`split_brain_settle`];
+//!   meanwhile the master VRRP elects is shown.
 //! - Conditions `Degraded`, `Ready`, `SplitBrain`, `VRIDConflict` (sorted by type). A condition
 //!   keeps its `lastTransitionTime` while its status stays the same.
 //! - Events fire on transitions only: `MasterElected` (no master → one), `Failover` (master
@@ -15,12 +22,12 @@
 use std::collections::BTreeMap;
 
 use crds::VirtualIP;
-use crds::virtualip::{NodeStatus, Phase, VirtualIPStatus};
-use crds::vrrpnode::{InstanceStatus, VrrpState};
+use crds::virtualip::{LastFailover, NodeStatus, Phase, VirtualIPStatus};
+use crds::vrrpnode::VrrpState;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Blocker, VipKey};
+use super::{AgentLiveness, Blocker, Report, VipKey, VipPlacement};
 
 /// Condition type: the VirtualIP has exactly one master.
 pub const READY: &str = "Ready";
@@ -86,38 +93,159 @@ pub struct StatusInput<'a> {
     pub vrid: Option<u8>,
     /// Newer VirtualIPs that collide with its VRID.
     pub vrid_conflict_with: &'a [VipKey],
-    /// Planned node → base priority.
-    pub placed: &'a BTreeMap<String, u8>,
-    /// Reports (node, instance status), sorted by node.
-    pub reports: &'a [(&'a str, &'a InstanceStatus)],
+    /// Where it is deployed, with what priority.
+    pub placement: &'a VipPlacement,
+    /// The agents' reports of this instance, sorted by node.
+    pub reports: &'a [Report],
+    /// Liveness of each node's agent (absent ⇒ lost).
+    pub agents: &'a BTreeMap<String, AgentLiveness>,
     /// Time for changed conditions.
     pub now: Timestamp,
 }
+
+/// Reason in `nodes[]`: the agent does not renew its Lease; its report does not count.
+pub const REASON_AGENT_NOT_REPORTING: &str = "AgentNotReporting";
+/// Reason in `nodes[]`: the Node is NotReady (the instance stays deployed).
+pub const REASON_NODE_NOT_READY: &str = "NodeNotReady";
+/// Reason in `nodes[]`: the node is draining.
+pub const REASON_DRAINING: &str = "Draining";
 
 fn key_text(k: &VipKey) -> String {
     format!("{}/{}", k.namespace, k.name)
 }
 
-/// Compute the desired status of one VirtualIP.
-pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
+/// How long two live MASTER reports must overlap before they are split brain rather than a
+/// handover in progress (the losing master steps down within one advert interval of hearing
+/// the winner; its report then takes a moment to reach the API server).
+pub fn split_brain_settle(advert_interval_ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis((2 * advert_interval_ms).max(1000) + 1000)
+}
+
+/// Which reports count, and what each node shows.
+struct Evidence<'a> {
+    /// Counted reports: from a live agent on a node the instance is planned on, and (for a
+    /// MASTER claim) not contradicted by a live agent when the claimer has gone quiet.
+    counted: Vec<&'a Report>,
+    /// Nodes whose report does not count (lost or superseded agents, or none at all).
+    not_reporting: Vec<&'a str>,
+}
+
+fn weigh<'a>(input: &StatusInput<'a>) -> Evidence<'a> {
+    let live = |node: &str| {
+        input
+            .agents
+            .get(node)
+            .copied()
+            .unwrap_or(AgentLiveness::Lost)
+    };
+    let planned: Vec<&'a Report> = input
+        .reports
+        .iter()
+        .filter(|r| input.placement.placed.contains_key(&r.node))
+        .collect();
+    let alive: Vec<&'a Report> = planned
+        .iter()
+        .copied()
+        .filter(|r| live(&r.node) != AgentLiveness::Lost)
+        .collect();
+    // A quiet agent's MASTER claim loses to a fresh agent that contradicts it: another MASTER,
+    // or a BACKUP that hears a different master address.
+    let contradicted = |q: &Report| {
+        alive.iter().any(|c| {
+            c.node != q.node
+                && live(&c.node) == AgentLiveness::Fresh
+                && match c.status.state {
+                    Some(VrrpState::Master) => true,
+                    Some(VrrpState::Backup) => c
+                        .status
+                        .master_address
+                        .as_ref()
+                        .is_some_and(|heard| Some(heard) != q.status.master_address.as_ref()),
+                    _ => false,
+                }
+        })
+    };
+    let counted: Vec<&'a Report> = alive
+        .iter()
+        .copied()
+        .filter(|r| {
+            !(r.status.state == Some(VrrpState::Master)
+                && live(&r.node) == AgentLiveness::Quiet
+                && contradicted(r))
+        })
+        .collect();
+    let not_reporting = input
+        .placement
+        .placed
+        .keys()
+        .map(String::as_str)
+        .chain(planned.iter().map(|r| r.node.as_str()))
+        .filter(|n| !counted.iter().any(|r| r.node == *n))
+        .filter(|n| live(n) == AgentLiveness::Lost || planned.iter().any(|r| r.node == *n))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Evidence {
+        counted,
+        not_reporting,
+    }
+}
+
+/// Compute the desired status of one VirtualIP, and when to look again if time alone can
+/// change it.
+pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time::Duration>) {
     let old = input.vip.status.as_ref();
     let generation = input.vip.metadata.generation;
-    let reported: Vec<(&str, &InstanceStatus)> = input.reports.to_vec();
+    let placement = input.placement;
+    let evidence = weigh(input);
     let in_state = |s: VrrpState| {
-        reported
+        evidence
+            .counted
             .iter()
-            .filter(|(_, r)| r.state == Some(s))
-            .map(|(n, _)| *n)
+            .filter(|r| r.status.state == Some(s))
+            .copied()
             .collect::<Vec<_>>()
     };
-    let masters = in_state(VrrpState::Master);
+    let master_reports = in_state(VrrpState::Master);
     let backups = in_state(VrrpState::Backup);
     let faults = in_state(VrrpState::Fault);
-    let any_state = !(masters.is_empty() && backups.is_empty() && faults.is_empty());
+    let any_state = !(master_reports.is_empty() && backups.is_empty() && faults.is_empty());
+
+    // Two live masters are split brain only once both have held MASTER for the settle time;
+    // before that, the one VRRP elects (highest priority, then address) is shown.
+    let settle = split_brain_settle(placement.advert_interval_ms);
+    let settle_j = k8s_openapi::jiff::SignedDuration::try_from(settle).unwrap_or_default();
+    let settled = |r: &Report| input.now.duration_since(r.seen_since) >= settle_j;
+    let mut recheck_after = None;
+    let masters: Vec<&str> =
+        if master_reports.len() > 1 && master_reports.iter().filter(|r| settled(r)).count() < 2 {
+            let newest = master_reports
+                .iter()
+                .map(|r| r.seen_since)
+                .max()
+                .unwrap_or(input.now);
+            let left = settle_j - input.now.duration_since(newest);
+            recheck_after = std::time::Duration::try_from(left).ok();
+            let winner = master_reports.iter().max_by(|a, b| {
+                let key = |r: &Report| {
+                    (
+                        r.status.effective_priority,
+                        r.status
+                            .master_address
+                            .as_deref()
+                            .and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+                    )
+                };
+                key(a).cmp(&key(b))
+            });
+            winner.map(|r| r.node.as_str()).into_iter().collect()
+        } else {
+            master_reports.iter().map(|r| r.node.as_str()).collect()
+        };
 
     let phase = if input.blocker.is_some() {
         Phase::Conflict
-    } else if input.placed.is_empty() || !any_state {
+    } else if placement.placed.is_empty() || !any_state {
         Phase::Pending
     } else {
         match masters.len() {
@@ -129,36 +257,56 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
 
     let master = (masters.len() == 1).then(|| masters[0].to_string());
     let master_address = match &master {
-        Some(m) => reported
+        Some(m) => evidence
+            .counted
             .iter()
-            .find(|(n, _)| n == m)
-            .and_then(|(_, r)| r.master_address.clone()),
-        None if masters.is_empty() => reported.iter().find_map(|(_, r)| r.master_address.clone()),
+            .find(|r| &r.node == m)
+            .and_then(|r| r.status.master_address.clone()),
+        None if masters.is_empty() => evidence
+            .counted
+            .iter()
+            .find_map(|r| r.status.master_address.clone()),
         None => None,
     };
 
     let mut nodes: BTreeMap<&str, NodeStatus> = BTreeMap::new();
-    for (node, prio) in input.placed {
+    for (node, prio) in &placement.placed {
         nodes.insert(
             node,
             NodeStatus {
                 node: node.clone(),
-                base_priority: Some(*prio),
+                base_priority: Some(placement.slots.get(node).copied().unwrap_or(*prio)),
                 ..Default::default()
             },
         );
     }
-    for (node, r) in &reported {
-        let e = nodes.entry(node).or_insert_with(|| NodeStatus {
-            node: node.to_string(),
+    for r in &evidence.counted {
+        let e = nodes.entry(&r.node).or_insert_with(|| NodeStatus {
+            node: r.node.clone(),
             ..Default::default()
         });
-        e.state = r.state;
-        e.effective_priority = r.effective_priority;
-        e.trackers = r.trackers.clone();
-        e.since = r.last_transition_time.clone();
-        e.fault_reason = r.fault_reason.clone();
+        e.state = r.status.state;
+        e.effective_priority = r.status.effective_priority;
+        e.trackers = r.status.trackers.clone();
+        e.since = r.status.last_transition_time.clone();
+        e.fault_reason = r.status.fault_reason.clone();
     }
+    for n in &evidence.not_reporting {
+        if let Some(e) = nodes.get_mut(n) {
+            e.state = Some(VrrpState::Unknown);
+            e.reason = Some(REASON_AGENT_NOT_REPORTING.into());
+        }
+    }
+    for (n, e) in nodes.iter_mut() {
+        if e.reason.is_none() {
+            if placement.not_ready.contains(*n) {
+                e.reason = Some(REASON_NODE_NOT_READY.into());
+            } else if placement.draining.contains(*n) {
+                e.reason = Some(REASON_DRAINING.into());
+            }
+        }
+    }
+    let masters_text = masters.join(", ");
 
     // Ready.
     let (ready, ready_reason, ready_msg): (bool, &str, String) = match (input.blocker, phase) {
@@ -197,7 +345,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
             reason,
             format!("{message}; the instance is not deployed"),
         ),
-        (None, Phase::Pending) if input.placed.is_empty() => (
+        (None, Phase::Pending) if placement.placed.is_empty() => (
             false,
             REASON_NO_ELIGIBLE_NODES,
             "no node is Ready, not being deleted and matched by spec.nodeSelector".into(),
@@ -207,18 +355,18 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
             REASON_PENDING,
             format!(
                 "deployed to {} node(s), waiting for their agents to report",
-                input.placed.len()
+                placement.placed.len()
             ),
         ),
         (None, Phase::Active) => (
             true,
             REASON_MASTER_ELECTED,
-            format!("node {} is MASTER", masters[0]),
+            format!("node {masters_text} is MASTER"),
         ),
         (None, Phase::SplitBrain) => (
             false,
             REASON_SPLIT_BRAIN,
-            format!("nodes {} all report MASTER", masters.join(", ")),
+            format!("nodes {masters_text} all report MASTER"),
         ),
         (None, _) => (
             false,
@@ -235,7 +383,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
         (
             true,
             REASON_SPLIT_BRAIN,
-            format!("nodes {} all report MASTER", masters.join(", ")),
+            format!("nodes {masters_text} all report MASTER"),
         )
     } else {
         (
@@ -287,18 +435,41 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
         ),
     };
 
-    let degraded = if faults.is_empty() {
-        (false, "NoFault", "no node reports FAULT".to_string())
-    } else {
-        let detail: Vec<String> = reported
+    let mut trouble: Vec<String> = faults
+        .iter()
+        .map(|r| match &r.status.fault_reason {
+            Some(why) => format!("FAULT on {}: {why}", r.node),
+            None => format!("FAULT on {}", r.node),
+        })
+        .collect();
+    trouble.extend(
+        evidence
+            .not_reporting
             .iter()
-            .filter(|(_, r)| r.state == Some(VrrpState::Fault))
-            .map(|(n, r)| match &r.fault_reason {
-                Some(why) => format!("{n}: {why}"),
-                None => n.to_string(),
-            })
-            .collect();
-        (true, "NodeFault", format!("FAULT on {}", detail.join("; ")))
+            .filter(|n| placement.placed.contains_key(**n))
+            .map(|n| format!("the agent on {n} is not reporting")),
+    );
+    trouble.extend(
+        placement
+            .not_ready
+            .iter()
+            .map(|n| format!("node {n} is NotReady")),
+    );
+    let degraded_reason = if !faults.is_empty() {
+        "NodeFault"
+    } else if !evidence.not_reporting.is_empty() {
+        REASON_AGENT_NOT_REPORTING
+    } else {
+        REASON_NODE_NOT_READY
+    };
+    let degraded = if trouble.is_empty() {
+        (
+            false,
+            "NoFault",
+            "every node reports and none is in FAULT".to_string(),
+        )
+    } else {
+        (true, degraded_reason, trouble.join("; "))
     };
 
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -325,7 +496,20 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
         condition(VRID_CONFLICT, conflict),
     ];
 
-    VirtualIPStatus {
+    let last_failover = match (old.and_then(|s| s.master.as_deref()), master.as_deref()) {
+        (Some(from), Some(to)) if from != to => {
+            let report = evidence.counted.iter().find(|r| r.node == to);
+            Some(LastFailover {
+                from: from.into(),
+                to: to.into(),
+                at: Time(input.now).0.to_string(),
+                reason: report.and_then(|r| r.status.reason.clone()),
+                takeover: report.and_then(|r| r.status.takeover.clone()),
+            })
+        }
+        _ => old.and_then(|s| s.last_failover.clone()),
+    };
+    let status = VirtualIPStatus {
         master,
         master_address,
         virtual_router_id: input.vrid,
@@ -339,7 +523,9 @@ pub fn aggregate(input: &StatusInput<'_>) -> VirtualIPStatus {
         nodes: nodes.into_values().collect(),
         conditions,
         observed_generation: generation,
-    }
+        last_failover,
+    };
+    (status, recheck_after)
 }
 
 fn find<'a>(s: Option<&'a VirtualIPStatus>, type_: &str) -> Option<&'a Condition> {
@@ -363,7 +549,10 @@ pub fn events(
         (Some(a), Some(b)) if a != b => out.push(PlannedEvent {
             type_: EventType::Warning,
             reason: REASON_FAILOVER,
-            note: format!("Failover from {a} to {b}"),
+            note: match new.last_failover.as_ref().and_then(|f| f.reason.as_deref()) {
+                Some(why) => format!("master moved {a} → {b} ({why})"),
+                None => format!("master moved {a} → {b}"),
+            },
         }),
         _ => {}
     }

@@ -139,11 +139,23 @@ pub fn report(node: &str, items: &[(&str, VrrpState, u8)]) -> Arc<VRRPNode> {
 pub fn world(vips: Vec<VirtualIP>, nodes: Vec<Arc<Node>>) -> World {
     World {
         virtual_ips: vips.into_iter().map(Arc::new).collect(),
-        nodes,
         secrets: Vec::new(),
+        agents: live(&nodes),
+        nodes,
         vrrp_nodes: Vec::new(),
         now: ts(T0 + 1000),
     }
+}
+
+/// Every node's agent fresh.
+pub fn live(
+    nodes: &[Arc<Node>],
+) -> std::collections::BTreeMap<String, operator::planner::AgentLiveness> {
+    nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .map(|n| (n, operator::planner::AgentLiveness::Fresh))
+        .collect()
 }
 
 /// Copy each planned status into its VirtualIP, as if the executor had written it.
@@ -167,4 +179,11 @@ pub fn three_nodes() -> Vec<Arc<Node>> {
         node("n2", &[("pool", "a")], &["192.0.2.2", "2001:db8::2"]),
         node("n3", &[("pool", "b")], &["192.0.2.3", "2001:db8::3"]),
     ]
+}
+
+/// Plan as if every report had been seen in its state for an hour (convergence is over).
+pub fn plan_settled(w: &World) -> operator::planner::Plan {
+    let long_ago = w.now - k8s_openapi::jiff::SignedDuration::from_hours(1);
+    let seen = operator::planner::ReportIndex::new(&w.vrrp_nodes, long_ago);
+    operator::planner::plan_with(w, Some(&seen))
 }
