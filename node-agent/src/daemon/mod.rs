@@ -14,7 +14,7 @@
 //! mode has (pod readiness, `VRRPNode.status` reports, transition events) through the
 //! [`Hooks`] defined in [`hooks`]; `crate::modes` wires them. Nothing here talks to Kubernetes.
 //!
-//! - [`place`]: which interface and source address an instance runs with on this host.
+//! - [`place`](mod@place): which interface and source address an instance uses on this host.
 //! - [`resolved`]: the API's instance types ↔ the core's (config in, status out).
 //! - [`vips`]: the worker that binds and announces VIPs off the protocol loop.
 
