@@ -202,7 +202,10 @@ fn print_summary(style: &Style, rows: &[Row]) {
         style.paint(
             Paint::Dim,
             &format!(
-                "gap = longest time between two echo replies at the client (one echo every {}).",
+                "gap = longest time between two echo replies at the client (one echo every {}); \
+                 bound = the protocol's wait (Master_Down_Interval = 3 × advert + skew after a \
+                 crash): the gap can exceed it by up to two echo intervals plus the time to add \
+                 the VIP and send gratuitous ARP.",
                 view::duration(ping::INTERVAL)
             )
         )
