@@ -22,7 +22,10 @@ pub fn can_run(test: &str) -> bool {
     match privilege() {
         Ok(()) => true,
         Err(reason) => {
-            crate::skip_or_fail(test, &format!("needs root for network namespaces ({reason})"));
+            crate::skip_or_fail(
+                test,
+                &format!("needs root for network namespaces ({reason})"),
+            );
             false
         }
     }

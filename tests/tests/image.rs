@@ -31,7 +31,9 @@ const SUBNETS: [&str; 3] = ["203.0.113", "198.51.100", "192.0.2"];
 
 /// Whether the host already has an address in `prefix.0/24` (outside Docker's bridges).
 fn host_uses(prefix: &str) -> bool {
-    let out = Command::new("ip").args(["-o", "-4", "addr", "show"]).output();
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output();
     match out {
         Ok(o) => String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -45,7 +47,8 @@ fn image() -> String {
 }
 
 fn peer_image() -> String {
-    std::env::var("KUBE_VRRP_KEEPALIVED_IMAGE").unwrap_or_else(|_| "kube-vrrp-keepalived:dev".into())
+    std::env::var("KUBE_VRRP_KEEPALIVED_IMAGE")
+        .unwrap_or_else(|_| "kube-vrrp-keepalived:dev".into())
 }
 
 fn docker(args: &[&str]) -> Output {
@@ -358,7 +361,9 @@ fn image_agents_elect_fail_over_and_hand_over() {
             .unwrap_or(false),
         "a backup holds no VIP"
     );
-    report(&format!("one master (a), {took:?} after all three were started"));
+    report(&format!(
+        "one master (a), {took:?} after all three were started"
+    ));
 
     // Crash: SIGKILL of the master's container; b (next priority) takes over.
     let killed = Instant::now();
@@ -366,7 +371,9 @@ fn image_agents_elect_fail_over_and_hand_over() {
     wait_state(&net, &ip_b, "MASTER", Duration::from_secs(5));
     let failover = killed.elapsed();
     assert_eq!(state(&ip_c).as_deref(), Some("BACKUP"), "{}", states(&net));
-    report(&format!("docker kill of the master: b MASTER after {failover:?}"));
+    report(&format!(
+        "docker kill of the master: b MASTER after {failover:?}"
+    ));
     assert!(
         failover < Duration::from_secs(2),
         "failover took {failover:?} at 100 ms adverts"
@@ -409,12 +416,19 @@ fn image_agents_elect_fail_over_and_hand_over() {
     docker_ok(&["stop", "--time", "10", &c]);
     let stop_took = stop.elapsed();
     report(&format!("docker stop of a backup took {stop_took:?}"));
-    assert!(stop_took < Duration::from_secs(5), "docker stop took {stop_took:?}");
+    assert!(
+        stop_took < Duration::from_secs(5),
+        "docker stop took {stop_took:?}"
+    );
 
     // The read-only root filesystem held: nothing but the mounts was written.
     // (Docker itself adds the mount point of keepalived.conf and its parents.)
     let diff = docker_ok(&["diff", &c]);
-    let mount_points = ["C /etc", "A /etc/keepalived", "A /etc/keepalived/keepalived.conf"];
+    let mount_points = [
+        "C /etc",
+        "A /etc/keepalived",
+        "A /etc/keepalived/keepalived.conf",
+    ];
     assert!(
         diff.lines().all(|l| mount_points.contains(&l.trim())),
         "container wrote to its image: {diff}"
@@ -437,14 +451,18 @@ fn image_agents_interoperate_with_keepalived() {
     for ip in [&ip_b, &ip_c] {
         wait_state(&net, ip, "BACKUP", Duration::from_secs(20));
     }
-    wait_until(Duration::from_secs(10), "agents see keepalived as master", || {
-        let seen = |ip: &str| {
-            status(ip)
-                .and_then(|s| s.instance("VI_1").and_then(|i| i.master_address.clone()))
-                .is_some_and(|m| m == ip_k)
-        };
-        (seen(&ip_b) && seen(&ip_c)).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "agents see keepalived as master",
+        || {
+            let seen = |ip: &str| {
+                status(ip)
+                    .and_then(|s| s.instance("VI_1").and_then(|i| i.master_address.clone()))
+                    .is_some_and(|m| m == ip_k)
+            };
+            (seen(&ip_b) && seen(&ip_c)).then_some(())
+        },
+    )
     .unwrap_or_else(|e| panic!("{e}: {}\n{}", states(&net), net.logs()));
 
     // keepalived crashes: the higher agent takes over.
