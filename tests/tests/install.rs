@@ -828,8 +828,8 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
-        ("Role", 1),
-        ("RoleBinding", 1),
+        ("Role", 2),
+        ("RoleBinding", 2),
         ("Service", 2),
         ("Deployment", 1),
         ("DaemonSet", 1),
@@ -1356,9 +1356,22 @@ fn rbac_is_least_privilege_with_default_values() {
         expect_grants(AGENT_GRANTS)
     );
     let roles = all_of(&objs, "Role");
-    assert_eq!(roles.len(), 1, "only the leader-election Role");
-    assert_eq!(roles[0]["metadata"]["namespace"].as_str(), Some(NAMESPACE));
-    assert_eq!(grants(roles[0]), expect_grants(LEASE_GRANTS));
+    assert_eq!(
+        roles.len(),
+        2,
+        "only the operator's leader-election Role and the agents' liveness-Lease Role"
+    );
+    for r in &roles {
+        assert_eq!(r["metadata"]["namespace"].as_str(), Some(NAMESPACE));
+    }
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-operator-leader-election")),
+        expect_grants(LEASE_GRANTS)
+    );
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-agent-liveness")),
+        expect_grants(&[("coordination.k8s.io", "leases", "get create patch update")])
+    );
     assert_bindings(&objs);
     let binding = find(&objs, "ClusterRoleBinding", "kube-vrrp-agent");
     assert_eq!(
@@ -1404,7 +1417,7 @@ fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     for r in secret_roles {
         assert_eq!(grants(r), expect_grants(SECRET_GRANTS));
     }
-    assert_eq!(all_of(&objs, "RoleBinding").len(), 3);
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 4);
     assert_bindings(&objs);
     // The operator must then watch Secrets only there, or its cluster-wide watch is refused.
     let deploy = find(&objs, "Deployment", "kube-vrrp-operator");
