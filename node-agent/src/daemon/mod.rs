@@ -11,6 +11,7 @@
 //! their cadence whatever else happens.
 
 pub mod place;
+pub mod resolved;
 pub mod takeover;
 pub mod vips;
 
@@ -41,6 +42,7 @@ use crate::vrrp::{
 use crate::{Error, metrics};
 
 use place::{Placement, place};
+use resolved::{ConfigFromResolved, StateToCrd, ToStatus};
 use vips::VipWorker;
 
 /// A wake-up later than this is logged as keepalived's "timer expired late" and counted.

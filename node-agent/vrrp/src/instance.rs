@@ -50,19 +50,6 @@ pub enum State {
     Stop,
 }
 
-impl State {
-    /// The state as the VRRPNode status reports it (`STOP` reports as `INIT`).
-    pub fn to_crd(self) -> crds::vrrpnode::VrrpState {
-        use crds::vrrpnode::VrrpState;
-        match self {
-            State::Init | State::Stop => VrrpState::Init,
-            State::Backup => VrrpState::Backup,
-            State::Master => VrrpState::Master,
-            State::Fault => VrrpState::Fault,
-        }
-    }
-}
-
 impl std::fmt::Display for State {
     /// keepalived's words, as passed to notify scripts.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -380,22 +367,6 @@ impl Instance {
     pub fn trackers(&self) -> &[Tracker] {
         &self.trackers
     }
-    /// Status entry for `VRRPNode.status.instances[]` (the caller adds the timestamp).
-    pub fn status(&self) -> crds::vrrpnode::InstanceStatus {
-        crds::vrrpnode::InstanceStatus {
-            name: self.cfg.name.clone(),
-            state: Some(self.state.to_crd()),
-            effective_priority: Some(self.effective_priority),
-            trackers: self.trackers.iter().map(Tracker::status).collect(),
-            master_address: self.master_address().map(|a| a.to_string()),
-            last_transition_time: None,
-            reason: self.last_reason.as_ref().map(|r| r.to_string()),
-            fault_reason: self.fault_reason().map(|r| r.to_string()),
-            previous_master: None,
-            takeover: None,
-        }
-    }
-
     /// The last master this instance heard while BACKUP (address, when its last accepted
     /// advert arrived): after a takeover, the master that went silent.
     pub fn last_heard(&self) -> Option<(IpAddr, Instant)> {
@@ -1057,8 +1028,8 @@ mod tests {
         c.trackers[0].weight = 20;
         i.update_config(t0, c).unwrap();
         assert_eq!(i.effective_priority(), 120);
-        assert_eq!(i.status().trackers[0].delta, 20);
-        assert_eq!(i.status().state, Some(crds::vrrpnode::VrrpState::Backup));
+        assert_eq!(i.trackers()[0].effect(), Effect::Delta(20));
+        assert_eq!(i.state(), State::Backup);
     }
 
     #[test]

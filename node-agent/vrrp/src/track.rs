@@ -277,19 +277,6 @@ impl Tracker {
             Some(up) => Effect::Delta(if up { w.max(0) } else { w.min(0) } * mult),
         }
     }
-
-    /// Status entry for the VRRPNode status.
-    pub fn status(&self) -> crds::vrrpnode::TrackerStatus {
-        crds::vrrpnode::TrackerStatus {
-            kind: self.spec.kind().label().to_string(),
-            name: self.spec.name.clone(),
-            up: self.is_up().unwrap_or(false),
-            delta: match self.effect() {
-                Effect::Delta(d) => d,
-                _ => 0,
-            },
-        }
-    }
 }
 
 /// Effective priority: owners stay 255; others base + Σ deltas clamped to 1..=254.
