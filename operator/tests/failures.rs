@@ -44,7 +44,7 @@ fn rep(node: &str, state: VrrpState, prio: u8, hears: Option<&str>) -> Arc<VRRPN
             },
             reason: master.then(|| "master down timer expired".into()),
             previous_master: hears.filter(|_| master).map(addr),
-            takeover: master.then(|| TakeoverTiming {
+            takeover: master.then_some(TakeoverTiming {
                 silence_ms: Some(3_609),
                 bind_ms: Some(1),
                 announce_ms: Some(2),
