@@ -20,6 +20,7 @@ export PATH="$root_dir/tests/tools/bin:$PATH"
 # Which tests can run here. Those that cannot are left out of the nextest run, and nextest's
 # summary counts them as "skipped" (run alone, such a test prints SKIPPED and fails).
 nextest_args=()
+excluded=()
 if [ "$(id -u)" -ne 0 ]; then
   nextest_args+=(--profile no-root)
   cat >&2 <<'TXT'
@@ -34,8 +35,19 @@ elif docker info >/dev/null 2>&1; then
   bash deploy/build-image.sh
   bash deploy/build-image.sh --keepalived-peer
 else
-  nextest_args+=(-E 'not (package(kube-vrrp-tests) & binary(=image))')
+  excluded+=('(package(kube-vrrp-tests) & binary(=image))')
   echo "NOTE: no Docker daemon answers: the container image tests are left out (SKIPPED in the summary)." >&2
+fi
+# Tests against a real kube-apiserver (envtest convention): they need KUBEBUILDER_ASSETS naming
+# a directory with kube-apiserver and etcd.
+if [ -z "${KUBEBUILDER_ASSETS:-}" ] || [ ! -x "${KUBEBUILDER_ASSETS}/kube-apiserver" ] \
+   || [ ! -x "${KUBEBUILDER_ASSETS}/etcd" ]; then
+  excluded+=('(package(kube-vrrp-tests) & binary(/^api/))')
+  echo "NOTE: SKIPPED: no API server (set KUBEBUILDER_ASSETS): the real-API-server tests are left out (SKIPPED in the summary)." >&2
+fi
+if [ ${#excluded[@]} -gt 0 ]; then
+  joined=$(IFS='|'; echo "${excluded[*]}")
+  nextest_args+=(-E "not ($joined)")
 fi
 
 step "cargo fmt --check"
