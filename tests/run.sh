@@ -75,7 +75,7 @@ fi
 # Both fuzz crates share one instrumented build of the common dependencies.
 export CARGO_TARGET_DIR="$root_dir/target/fuzz"
 bash node-agent/fuzz/run.sh 12
-bash crds/fuzz/run.sh 40
+bash node-agent/keepalived/fuzz/run.sh 40
 unset CARGO_TARGET_DIR
 
 step "all checks passed in $(( $(date +%s) - start ))s"

@@ -1,13 +1,12 @@
-//! kube-vrrp's shared model: the `VirtualIP` and `VRRPNode` API types, their validation, the
-//! keepalived.conf reader, and the pure resolution of a VirtualIP for one node.
+//! kube-vrrp's API: the `VirtualIP` and `VRRPNode` types, their validation, the pure
+//! resolution of a VirtualIP for one node, and CRD generation. Shared by the operator, the
+//! agent and the keepalived.conf reader (`kube-vrrp-keepalived`, which converts to these types).
 //!
 //! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
 //! - [`validate`]: semantic validation returning every problem with its field path.
-//! - [`keepalived`]: keepalived.conf parser, printer, converter to VirtualIP, standalone resolution.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
-pub mod keepalived;
 pub mod resolve;
 pub mod validate;
 pub mod virtualip;

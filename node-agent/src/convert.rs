@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use crds::keepalived::convert::{ConvertOptions, convert, dns1123_label, to_yaml};
-use crds::keepalived::{FileSource, Parsed, RealFs, parse_file, parse_with};
+use keepalived::convert::{ConvertOptions, convert, dns1123_label, to_yaml};
+use keepalived::{FileSource, Parsed, RealFs, parse_file, parse_with};
 
 use crate::cli::ConvertArgs;
 

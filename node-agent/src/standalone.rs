@@ -1,7 +1,8 @@
 //! Standalone mode's configuration: a keepalived.conf resolved for this host.
 //!
-//! Parsing and resolution live in `crds::keepalived`; this reports warnings to the log and
-//! turns errors (every one, as `file:line:column: message`) into one [`Error`].
+//! Parsing and resolution live in the `keepalived` crate (`node-agent/keepalived/`); this
+//! reports warnings to the log and turns errors (every one, as `file:line:column: message`)
+//! into one [`Error`].
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use crate::Error;
 
 /// Read `path` and resolve its instances for `host`.
 pub fn load(path: &Path, host: &NodeFacts) -> Result<Vec<ResolvedInstance>, Error> {
-    match crds::keepalived::standalone::load(path, host) {
+    match keepalived::standalone::load(path, host) {
         Ok((instances, warnings)) => {
             for w in warnings.warnings() {
                 tracing::warn!("{w}");

@@ -9,7 +9,7 @@ fn agent() -> Command {
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crds/tests/fixtures/keepalived")
+        .join("keepalived/tests/fixtures")
         .join(name)
 }
 

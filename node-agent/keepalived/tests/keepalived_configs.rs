@@ -1,17 +1,17 @@
-//! Every user configuration (crds/tests/fixtures/keepalived, copies of
+//! Every user configuration (tests/fixtures, copies of
 //! shared/reference/keepalived-configs with 192.168.122.0/24 replaced by 192.0.2.0/24) parses,
 //! converts with every field asserted, passes the Rust validation and the CRD's CEL rules, and
-//! matches its golden output (crds/tests/golden/*.yaml; `UPDATE_GOLDEN=1` rewrites them).
+//! matches its golden output (tests/golden/*.yaml; `UPDATE_GOLDEN=1` rewrites them).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crds::keepalived::convert::{Conversion, ConvertOptions, convert, to_yaml};
-use crds::keepalived::{MemFs, Severity, parse_with};
 use crds::virtualip::{AuthType, InitialState, VirtualIP, VirtualIPSpec};
+use keepalived::convert::{Conversion, ConvertOptions, convert, to_yaml};
+use keepalived::{MemFs, Severity, parse_with};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keepalived")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Parse and convert a fixture; the file is named by its base name so positions are stable.

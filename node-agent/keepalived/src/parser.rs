@@ -12,7 +12,7 @@ use super::model::{
     format_seconds, round_advert_int,
 };
 use super::syntax::Node;
-use crate::virtualip::InitialState;
+use crds::virtualip::InitialState;
 
 /// Top-level blocks of other keepalived subsystems: skipped with one warning each.
 const SKIPPED_TOP: &[&str] = &[

@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crds::keepalived::model::{
+use crds::virtualip::InitialState;
+use keepalived::model::{
     AuthType, Authentication, Config, GlobalDefs, Instance, Named, Notify, SyncGroup,
     TrackInterface, TrackRef, VirtualAddress, VrrpScript, VrrpTrackFile, VrrpTrackProcess,
 };
-use crds::keepalived::printer::print;
-use crds::keepalived::{MemFs, parse_with};
-use crds::virtualip::InitialState;
+use keepalived::printer::print;
+use keepalived::{MemFs, parse_with};
 use proptest::collection::{btree_set, vec};
 use proptest::option::of;
 use proptest::prelude::*;
@@ -339,7 +339,7 @@ proptest! {
 
 #[test]
 fn user_configs_survive_print_and_parse() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keepalived");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

@@ -1,12 +1,19 @@
-//! keepalived.conf: reading it faithfully, writing it back, converting it to VirtualIPs, and
-//! resolving it for this host (standalone mode).
+//! kube-vrrp's keepalived.conf reader: reading a keepalived configuration faithfully, writing
+//! it back, converting it to `VirtualIP`s, and resolving it for this host (standalone mode).
+//!
+//! This crate owns everything about keepalived's file format. The API types it converts to and
+//! the resolution of a `VirtualIP` for one node belong to `kube-vrrp-crds` (lib `crds`); the
+//! agent's `convert` and `standalone` commands are its users.
 //!
 //! - [`lexer`] → [`syntax`] (statements and blocks, `include` expanded) → [`parser`] (the typed
 //!   [`model::Config`], every problem reported as `file:line:column: message`).
 //! - [`printer`]: the model back to keepalived.conf text.
 //! - [`convert`]: the model → `VirtualIP` objects (and a `Secret` per PASS password).
-//! - [`standalone`]: the model × facts about this host → the [`crate::ResolvedInstance`]s the
+//! - [`standalone`]: the model × facts about this host → the [`crds::ResolvedInstance`]s the
 //!   agent runs.
+//!
+//! Tests: every user configuration against golden output (`tests/`), a printer round-trip
+//! property test, and a fuzz target (`fuzz/`).
 
 pub mod convert;
 pub mod diag;

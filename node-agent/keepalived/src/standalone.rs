@@ -3,7 +3,7 @@
 //!
 //! The path is the same as in a cluster: the configuration becomes VirtualIP specs
 //! ([`super::convert`], with this host as the node, so its priority and state are this host's),
-//! then [`crate::resolve::resolve`] applies the remaining defaults against the host's interfaces.
+//! then [`crds::resolve::resolve`] applies the remaining defaults against the host's interfaces.
 //! Members of a `vrrp_sync_group` carry the group's name in `sync_group`.
 
 use std::path::Path;
@@ -12,8 +12,8 @@ use super::convert::{ConvertOptions, convert_for};
 use super::diag::Diagnostics;
 use super::model::Config;
 use super::parse_file;
-use crate::resolve::{NodeFacts, ResolveInput, resolve};
-use crate::vrrpnode::ResolvedInstance;
+use crds::resolve::{NodeFacts, ResolveInput, resolve};
+use crds::vrrpnode::ResolvedInstance;
 
 /// The instances of `cfg` as this host runs them, in file order, with the warnings noticed; or
 /// every problem (errors and warnings) when any instance cannot run.

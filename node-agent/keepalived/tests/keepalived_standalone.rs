@@ -3,11 +3,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crds::keepalived::standalone::{load, resolve_config};
-use crds::keepalived::{MemFs, parse_with};
 use crds::resolve::{InterfaceFacts, NodeFacts};
 use crds::virtualip::InitialState;
 use crds::vrrpnode::{ResolvedGarp, ResolvedTrackScript};
+use keepalived::standalone::{load, resolve_config};
+use keepalived::{MemFs, parse_with};
 
 fn host() -> NodeFacts {
     NodeFacts {
@@ -27,7 +27,7 @@ fn host() -> NodeFacts {
 
 #[test]
 fn user_config_resolves_with_keepalived_defaults() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keepalived/notify.conf");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/notify.conf");
     let (instances, warnings) = load(&file, &host()).unwrap();
     assert_eq!(warnings.0.len(), 1, "{warnings}"); // the `//` remark
     assert_eq!(instances.len(), 1);

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crds::keepalived::convert::{ConvertOptions, convert, to_yaml};
-use crds::keepalived::standalone::resolve_config;
-use crds::keepalived::{MemFs, parse_with, printer};
+use keepalived::convert::{ConvertOptions, convert, to_yaml};
+use keepalived::standalone::resolve_config;
+use keepalived::{MemFs, parse_with, printer};
 use crds::resolve::{InterfaceFacts, NodeFacts};
 use libfuzzer_sys::fuzz_target;
 

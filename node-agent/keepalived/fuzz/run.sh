@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the keepalived.conf reader. Usage: crds/fuzz/run.sh [SECONDS] (default 60).
+# Fuzz the keepalived.conf reader. Usage: node-agent/keepalived/fuzz/run.sh [SECONDS] (default 60).
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); uses the stable toolchain via RUSTC_BOOTSTRAP.
 set -euo pipefail
 cd "$(dirname "$0")"

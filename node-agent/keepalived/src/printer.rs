@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::model::{AuthType, Config, Notify, TrackRef, VirtualAddress, format_seconds};
-use crate::virtualip::InitialState;
+use crds::virtualip::InitialState;
 
 /// A word as keepalived reads it back: bare when safe, else double-quoted with `\"`/`\\`.
 pub fn word(w: &str) -> String {

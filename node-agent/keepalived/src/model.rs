@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::diag::Span;
-use crate::virtualip::InitialState;
+use crds::virtualip::InitialState;
 
 /// keepalived's timer unit: values such as `advert_int 0.5` are kept in microseconds.
 pub const TIMER_HZ: u32 = 1_000_000;

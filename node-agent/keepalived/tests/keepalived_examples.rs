@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use crds::keepalived::convert::convert;
-use crds::keepalived::{MemFs, parse_with};
 use crds::virtualip::VirtualIP;
 use k8s_openapi::api::core::v1::Secret;
+use keepalived::convert::convert;
+use keepalived::{MemFs, parse_with};
 
 const EXAMPLES: [&str; 5] = [
     "basic",
@@ -26,7 +26,7 @@ fn read_docs(path: &Path) -> Vec<serde_yaml::Value> {
 
 #[test]
 fn every_example_is_valid_and_matches_the_converter() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("deploy/examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -68,8 +68,11 @@ fn every_example_is_valid_and_matches_the_converter() {
 
         // Same as converting the user's config, apart from name, VRID and address.
         let conf = format!("{name}.conf");
-        let text = std::fs::read_to_string(root.join("crds/tests/fixtures/keepalived").join(&conf))
-            .unwrap();
+        let text = std::fs::read_to_string(
+            root.join("node-agent/keepalived/tests/fixtures")
+                .join(&conf),
+        )
+        .unwrap();
         let parsed = parse_with(&conf, &text, &MemFs::default());
         let mut want = convert(&parsed.config, &Default::default())
             .items

@@ -5,7 +5,7 @@
 //! interval, preempt, accept), because the CRD's own defaults differ from keepalived's (e.g. the
 //! CRD defaults to VRRPv3, keepalived to v2). Trackers are inlined. Names become DNS-1123 labels
 //! (reported when changed). What a VirtualIP cannot express is reported as a warning; a spec that
-//! fails [`crate::validate::validate_spec`] is an error.
+//! fails [`crds::validate::validate_spec`] is an error.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::diag::Diagnostics;
 use super::model::{AuthType, Config, Instance, TIMER_HZ};
-use crate::validate::validate_spec;
-use crate::virtualip::{
+use crds::validate::validate_spec;
+use crds::virtualip::{
     AuthType as CrdAuthType, Authentication, Garp, NodeOverride, Notify, SecretKeyRef, Track,
     TrackFile, TrackInterface, TrackProcess, TrackScript, Unicast, VirtualIP, VirtualIPSpec,
 };
@@ -354,7 +354,7 @@ fn spec_of(
 
 /// The objects as one multi-document YAML stream: for each instance its Secret (if any), then
 /// its VirtualIP.
-pub fn to_yaml(items: &[Converted]) -> Result<String, crate::Error> {
+pub fn to_yaml(items: &[Converted]) -> Result<String, crds::Error> {
     let mut out = String::new();
     for c in items {
         if let Some(s) = &c.secret {
