@@ -13,10 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cli::{CommonArgs, RunArgs, StandaloneArgs};
-use crate::daemon::{Daemon, Hooks, Options, serve_metrics};
+use crate::daemon::{Daemon, Hooks, Options, PodsReady, serve_metrics};
 use crate::kube::cache::ConfigCache;
 use crate::kube::events::TransitionEvents;
-use crate::kube::pods::{self, PodsReady};
+use crate::kube::pods;
 use crate::kube::{report, source};
 use crate::metrics::Telemetry;
 use crate::{Error, logging};
@@ -185,7 +185,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let reporter = tokio::spawn(report::run(api, node.clone(), status_rx));
     let hooks = Hooks {
         status: Some(status_tx),
-        events: Some(TransitionEvents::new(client, &node)),
+        events: Some(Arc::new(TransitionEvents::new(client, &node))),
         pods: Some(pods_rx),
     };
     let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;

@@ -1,5 +1,5 @@
 //! Gives the statements of a keepalived.conf their VRRP meaning: builds the typed
-//! [`Config`](super::model::Config) and reports every problem (unknown keyword, missing value,
+//! [`Config`] and reports every problem (unknown keyword, missing value,
 //! value out of range, undefined reference, ...) with its position, not only the first.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -9,7 +9,16 @@
 //! Inputs arrive on channels and are handled one at a time in [`Daemon::run`]; every handler
 //! returns quickly (netlink writes, GARPs and scripts run in their own tasks), so adverts keep
 //! their cadence whatever else happens.
+//!
+//! Mode-agnostic: the desired configuration comes in on a watch channel, and what only one
+//! mode has (pod readiness, `VRRPNode.status` reports, transition events) through the
+//! [`Hooks`] defined in [`hooks`]; `crate::modes` wires them. Nothing here talks to Kubernetes.
+//!
+//! - [`place`](mod@place): which interface and source address an instance uses on this host.
+//! - [`resolved`]: the API's instance types ↔ the core's (config in, status out).
+//! - [`vips`]: the worker that binds and announces VIPs off the protocol loop.
 
+pub mod hooks;
 pub mod place;
 pub mod resolved;
 pub mod takeover;
@@ -21,13 +30,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crds::vrrpnode::{ObjectRef, TrackerStatus};
+use crds::vrrpnode::TrackerStatus;
 use crds::{ResolvedInstance, VRRPNodeStatus};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::kube::events::TransitionEvents;
-use crate::kube::pods::PodsReady;
 use crate::metrics::{InstanceSnapshot, Telemetry, TrackerSnapshot};
 use crate::net::{
     Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, Vip, VipManager,
@@ -41,6 +48,7 @@ use crate::vrrp::{
 };
 use crate::{Error, metrics};
 
+pub use hooks::{Hooks, PodsReady, TransitionSink};
 use place::{Placement, place};
 use resolved::{ConfigFromResolved, StateToCrd, ToStatus};
 use vips::VipWorker;
@@ -58,17 +66,6 @@ pub struct Options {
     pub node_name: String,
     /// State directory (VIP record).
     pub state_dir: PathBuf,
-}
-
-/// Optional in-cluster hooks.
-#[derive(Default)]
-pub struct Hooks {
-    /// Status snapshots for `VRRPNode.status`.
-    pub status: Option<watch::Sender<VRRPNodeStatus>>,
-    /// Events on VirtualIPs.
-    pub events: Option<TransitionEvents>,
-    /// Pod tracker counts.
-    pub pods: Option<mpsc::Receiver<PodsReady>>,
 }
 
 /// What the daemon does with one instance on this host.
@@ -657,11 +654,7 @@ impl Daemon {
             self.notifier.notify(&name, &io.notify, ns, priority);
         }
         if let (Some(events), Some(vip)) = (&self.hooks.events, &io.resolved.virtual_ip) {
-            let events = events.clone();
-            let vip: ObjectRef = vip.clone();
-            let state = to.to_crd();
-            let reason = reason.to_string();
-            tokio::spawn(async move { events.publish(&vip, state, &reason).await });
+            events.transition(vip, to.to_crd(), &reason.to_string());
         }
         self.dirty = true;
     }

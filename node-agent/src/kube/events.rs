@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
+use crate::daemon::TransitionSink;
+
 /// The event to publish for a transition into `to`, if any (pure).
 pub fn transition_event(node: &str, to: VrrpState, reason: &str) -> Option<Event> {
     let (type_, event_reason, note) = match to {
@@ -76,6 +78,16 @@ impl TransitionEvents {
         {
             tracing::debug!(error = %e, vip = %format!("{}/{}", vip.namespace, vip.name), "cannot publish event");
         }
+    }
+}
+
+impl TransitionSink for TransitionEvents {
+    /// Publishes in a task of its own, so the protocol loop never waits for the API.
+    fn transition(&self, vip: &ObjectRef, to: VrrpState, reason: &str) {
+        let events = self.clone();
+        let vip = vip.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move { events.publish(&vip, to, &reason).await });
     }
 }
 

@@ -14,14 +14,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-/// A pods tracker's current count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodsReady {
-    /// Tracker name.
-    pub tracker: String,
-    /// Ready pods matching the selector on this node.
-    pub ready: u32,
-}
+use crate::daemon::PodsReady;
 
 /// True when the pod is Ready and not being deleted.
 pub fn is_ready(pod: &Pod) -> bool {

@@ -13,7 +13,7 @@
 //!   names longer than the kernel's 15-byte `comm` are confirmed against the basename of
 //!   `argv[0]`. In a pod the agent must share the host PID namespace (`hostPID: true`),
 //!   otherwise it only sees the pod's own processes and every count is 0.
-//! - [`file`]: reads the integer in a file (keepalived's `strtol(…, 0)` forms: decimal,
+//! - [`file`](mod@file): reads the integer in a file (keepalived's `strtol(…, 0)` forms: decimal,
 //!   `0x` hex, leading-`0` octal, optional sign, surrounding whitespace) and reports it on every
 //!   change; a missing, unreadable, empty or non-numeric file is reported as `None`.
 //!
