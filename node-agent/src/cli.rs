@@ -64,6 +64,16 @@ pub struct RunArgs {
     /// This node's name (the VRRPNode to follow).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
+    /// Namespace of this agent's liveness Lease (the release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-vrrp")]
+    pub lease_namespace: String,
+    /// How often the liveness Lease is renewed, in seconds.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub lease_renew_seconds: u64,
+    /// The liveness Lease's duration in seconds: the operator stops counting this agent's
+    /// MASTER claim against contrary evidence after half of it, and its reports after all of it.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    pub lease_duration_seconds: u64,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,

@@ -40,8 +40,12 @@ fn block_on(fut: impl std::future::Future<Output = Result<(), agent::Error>>) ->
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("kube-vrrp-agent: {e}");
+            // Once: through the log when the mode set it up, else plainly on stderr.
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("kube-vrrp-agent: {e}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -166,6 +166,21 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         }
     });
 
+    if args.lease_duration_seconds < 2 * args.lease_renew_seconds {
+        return Err(Error::Config(format!(
+            "--lease-duration-seconds ({}) must be at least twice --lease-renew-seconds ({})",
+            args.lease_duration_seconds, args.lease_renew_seconds
+        )));
+    }
+    let lease_task = tokio::spawn(crate::kube::lease::run(
+        client.clone(),
+        crate::kube::lease::LeaseSettings {
+            namespace: args.lease_namespace.clone(),
+            node: node.clone(),
+            renew_every: std::time::Duration::from_secs(args.lease_renew_seconds),
+            duration: std::time::Duration::from_secs(args.lease_duration_seconds),
+        },
+    ));
     let (status_tx, status_rx) = watch::channel(VRRPNodeStatus::default());
     let reporter = tokio::spawn(report::run(api, node.clone(), status_rx));
     let hooks = Hooks {
@@ -176,6 +191,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;
     watch_task.abort();
     forward.abort();
+    lease_task.abort();
     // The daemon dropped its status sender: the reporter flushes the final state and ends.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter).await;
     result

@@ -17,14 +17,27 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn can_run(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: {test}: needs root (network namespaces)"
-        );
+        skip_or_fail(test, "needs root (network namespaces)");
         return false;
     }
     true
+}
+
+/// A test that cannot run here: prints `SKIPPED: <test>: <reason>` to stderr and returns only
+/// when `KUBE_VRRP_ALLOW_SKIP=1`; otherwise fails, so a skip never passes silently. tests/run.sh
+/// leaves these tests out when not root (nextest profile `no-root`), and nextest counts them as
+/// skipped. (The same rule as `lab::skip_or_fail` in tests/src.)
+pub fn skip_or_fail(test: &str, reason: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+    if std::env::var_os("KUBE_VRRP_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        return;
+    }
+    panic!(
+        "{test} cannot run here: {reason}. Run it as root, or through tests/run.sh (which \
+         reports it as skipped), or set KUBE_VRRP_ALLOW_SKIP=1 to skip it. If tests/run.sh \
+         printed this, add the test to the `no-root` filter in tests/nextest.toml."
+    );
 }
 
 /// A started demo whose stdout/stderr go to files; killed (by PID) if the test panics.

@@ -736,14 +736,14 @@ where
     S: Stream<Item = Result<watcher::Event<Lease>, watcher::Error>> + Send + 'static,
 {
     enum Input {
-        Lease(watcher::Event<Lease>),
+        Lease(Box<watcher::Event<Lease>>),
         Tick,
     }
     let ticks = futures::stream::unfold((), |()| async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         Some((Ok(Input::Tick), ()))
     });
-    let events = leases.map_ok(Input::Lease);
+    let events = leases.map_ok(|e| Input::Lease(Box::new(e)));
     let mut last = BTreeMap::new();
     futures::stream::select(events, ticks)
         .map_ok(move |input| {

@@ -95,8 +95,8 @@ fn main() -> std::process::ExitCode {
             match runtime.block_on(run(args)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
+                    // Once, through the log (set up above).
                     error!(error = %e, "operator failed");
-                    eprintln!("kube-vrrp-operator: {e}");
                     std::process::ExitCode::FAILURE
                 }
             }
@@ -109,7 +109,9 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

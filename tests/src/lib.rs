@@ -10,7 +10,8 @@
 //! panic unwind.
 //!
 //! Tests that need root call [`can_run`] first: without the privileges to create network
-//! namespaces they print `SKIPPED: <test>: ...` to stderr and return.
+//! namespaces they print `SKIPPED: <test>: ...` to stderr and fail, unless skips are allowed
+//! (see [`skip_or_fail`]).
 
 pub mod apiserver;
 pub mod capture;
@@ -61,6 +62,27 @@ pub fn module_doc(source: &str) -> String {
         .map(|l| l.trim_start_matches("//!").trim_start())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A test that cannot run here: prints `SKIPPED: <test>: <reason>` to stderr, then returns only
+/// when skips are allowed (`KUBE_VRRP_ALLOW_SKIP=1`) and fails the test otherwise, so a skip is
+/// never counted as a pass by accident. `tests/run.sh` leaves such tests out of the run instead
+/// (nextest profile `no-root` in tests/nextest.toml, or a filter when Docker is missing), so
+/// nextest's summary counts them as skipped.
+pub fn skip_or_fail(test: &str, reason: &str) {
+    // Straight to fd 2, not eprintln!: the test harness captures (and hides) the print macros
+    // of passing tests, and a skip must be visible.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+    if std::env::var_os("KUBE_VRRP_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        return;
+    }
+    panic!(
+        "{test} cannot run here: {reason}. Run it where it can (as root, with the tools and \
+         images it needs), or through tests/run.sh, which leaves it out and reports it as \
+         skipped, or set KUBE_VRRP_ALLOW_SKIP=1 to skip it (it then shows as passed). If \
+         tests/run.sh printed this, add the test to the `no-root` filter in tests/nextest.toml."
+    );
 }
 
 /// Return from the test (after [`can_run`] printed the SKIPPED line) unless labs can be built.

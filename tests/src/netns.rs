@@ -15,18 +15,16 @@ use crate::error::{LabError, Result};
 pub const NETNS_DIR: &str = "/run/netns";
 
 /// Whether this process may build labs. When it may not, prints
-/// `SKIPPED: <test>: needs root for network namespaces (<reason>)` to stderr and returns false:
-/// call it first in every lab test and return when it says false.
+/// `SKIPPED: <test>: needs root for network namespaces (<reason>)` to stderr and fails the test,
+/// or returns false when skips are allowed ([`crate::skip_or_fail`]): call it first in every
+/// lab test and return when it says false.
 pub fn can_run(test: &str) -> bool {
     match privilege() {
         Ok(()) => true,
         Err(reason) => {
-            // Straight to fd 2, not eprintln!: the test harness captures (and hides) the
-            // print macros of passing tests, and a skip must be visible.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {test}: needs root for network namespaces ({reason})"
+            crate::skip_or_fail(
+                test,
+                &format!("needs root for network namespaces ({reason})"),
             );
             false
         }

@@ -2,7 +2,8 @@
 //! and kustomization (`deploy/`), the image build files, and the CRDs they ship.
 //!
 //! Uses the real tools, pinned: helm 4.3.1, kubectl 1.37.1 (its built-in kustomize) and
-//! `kubernetes-validate` (Kubernetes 1.33 schemas, strict). Install them first with
+//! `kubernetes-validate` (strict, the schemas of the oldest supported Kubernetes, 1.31, and of the
+//! newest it knows, 1.37). Install them first with
 //! `bash tests/tools/install-helm.sh` (into `tests/tools/bin`, or set `KUBE_VRRP_TOOLS_DIR`);
 //! without them every test here fails and says so.
 //!
@@ -20,15 +21,20 @@ use serde_yaml::Value;
 /// Release name and namespace used for every render (and for `deploy/`).
 const RELEASE: &str = "kube-vrrp";
 const NAMESPACE: &str = "kube-vrrp";
-/// Kubernetes version the chart is rendered for and the objects are validated against.
-const KUBE_VERSION: &str = "1.33.0";
+/// Kubernetes version the chart is rendered for and the objects are validated against: the
+/// oldest the chart supports (Chart.yaml `kubeVersion`). Not 1.30: the CRDs' CEL rules use the
+/// IP/CIDR library (`isIP`, `isCIDR`, `ip()`, `cidr()`), which API servers accept in new CRDs
+/// only from 1.31 on.
+const KUBE_VERSION: &str = "1.31.0";
+/// The newest Kubernetes the pinned kubernetes-validate has schemas for.
+const NEWEST_KUBE_VERSION: &str = "1.37.0";
 const INSTALL_HINT: &str = "run `bash tests/tools/install-helm.sh` first: it installs the pinned \
      helm 4.3.1, kubectl 1.37.1 and kubernetes-validate into tests/tools/bin (or set \
      KUBE_VRRP_TOOLS_DIR to a directory holding them)";
 const MANIFEST_HEADER: &str = "# Generated from charts/kube-vrrp with default values — do not edit.\n\
 # Regenerate: UPDATE_MANIFESTS=1 cargo test -p kube-vrrp-tests --test install\n\
 # Equivalent to: helm template kube-vrrp charts/kube-vrrp --namespace kube-vrrp --include-crds \
---kube-version 1.33.0\n";
+--kube-version 1.31.0\n";
 
 // ---------------------------------------------------------------------------------------------
 // Tools and rendering
@@ -96,6 +102,10 @@ fn render_text(extra: &[&str]) -> String {
 }
 
 fn try_render(extra: &[&str]) -> Output {
+    try_render_for(KUBE_VERSION, extra)
+}
+
+fn try_render_for(kube_version: &str, extra: &[&str]) -> Output {
     let chart = chart_dir();
     let mut args = vec![
         "template",
@@ -104,7 +114,7 @@ fn try_render(extra: &[&str]) -> Output {
         "--namespace",
         NAMESPACE,
         "--kube-version",
-        KUBE_VERSION,
+        kube_version,
     ];
     args.extend_from_slice(extra);
     run(&helm(), &args)
@@ -115,6 +125,17 @@ fn parse_docs(text: &str) -> Vec<Value> {
         .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
         .filter(|v| !v.is_null())
         .collect()
+}
+
+/// `helm template` for another Kubernetes version; panics with helm's stderr on failure.
+fn render_for(kube_version: &str, extra: &[&str]) -> Vec<Value> {
+    let out = try_render_for(kube_version, extra);
+    assert!(
+        out.status.success(),
+        "helm template --kube-version {kube_version} {extra:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_docs(&String::from_utf8_lossy(&out.stdout))
 }
 
 fn render(extra: &[&str]) -> Vec<Value> {
@@ -163,10 +184,14 @@ fn scratch(label: &str, contents: &str) -> PathBuf {
     path
 }
 
-/// Runs kubernetes-validate (strict, Kubernetes 1.33) over the documents and returns the
+/// Runs kubernetes-validate (strict, Kubernetes `version`) over the documents and returns the
 /// number of objects it validated. Kinds it has no schema for are an error except those in
 /// `no_schema_ok` (checked by the caller instead).
 fn kubernetes_validate(objs: &[Value], no_schema_ok: &[&str]) -> usize {
+    kubernetes_validate_for(KUBE_VERSION, objs, no_schema_ok)
+}
+
+fn kubernetes_validate_for(version: &str, objs: &[Value], no_schema_ok: &[&str]) -> usize {
     let text: String = objs
         .iter()
         .map(|o| format!("---\n{}", serde_yaml::to_string(o).expect("serialise")))
@@ -177,7 +202,7 @@ fn kubernetes_validate(objs: &[Value], no_schema_ok: &[&str]) -> usize {
         &kv,
         &[
             "--kubernetes-version",
-            KUBE_VERSION,
+            version,
             "--strict",
             path.to_str().expect("UTF-8 path"),
         ],
@@ -792,7 +817,7 @@ fn bad_values_are_rejected_by_the_schema_with_a_clear_message() {
 }
 
 #[test]
-fn default_render_validates_against_kubernetes_1_33() {
+fn default_render_validates_against_kubernetes_1_31_and_1_37() {
     let objs = render(&["--include-crds"]);
     let kinds: BTreeMap<&str, usize> = objs.iter().fold(BTreeMap::new(), |mut m, o| {
         *m.entry(kind(o)).or_default() += 1;
@@ -803,8 +828,8 @@ fn default_render_validates_against_kubernetes_1_33() {
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
-        ("Role", 1),
-        ("RoleBinding", 1),
+        ("Role", 2),
+        ("RoleBinding", 2),
         ("Service", 2),
         ("Deployment", 1),
         ("DaemonSet", 1),
@@ -814,6 +839,11 @@ fn default_render_validates_against_kubernetes_1_33() {
     .collect();
     assert_eq!(kinds, expected, "objects rendered with default values");
     assert_eq!(kubernetes_validate(&objs, &[]), objs.len());
+    let newest = render_for(NEWEST_KUBE_VERSION, &["--include-crds"]);
+    assert_eq!(
+        kubernetes_validate_for(NEWEST_KUBE_VERSION, &newest, &[]),
+        newest.len()
+    );
     for o in &objs {
         let cluster_scoped = matches!(
             kind(o),
@@ -829,7 +859,7 @@ fn default_render_validates_against_kubernetes_1_33() {
 }
 
 #[test]
-fn non_default_render_validates_against_kubernetes_1_33() {
+fn non_default_render_validates_against_kubernetes_1_31() {
     let objs = render(&[
         "--set",
         "agent.processTracking=true,agent.podTracking=true,serviceMonitor.enabled=true,\
@@ -843,7 +873,9 @@ fn non_default_render_validates_against_kubernetes_1_33() {
     let image = ds["spec"]["template"]["spec"]["containers"][0]["image"].as_str();
     assert_eq!(
         image,
-        Some("kube-vrrp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        Some(
+            "ghcr.io/kube-vrrp/kube-vrrp@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        )
     );
     assert_eq!(
         find(&objs, "Deployment", "kube-vrrp-operator")["spec"]["replicas"].as_i64(),
@@ -852,6 +884,40 @@ fn non_default_render_validates_against_kubernetes_1_33() {
     assert_eq!(
         ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_i64(),
         Some(60)
+    );
+}
+
+#[test]
+fn chart_supports_kubernetes_1_31_and_newer_and_refuses_older_clearly() {
+    let chart_yaml: Value =
+        serde_yaml::from_str(&read("charts/kube-vrrp/Chart.yaml")).expect("Chart.yaml parses");
+    assert_eq!(chart_yaml["kubeVersion"].as_str(), Some(">=1.31.0-0"));
+    for ok in ["1.31.0", "1.31.0-gke.100", "1.33.2", NEWEST_KUBE_VERSION] {
+        let out = try_render_for(ok, &[]);
+        assert!(
+            out.status.success(),
+            "--kube-version {ok} refused:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = try_render_for("1.30.0", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the chart installs on 1.30");
+    assert!(
+        stderr.contains("1.30.0") && stderr.contains(">=1.31.0-0"),
+        "refusal on 1.30 does not name the versions:\n{stderr}"
+    );
+    // The reason for 1.31: the CRDs' CEL rules use the IP/CIDR library, which 1.30 API servers
+    // refuse in new CRDs. If the rules stop using it, the chart may support 1.30 again.
+    let crds = read("crds/virtualip.yaml") + &read("crds/vrrpnode.yaml");
+    assert!(
+        crds.contains("isCIDR(") || crds.contains("isIP("),
+        "the CRDs no longer use the CEL IP/CIDR library: lower kubeVersion to >=1.30.0-0"
+    );
+    // Nothing newer than 1.31 in the CRDs: no selectableFields (1.32 GA).
+    assert!(
+        !crds.contains("selectableFields"),
+        "selectableFields is 1.31 beta / 1.32 GA: document how older servers treat it"
     );
 }
 
@@ -1290,9 +1356,22 @@ fn rbac_is_least_privilege_with_default_values() {
         expect_grants(AGENT_GRANTS)
     );
     let roles = all_of(&objs, "Role");
-    assert_eq!(roles.len(), 1, "only the leader-election Role");
-    assert_eq!(roles[0]["metadata"]["namespace"].as_str(), Some(NAMESPACE));
-    assert_eq!(grants(roles[0]), expect_grants(LEASE_GRANTS));
+    assert_eq!(
+        roles.len(),
+        2,
+        "only the operator's leader-election Role and the agents' liveness-Lease Role"
+    );
+    for r in &roles {
+        assert_eq!(r["metadata"]["namespace"].as_str(), Some(NAMESPACE));
+    }
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-operator-leader-election")),
+        expect_grants(LEASE_GRANTS)
+    );
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-agent-liveness")),
+        expect_grants(&[("coordination.k8s.io", "leases", "get create patch update")])
+    );
     assert_bindings(&objs);
     let binding = find(&objs, "ClusterRoleBinding", "kube-vrrp-agent");
     assert_eq!(
@@ -1338,7 +1417,7 @@ fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     for r in secret_roles {
         assert_eq!(grants(r), expect_grants(SECRET_GRANTS));
     }
-    assert_eq!(all_of(&objs, "RoleBinding").len(), 3);
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 4);
     assert_bindings(&objs);
     // The operator must then watch Secrets only there, or its cluster-wide watch is refused.
     let deploy = find(&objs, "Deployment", "kube-vrrp-operator");
@@ -1528,19 +1607,63 @@ fn kustomization_builds_the_manifests_plus_namespace() {
         .collect();
     let rendered_keys: BTreeSet<String> = rendered.iter().map(key).collect();
     assert_eq!(built_keys, rendered_keys);
+    // The kustomization names the image (its `images:` entry), at the chart's appVersion.
+    let chart_yaml: Value =
+        serde_yaml::from_str(&read("charts/kube-vrrp/Chart.yaml")).expect("Chart.yaml parses");
+    let app_version = chart_yaml["appVersion"].as_str().expect("appVersion");
+    let kustomization = read("deploy/kustomization.yaml");
+    assert!(
+        kustomization.contains("images:")
+            && kustomization.contains(&format!("newTag: {app_version}")),
+        "deploy/kustomization.yaml names the image at appVersion {app_version}"
+    );
+    for workload in built
+        .iter()
+        .filter(|o| matches!(kind(o), "Deployment" | "DaemonSet"))
+    {
+        for c in pod_spec(workload)["containers"]
+            .as_sequence()
+            .expect("containers")
+        {
+            assert_eq!(
+                c["image"].as_str(),
+                Some(format!("ghcr.io/kube-vrrp/kube-vrrp:{app_version}").as_str()),
+                "{}/{} image",
+                kind(workload),
+                name(workload)
+            );
+        }
+    }
     assert_eq!(kubernetes_validate(&built, &[]), built.len());
 }
 
 #[test]
 fn dockerfile_builds_both_binaries_in_release_mode() {
     let dockerfile = read("deploy/Dockerfile");
-    let from: Vec<&str> = dockerfile
+    let stages: Vec<&str> = dockerfile
         .lines()
         .filter(|l| l.starts_with("FROM "))
         .collect();
-    assert_eq!(from.len(), 2, "multi-stage: a builder and a runtime stage");
+    assert_eq!(
+        stages,
+        [
+            "FROM ${BASE} AS runtime",
+            "FROM runtime AS prebuilt",
+            "FROM ${RUST_IMAGE} AS build",
+            "FROM runtime AS source",
+        ],
+        "stages: runtime base, prebuilt binaries (deploy/build-image.sh, release.yml), \
+         builder, from-source image (the default: last)"
+    );
     assert!(dockerfile.contains("ARG RUST_IMAGE=rust:1.95-bookworm"));
-    assert!(dockerfile.contains("ARG RUNTIME_IMAGE=debian:bookworm-slim"));
+    assert!(dockerfile.contains("ARG BASE=debian:bookworm-slim"));
+    // No `# syntax=` directive: it would make BuildKit pull a frontend image (no registry here).
+    assert!(
+        !dockerfile
+            .lines()
+            .any(|l| l.replace(' ', "").starts_with("#syntax=")),
+        "deploy/Dockerfile has a # syntax= directive"
+    );
     assert!(
         dockerfile
             .contains("cargo build --release --locked -p kube-vrrp-operator -p kube-vrrp-agent")
@@ -1557,7 +1680,18 @@ fn dockerfile_builds_both_binaries_in_release_mode() {
         );
         assert!(
             dockerfile.contains(&format!("target/release/{bin} /out/{bin}")),
-            "Dockerfile does not ship {bin}"
+            "Dockerfile does not ship {bin} from source"
+        );
+        assert!(
+            dockerfile.contains(&format!("dist/${{TARGETARCH}}/{bin}")),
+            "Dockerfile's prebuilt stage does not ship {bin}"
+        );
+        let script = read("deploy/build-image.sh");
+        assert!(
+            script.contains(
+                "cargo build --release --locked -p kube-vrrp-operator -p kube-vrrp-agent"
+            ) && script.contains("--target prebuilt"),
+            "deploy/build-image.sh builds the release binaries and the prebuilt stage"
         );
     }
     // The agent's command starts with tini, which the runtime stage must install.
@@ -1565,6 +1699,10 @@ fn dockerfile_builds_both_binaries_in_release_mode() {
     let agent = container(find(&objs, "DaemonSet", "kube-vrrp-agent"), "agent");
     assert_eq!(strs(&agent["command"])[0], "/usr/bin/tini");
     assert!(dockerfile.contains(" tini"), "runtime stage installs tini");
+    assert!(
+        read("deploy/build-image.sh").contains("packages=\"ca-certificates,tini\""),
+        "the debootstrap base has tini and CA certificates"
+    );
 
     let ignore = read("deploy/Dockerfile.dockerignore");
     let lines: BTreeSet<&str> = ignore.lines().map(str::trim).collect();

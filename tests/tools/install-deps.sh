@@ -16,6 +16,7 @@ declare -A PKG=(
   [ps]=procps
   [python3]=python3
   [pip3]=python3-pip
+  [debootstrap]=debootstrap
 )
 
 missing_pkgs=()

@@ -21,6 +21,7 @@
 pub mod hooks;
 pub mod place;
 pub mod resolved;
+pub mod takeover;
 pub mod vips;
 
 use std::collections::BTreeMap;
@@ -84,6 +85,7 @@ enum Input {
     Tracker(TrackObservation),
     Pods(PodsReady),
     Timer(crate::net::Wakeup),
+    Milestone(String, vips::Milestone, Instant),
     Shutdown,
 }
 
@@ -105,6 +107,8 @@ pub struct Daemon {
     pkt_tx: mpsc::Sender<(String, ReceivedPacket)>,
     pkt_rx: mpsc::Receiver<(String, ReceivedPacket)>,
     vips: VipWorker,
+    milestone_rx: mpsc::UnboundedReceiver<(String, vips::Milestone, Instant)>,
+    takeovers: takeover::Takeovers,
     trackers: Trackers,
     tracker_set: TrackerSet,
     obs_rx: mpsc::Receiver<TrackObservation>,
@@ -137,6 +141,7 @@ impl Daemon {
         let garp = Arc::new(Gratuitous::new(netlink.clone())?);
         let (obs_tx, obs_rx) = mpsc::channel(256);
         let (pkt_tx, pkt_rx) = mpsc::channel(1024);
+        let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
         Ok(Self {
             opts,
             router: Router::new(),
@@ -144,7 +149,9 @@ impl Daemon {
             unplaced: BTreeMap::new(),
             applied: Vec::new(),
             applied_hash: crds::vrrpnode::config_hash(&[]),
-            vips: VipWorker::spawn(manager, Arc::clone(&garp), telemetry.clone()),
+            vips: VipWorker::spawn(manager, Arc::clone(&garp), telemetry.clone(), milestone_tx),
+            milestone_rx,
+            takeovers: takeover::Takeovers::default(),
             netlink,
             events,
             interfaces,
@@ -190,6 +197,7 @@ impl Daemon {
                 ev = self.events.next_event() => Input::Net(ev),
                 Some(obs) = self.obs_rx.recv() => Input::Tracker(obs),
                 Some(p) = recv_opt(&mut self.hooks.pods) => Input::Pods(p),
+                Some((i, m, at)) = self.milestone_rx.recv() => Input::Milestone(i, m, at),
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
@@ -225,6 +233,13 @@ impl Daemon {
                     self.apply(now, next).await;
                 }
                 Input::DesiredClosed => desired_open = false,
+                Input::Milestone(instance, m, at) => {
+                    if let Some(took) = self.takeovers.reached(&instance, m, at) {
+                        self.telemetry.metrics().takeover(took);
+                        tracing::info!(instance = %instance, took_ms = took.as_millis(), "takeover complete: last advert heard → first gratuitous ARP/NA");
+                    }
+                    self.dirty = true;
+                }
             }
         }
         self.leave().await;
@@ -538,6 +553,9 @@ impl Daemon {
                 Action::AddVips(nets) => {
                     let vips = select_vips(&io.vips, &nets);
                     self.vips.add(&name, vips);
+                    if self.takeovers.measuring(&name, vips::Milestone::Bound) {
+                        self.vips.milestone(&name, vips::Milestone::Bound);
+                    }
                 }
                 Action::RemoveVips(nets) => {
                     let vips = select_vips(&io.vips, &nets);
@@ -553,11 +571,14 @@ impl Daemon {
                     }
                     // Queued behind the VIP additions, so nothing is announced before it is bound.
                     self.vips.announce(vips::Announcement {
-                        instance: name,
+                        instance: name.clone(),
                         ifindex: io.placement.ifindex,
                         addresses,
                         repeat,
                     });
+                    if self.takeovers.measuring(&name, vips::Milestone::Announced) {
+                        self.vips.milestone(&name, vips::Milestone::Announced);
+                    }
                 }
                 Action::StateChanged {
                     from,
@@ -609,6 +630,12 @@ impl Daemon {
                 tracing::info!(instance = %name, %reason, "({name}) Entering INIT STATE")
             }
             State::Stop => tracing::info!(instance = %name, %reason, "({name}) Stopped"),
+        }
+        if to == State::Master && from == State::Backup {
+            let heard = self.router.get(id).and_then(|i| i.last_heard());
+            self.takeovers.start(&name, Instant::now(), heard);
+        } else {
+            self.takeovers.end(&name);
         }
         let m = self.telemetry.metrics();
         m.transition(&name, from.to_crd(), to.to_crd(), reason.label());
@@ -663,6 +690,10 @@ impl Daemon {
                 continue;
             };
             let mut st = inst.status();
+            if let Some(t) = self.takeovers.get(&io.resolved.name) {
+                st.previous_master = t.previous_master.map(|a| a.to_string());
+                st.takeover = Some(t.timing());
+            }
             let since = self.since.get(&io.resolved.name);
             st.last_transition_time =
                 since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));

@@ -25,8 +25,18 @@ pub struct Announcement {
     pub repeat: u32,
 }
 
+/// A point in a takeover, reported back once every command before it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    /// The VIPs are bound.
+    Bound,
+    /// The first gratuitous ARP / unsolicited NA is sent.
+    Announced,
+}
+
 enum Command {
     Add(String, Vec<Vip>),
+    Milestone(String, Milestone),
     Remove(String, Vec<Vip>),
     Announce(Announcement),
     Flush(oneshot::Sender<()>),
@@ -40,7 +50,13 @@ pub struct VipWorker {
 
 impl VipWorker {
     /// Start the worker on the current runtime.
-    pub fn spawn(manager: VipManager, garp: Arc<Gratuitous>, telemetry: Telemetry) -> Self {
+    /// Milestones go to `milestones` with the instant they were reached.
+    pub fn spawn(
+        manager: VipManager,
+        garp: Arc<Gratuitous>,
+        telemetry: Telemetry,
+        milestones: mpsc::UnboundedSender<(String, Milestone, std::time::Instant)>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(cmd) = rx.recv().await {
@@ -66,6 +82,9 @@ impl VipWorker {
                         );
                     }
                     Command::Announce(a) => announce(&garp, a, &telemetry).await,
+                    Command::Milestone(instance, m) => {
+                        let _ = milestones.send((instance, m, std::time::Instant::now()));
+                    }
                     Command::Flush(done) => {
                         let _ = done.send(());
                     }
@@ -88,6 +107,11 @@ impl VipWorker {
     /// Send gratuitous ARP / NA (after earlier commands, so after the VIPs are bound).
     pub fn announce(&self, a: Announcement) {
         let _ = self.tx.send(Command::Announce(a));
+    }
+
+    /// Report `m` for `instance` once every command sent before this call is done.
+    pub fn milestone(&self, instance: &str, m: Milestone) {
+        let _ = self.tx.send(Command::Milestone(instance.to_owned(), m));
     }
 
     /// Wait until every command sent before this call is done.

@@ -112,8 +112,8 @@ pub fn main(args: DemoArgs) -> u8 {
     let summary = std::mem::take(&mut demo.summary);
     let created = demo.lab.namespaces().len();
     let pids = demo.lab.pids().len();
-    println!();
-    println!(
+    view::outln(format_args!(""));
+    view::outln(format_args!(
         "{}",
         style.paint(
             Paint::Bold,
@@ -121,13 +121,15 @@ pub fn main(args: DemoArgs) -> u8 {
                 "Cleaning up: stopping {pids} daemon(s), deleting {created} namespace(s) and the scratch directory"
             )
         )
-    );
+    ));
     drop(demo);
     match result {
         Ok(()) => {
             print_summary(&style, &summary);
             0
         }
+        // `demo | head`: the reader is gone; everything was removed, as after Ctrl-C.
+        Err(Abort::Interrupted) if view::stdout_closed() => 0,
         Err(Abort::Interrupted) => {
             eprintln!("kube-vrrp-agent: demo interrupted; everything it created was removed");
             130
@@ -165,8 +167,8 @@ struct Row {
 }
 
 fn print_summary(style: &Style, rows: &[Row]) {
-    println!();
-    println!("{}", style.paint(Paint::Bold, "Summary"));
+    view::outln(format_args!(""));
+    view::outln(format_args!("{}", style.paint(Paint::Bold, "Summary")));
     let mut table: Vec<Vec<Cell>> = vec![
         [
             "step",
@@ -193,18 +195,21 @@ fn print_summary(style: &Style, rows: &[Row]) {
         ]);
     }
     for l in view::table(style, "  ", &table) {
-        println!("{l}");
+        view::outln(format_args!("{l}"));
     }
-    println!(
+    view::outln(format_args!(
         "  {}",
         style.paint(
             Paint::Dim,
             &format!(
-                "gap = longest time between two echo replies at the client (one echo every {}).",
+                "gap = longest time between two echo replies at the client (one echo every {}); \
+                 bound = the protocol's wait (Master_Down_Interval = 3 × advert + skew after a \
+                 crash): the gap can exceed it by up to two echo intervals plus the time to add \
+                 the VIP and send gratuitous ARP.",
                 view::duration(ping::INTERVAL)
             )
         )
-    );
+    ));
 }
 
 /// Master_Down_Interval = 3 × advert + Skew_Time.
@@ -582,7 +587,7 @@ impl Demo {
     ) -> Result<(), Abort> {
         let deadline = Instant::now() + limit;
         loop {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) || view::stdout_closed() {
                 return Err(Abort::Interrupted);
             }
             let views = self.look()?;
@@ -604,7 +609,7 @@ impl Demo {
         let limit = Duration::from_secs(5) + self.advert * 4;
         let deadline = Instant::now() + limit;
         loop {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) || view::stdout_closed() {
                 return Err(Abort::Interrupted);
             }
             if self
@@ -632,7 +637,7 @@ impl Demo {
                 Duration::from_millis(2000)
             };
         while Instant::now() < until {
-            if INTERRUPTED.load(Ordering::SeqCst) {
+            if INTERRUPTED.load(Ordering::SeqCst) || view::stdout_closed() {
                 return Err(Abort::Interrupted);
             }
             let views = self.look()?;

@@ -2,7 +2,35 @@
 //! `--no-color`), durations in readable units, and the live table redrawn in place.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Set when stdout's reader went away (`demo | head`): the demo stops, cleans up and exits 0.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether writing to stdout failed with a broken pipe.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::SeqCst)
+}
+
+/// Write to stdout and flush (unlike `print!`, never panics): a broken pipe marks stdout closed
+/// and later output is dropped; other errors are ignored (the demo's output is best effort).
+pub fn out(args: std::fmt::Arguments<'_>) {
+    if stdout_closed() {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        STDOUT_CLOSED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// [`out`] plus a newline.
+pub fn outln(args: std::fmt::Arguments<'_>) {
+    out(format_args!("{args}\n"));
+}
 
 /// Output settings.
 #[derive(Clone, Copy, Debug)]
@@ -136,7 +164,7 @@ impl Screen {
     /// Erase the live table (terminal only).
     pub fn erase(&mut self, style: &Style) {
         if style.live && self.drawn > 0 {
-            print!("\x1b[{}A\x1b[J", self.drawn);
+            out(format_args!("\x1b[{}A\x1b[J", self.drawn));
             self.drawn = 0;
         }
     }
@@ -144,7 +172,7 @@ impl Screen {
     /// Print an event line above the live table.
     pub fn event(&mut self, style: &Style, line: &str, table: &[String]) {
         self.erase(style);
-        println!("{line}");
+        outln(format_args!("{line}"));
         self.draw(style, table);
     }
 
@@ -161,19 +189,17 @@ impl Screen {
         self.last_draw = Some(std::time::Instant::now());
         self.erase(style);
         for l in table {
-            println!("{l}");
+            outln(format_args!("{l}"));
         }
         self.drawn = table.len();
-        let _ = std::io::stdout().flush();
     }
 
     /// Print lines permanently (the live table is redrawn after them by the next `draw`).
     pub fn print(&mut self, style: &Style, lines: &[String]) {
         self.erase(style);
         for l in lines {
-            println!("{l}");
+            outln(format_args!("{l}"));
         }
-        let _ = std::io::stdout().flush();
     }
 }
 

@@ -34,6 +34,11 @@ const STATES: [VrrpState; 4] = [
 ];
 
 /// Buckets of the timer lateness histogram, seconds.
+/// Takeover buckets (seconds): from the last advert heard to the first GARP/NA.
+const TAKEOVER_BUCKETS: [f64; 14] = [
+    0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 30.0,
+];
+
 const LATENESS_BUCKETS: [f64; 11] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
@@ -117,6 +122,7 @@ pub struct Metrics {
     process_counts: Family<TrackerLabels, Gauge>,
     file_values: Family<TrackerLabels, Gauge>,
     timer_lateness: Histogram,
+    takeover: Histogram,
     late_wakeups: Counter,
     vip_errors: Family<VipErrorLabels, Counter>,
     api_connected: Gauge,
@@ -211,6 +217,13 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             timer_lateness.clone(),
         );
+        let takeover = Histogram::new(TAKEOVER_BUCKETS);
+        registry.register_with_unit(
+            "takeover",
+            "Takeovers as this node measured them: last advert heard from the old master to the first gratuitous ARP/NA sent",
+            prometheus_client::registry::Unit::Seconds,
+            takeover.clone(),
+        );
         let late_wakeups = Counter::default();
         registry.register(
             "late_wakeups",
@@ -261,6 +274,7 @@ impl Metrics {
             process_counts,
             file_values,
             timer_lateness,
+            takeover,
             late_wakeups,
             vip_errors,
             api_connected,
@@ -401,6 +415,11 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Record a takeover: last advert heard → first gratuitous ARP/NA.
+    pub fn takeover(&self, took: Duration) {
+        self.takeover.observe(took.as_secs_f64());
     }
 
     /// Record how late a timer fired; `logged` when it was late enough to be logged.

@@ -282,6 +282,8 @@ pub struct Instance {
     master_address: Option<IpAddr>,
     /// The master that sent priority 0 and has not advertised since.
     master_left: Option<IpAddr>,
+    /// The last master heard while BACKUP, and when (the evidence behind a takeover).
+    last_heard: Option<(IpAddr, Instant)>,
     timers: [Option<Instant>; 4],
     preempt_allowed_at: Option<Instant>,
     actions: VecDeque<Action>,
@@ -306,6 +308,7 @@ impl Instance {
             sync_hold: None,
             master_address: None,
             master_left: None,
+            last_heard: None,
             timers: [None; 4],
             preempt_allowed_at: None,
             actions: VecDeque::new(),
@@ -364,6 +367,12 @@ impl Instance {
     pub fn trackers(&self) -> &[Tracker] {
         &self.trackers
     }
+    /// The last master this instance heard while BACKUP (address, when its last accepted
+    /// advert arrived): after a takeover, the master that went silent.
+    pub fn last_heard(&self) -> Option<(IpAddr, Instant)> {
+        self.last_heard
+    }
+
     // ---- sans-IO driving ----
 
     /// The earliest deadline at which [`Instance::handle_timeout`] must be called.
@@ -450,12 +459,14 @@ impl Instance {
                     let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
                     self.timers[Timer::MasterDown as usize] = Some(now + skew);
                     self.master_left = Some(rx.src);
+                    self.last_heard = Some((rx.src, now));
                 } else if !self.cfg.preempt
                     || advert.priority >= ours
                     || self.preempt_allowed_at.is_some_and(|t| now < t)
                 {
                     self.master_address = Some(rx.src);
                     self.master_left = None;
+                    self.last_heard = Some((rx.src, now));
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = advert.interval;
                     }
