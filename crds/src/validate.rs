@@ -12,6 +12,31 @@ use ipnet::IpNet;
 
 use crate::virtualip::{Track, VirtualIPSpec};
 
+/// Tenant limits: a VirtualIP is written by a namespace tenant but expands into every eligible
+/// node's `VRRPNode` and into agent work (scripts run, GARP packets sent), so each dimension is
+/// bounded. The schema in [`crate::virtualip`] repeats these numbers as OpenAPI/CEL bounds.
+pub mod limits {
+    /// Most `spec.addresses` entries (keepalived's practical per-instance limit).
+    pub const MAX_ADDRESSES: usize = 255;
+    /// Most `spec.excludedAddresses` entries.
+    pub const MAX_EXCLUDED_ADDRESSES: usize = 1024;
+    /// Most `spec.track.scripts` entries.
+    pub const MAX_SCRIPTS: usize = 16;
+    /// Longest tracker script or notify command line, in bytes.
+    pub const MAX_COMMAND_BYTES: usize = 1024;
+    /// Shortest script `interval` / `timeout`, in ms (keepalived counts them in whole seconds).
+    pub const MIN_SCRIPT_PERIOD_MS: u64 = 1000;
+    /// Shortest non-zero `garp.masterRefresh`, in ms.
+    pub const MIN_GARP_REFRESH_MS: u64 = 1000;
+    /// Most GARP packets per burst or refresh.
+    pub const MAX_GARP_REPEAT: u32 = 100;
+    /// Largest spec, serialized as JSON. The operator copies the resolved spec of every
+    /// VirtualIP a node runs into that node's `VRRPNode`; with 64 KiB per spec, even a node
+    /// running a dozen maximal VIPs stays far below etcd's 1.5 MiB request limit (typical specs
+    /// are well under 1 KiB, so hundreds of VIPs per node fit).
+    pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+}
+
 /// One validation problem: the field path (`spec.addresses[1]`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -78,6 +103,19 @@ pub fn parse_address(s: &str) -> Option<IpNet> {
 pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
     let mut p = Problems::default();
     let version = spec.version_or_default();
+
+    match serde_json::to_vec(spec) {
+        Ok(bytes) if bytes.len() > limits::MAX_SPEC_BYTES => p.push(
+            "spec",
+            format!(
+                "is {} bytes serialized; at most {} (64 KiB) are allowed so the VRRPNodes built from it stay small",
+                bytes.len(),
+                limits::MAX_SPEC_BYTES
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => p.push("spec", format!("cannot be serialized: {e}")),
+    }
 
     if spec.virtual_router_id == Some(0) {
         p.push("spec.virtualRouterID", "must be between 1 and 255");
@@ -178,23 +216,49 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
         {
             p.push("spec.garp.masterDelay", "must be between 0s and 255s");
         }
-        if let Some(d) = g.master_refresh
-            && d.is_negative()
-        {
-            p.push("spec.garp.masterRefresh", "must not be negative");
+        if let Some(d) = g.master_refresh {
+            let ms = crate::duration_ms(d);
+            if d.is_negative() || (ms != 0 && ms < limits::MIN_GARP_REFRESH_MS) {
+                p.push(
+                    "spec.garp.masterRefresh",
+                    "must be 0s (off) or at least 1s; shorter refreshes flood the network with GARPs",
+                );
+            }
         }
-        if g.master_repeat == Some(0) {
-            p.push("spec.garp.masterRepeat", "must be at least 1");
-        }
-        if g.master_refresh_repeat == Some(0) {
-            p.push("spec.garp.masterRefreshRepeat", "must be at least 1");
+        for (field, n) in [
+            ("masterRepeat", g.master_repeat),
+            ("masterRefreshRepeat", g.master_refresh_repeat),
+        ] {
+            if let Some(n) = n
+                && !(1..=limits::MAX_GARP_REPEAT).contains(&n)
+            {
+                p.push(
+                    format!("spec.garp.{field}"),
+                    format!(
+                        "must be between 1 and {} packets, not {n}",
+                        limits::MAX_GARP_REPEAT
+                    ),
+                );
+            }
         }
     }
-    if let Some(n) = &spec.notify
-        && let Some(d) = n.timeout
-        && (d.is_negative() || crate::duration_ms(d) == 0)
-    {
-        p.push("spec.notify.timeout", "must be greater than 0");
+    if let Some(n) = &spec.notify {
+        if let Some(d) = n.timeout
+            && (d.is_negative() || crate::duration_ms(d) == 0)
+        {
+            p.push("spec.notify.timeout", "must be greater than 0");
+        }
+        for (field, cmd) in [
+            ("master", &n.master),
+            ("backup", &n.backup),
+            ("fault", &n.fault),
+            ("stop", &n.stop),
+            ("any", &n.any),
+        ] {
+            if let Some(cmd) = cmd {
+                check_command_len(&mut p, &format!("spec.notify.{field}"), cmd);
+            }
+        }
     }
     if spec.sync_group.as_deref() == Some("") {
         p.push("spec.syncGroup", "must not be empty when set");
@@ -215,10 +279,43 @@ fn check_ifname(p: &mut Problems, path: &str, name: &str) {
     }
 }
 
+fn check_command_len(p: &mut Problems, path: &str, cmd: &str) {
+    if cmd.len() > limits::MAX_COMMAND_BYTES {
+        p.push(
+            path,
+            format!(
+                "command is {} bytes; at most {} are allowed",
+                cmd.len(),
+                limits::MAX_COMMAND_BYTES
+            ),
+        );
+    }
+}
+
+fn check_count(p: &mut Problems, path: &str, what: &str, n: usize, max: usize) {
+    if n > max {
+        p.push(path, format!("{n} {what}; at most {max} are allowed"));
+    }
+}
+
 fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
     if spec.addresses.is_empty() {
         p.push("spec.addresses", "at least one address is required");
     }
+    check_count(
+        p,
+        "spec.addresses",
+        "addresses",
+        spec.addresses.len(),
+        limits::MAX_ADDRESSES,
+    );
+    check_count(
+        p,
+        "spec.excludedAddresses",
+        "excluded addresses",
+        spec.excluded_addresses.len(),
+        limits::MAX_EXCLUDED_ADDRESSES,
+    );
     let mut first_family: Option<bool> = None;
     let mut seen = BTreeSet::new();
     for (i, a) in spec.addresses.iter().enumerate() {
@@ -313,11 +410,19 @@ fn check_track(p: &mut Problems, t: &Track) {
         check_ifname(p, &format!("spec.track.interfaces[{i}].name"), &x.name);
         check_weight(p, format!("spec.track.interfaces[{i}].weight"), x.weight);
     }
+    check_count(
+        p,
+        "spec.track.scripts",
+        "scripts",
+        t.scripts.len(),
+        limits::MAX_SCRIPTS,
+    );
     for (i, x) in t.scripts.iter().enumerate() {
         let base = format!("spec.track.scripts[{i}]");
         if x.script.trim().is_empty() {
             p.push(format!("{base}.script"), "must not be empty");
         }
+        check_command_len(p, &format!("{base}.script"), &x.script);
         check_weight(p, format!("{base}.weight"), x.weight);
         if x.rise == Some(0) {
             p.push(format!("{base}.rise"), "must be at least 1");
@@ -327,9 +432,14 @@ fn check_track(p: &mut Problems, t: &Track) {
         }
         for (field, d) in [("interval", x.interval), ("timeout", x.timeout)] {
             if let Some(d) = d
-                && (d.is_negative() || crate::duration_ms(d) == 0)
+                && (d.is_negative() || crate::duration_ms(d) < limits::MIN_SCRIPT_PERIOD_MS)
             {
-                p.push(format!("{base}.{field}"), "must be greater than 0");
+                p.push(
+                    format!("{base}.{field}"),
+                    format!(
+                        "must be at least 1s (keepalived counts script {field}s in whole seconds)"
+                    ),
+                );
             }
         }
     }

@@ -133,8 +133,9 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
 
-    /// Virtual addresses (keepalived `virtual_ipaddress`): `IP` or `IP/len`, one family.
-    #[schemars(length(min = 1, max = 1024), inner(length(max = 64)))]
+    /// Virtual addresses (keepalived `virtual_ipaddress`): `IP` or `IP/len`, one family; at
+    /// most 255.
+    #[schemars(length(min = 1, max = 255), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a) || isCIDR(a))").message("addresses: every entry must be an IP address or CIDR such as 192.0.2.10/24"))]
     pub addresses: Vec<String>,
 
@@ -280,9 +281,9 @@ pub struct Track {
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("track.interfaces: names must be unique"))]
     pub interfaces: Vec<TrackInterface>,
-    /// Scripts run periodically (keepalived `vrrp_script`).
+    /// Scripts run periodically (keepalived `vrrp_script`), at most 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 16))]
     #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("track.scripts: names must be unique"))]
     pub scripts: Vec<TrackScript>,
     /// Processes that must run (keepalived `vrrp_track_process`; needs hostPID in a pod).
@@ -325,16 +326,17 @@ pub struct TrackScript {
     /// Tracker name (keepalived `vrrp_script NAME`).
     #[schemars(length(min = 1, max = 63))]
     pub name: String,
-    /// Command line; exit 0 = success.
-    #[schemars(length(min = 1, max = 4096))]
+    /// Command line; exit 0 = success. At most 1024 bytes.
+    #[schemars(length(min = 1, max = 1024))]
     pub script: String,
-    /// How often to run it. Default 1s.
+    /// How often to run it, at least 1s (keepalived counts script intervals in whole seconds).
+    /// Default 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("interval must be greater than 0"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("interval must be at least 1s (keepalived runs scripts in whole seconds)"))]
     pub interval: Option<kube::core::Duration>,
-    /// Kill it and count a failure after this long. Default: the interval.
+    /// Kill it and count a failure after this long, at least 1s. Default: the interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("timeout must be greater than 0"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("timeout must be at least 1s (keepalived counts script timeouts in whole seconds)"))]
     pub timeout: Option<kube::core::Duration>,
     /// Successes needed to count as up (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -426,38 +428,44 @@ pub struct Garp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('255s')").message("garp.masterDelay must be between 0s and 255s"))]
     pub master_delay: Option<kube::core::Duration>,
-    /// Packets per burst (keepalived `garp_master_repeat`, default 5).
+    /// Packets per burst (keepalived `garp_master_repeat`, default 5), 1–100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 255))]
+    #[schemars(range(min = 1, max = 100))]
     pub master_repeat: Option<u32>,
-    /// Periodic refresh while master (keepalived `garp_master_refresh`; unset = off).
+    /// Periodic refresh while master (keepalived `garp_master_refresh`; unset or 0s = off,
+    /// otherwise at least 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('0s')").message("garp.masterRefresh must not be negative"))]
+    #[x_kube(validation = Rule::new("duration(self) == duration('0s') || duration(self) >= duration('1s')").message("garp.masterRefresh must be 0s (off) or at least 1s"))]
     pub master_refresh: Option<kube::core::Duration>,
-    /// Packets per refresh (keepalived `garp_master_refresh_repeat`, default 1).
+    /// Packets per refresh (keepalived `garp_master_refresh_repeat`, default 1), 1–100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 255))]
+    #[schemars(range(min = 1, max = 100))]
     pub master_refresh_repeat: Option<u32>,
 }
 
-/// Notify scripts (keepalived `notify_*`).
+/// Notify scripts (keepalived `notify_*`); each command line is at most 1024 bytes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Notify {
     /// Run on entering MASTER, no arguments added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub master: Option<String>,
     /// Run on entering BACKUP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub backup: Option<String>,
     /// Run on entering FAULT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub fault: Option<String>,
     /// Run on stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub stop: Option<String>,
     /// Run on every change with `INSTANCE NAME STATE PRIORITY` appended (keepalived `notify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub any: Option<String>,
     /// Kill a notify script after this long (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

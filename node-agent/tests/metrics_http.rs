@@ -197,3 +197,158 @@ async fn bind_error_names_the_flag() {
         "{err}"
     );
 }
+
+/// One raw request, `Connection: close`; the whole reply as text.
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .expect("reply in time")
+}
+
+#[tokio::test]
+async fn only_reads_are_accepted() {
+    let (addr, stop, server) = start(Telemetry::new()).await;
+    for path in ["/healthz", "/readyz", "/metrics", "/status"] {
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let reply = raw(
+                addr,
+                &format!(
+                    "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                ),
+            )
+            .await;
+            assert!(
+                reply.starts_with("HTTP/1.1 405"),
+                "{method} {path}: {reply}"
+            );
+        }
+    }
+    let head = raw(
+        addr,
+        "HEAD /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(DEADLINE, server).await;
+}
+
+/// Raise the soft fd limit to the hard one (the flood below needs a few thousand sockets).
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_neither_starve_nor_linger() {
+    const HALF_OPEN: usize = 2000;
+    let header_timeout = Duration::from_secs(1);
+    assert!(
+        raise_fd_limit() >= 2 * HALF_OPEN as u64 + 100,
+        "fd limit too low"
+    );
+    let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = agent::metrics::Limits {
+        header_read_timeout: header_timeout,
+        ..Default::default()
+    };
+    assert_eq!(limits.max_connections, 256);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(agent::metrics::serve_router(
+        listener,
+        agent::metrics::router(Telemetry::new()),
+        limits,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // Slowloris: a partial request line on each connection, never finished.
+    let started = tokio::time::Instant::now();
+    let mut held = Vec::with_capacity(HALF_OPEN);
+    for _ in 0..HALF_OPEN {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let _ = s.write_all(b"GET /heal").await;
+        held.push(s);
+    }
+
+    // A normal client still gets its answer, at the latest once the header timeout has freed
+    // the slots the flood holds.
+    let deadline = started + header_timeout + Duration::from_secs(5);
+    let answered = loop {
+        let reply = raw(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if reply.starts_with("HTTP/1.1 200") {
+            break tokio::time::Instant::now();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no answer to GET /healthz under a half-open flood: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(answered < deadline);
+
+    // Every half-open connection is closed by the server (over the limit: at once; within it:
+    // after the header timeout), not left to hold memory.
+    let close_deadline = started + header_timeout + Duration::from_secs(5);
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 512];
+        let closed = loop {
+            match tokio::time::timeout_at(close_deadline, s.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(_)) => continue,
+            }
+        };
+        assert!(closed, "half-open connection {i} still open");
+    }
+
+    // An idle connection within the limit is closed after the header timeout, not before.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(DEADLINE, idle.read(&mut buf)).await {
+            Err(_) => panic!("idle half-open connection not closed"),
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(_)) => continue,
+        }
+    }
+    let lived = t0.elapsed();
+    assert!(
+        lived >= header_timeout.mul_f32(0.8) && lived < header_timeout * 3,
+        "closed after {lived:?}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(DEADLINE, server)
+        .await
+        .expect("server stops")
+        .unwrap();
+}

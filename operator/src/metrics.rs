@@ -7,18 +7,22 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 
 /// Label set with one `kind` label (what was written, what failed, which event).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,14 +177,83 @@ async fn serve_ready(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     }
 }
 
-/// Serve the router on `addr` until the future is dropped.
+/// Resource limits of the HTTP server. The endpoints are reachable from the pod network, so
+/// slow or half-open clients must not hold memory or starve the kubelet's probes: headers must
+/// arrive within a deadline, a connection lives a bounded time, read buffers are bounded and at
+/// most a fixed number of connections are served at once (the excess is closed immediately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// A request's headers must be complete this long after reading them starts (this also
+    /// closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// A connection is closed this long after it was accepted.
+    pub connection_timeout: Duration,
+    /// Largest read buffer per connection, bytes (hyper's minimum is 8192).
+    pub max_buf_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            header_read_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(60),
+            max_buf_size: 16 * 1024,
+        }
+    }
+}
+
+/// Serve the router on `addr` until the future is dropped. Only GET/HEAD routes exist;
+/// nothing accepts writes.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), crate::Error> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| crate::Error::Http { addr, source: e })?;
-    axum::serve(listener, router(metrics))
-        .await
-        .map_err(|e| crate::Error::Http { addr, source: e })
+    serve_router(listener, router(metrics), Limits::default()).await;
+    Ok(())
+}
+
+/// Serve `app` on `listener` under `limits` until the future is dropped. Accept errors (such
+/// as running out of file descriptors) are logged and retried, never fatal.
+pub async fn serve_router(listener: tokio::net::TcpListener, app: Router, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_buf_size.max(8192));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "HTTP server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(
+                limit = limits.max_connections,
+                "HTTP server: too many connections, closing a new one"
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let lifetime = limits.connection_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(lifetime, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended"),
+                Err(_) => tracing::debug!("HTTP connection closed after its lifetime"),
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +291,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(m.clone());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve_router(listener, app, limits));
         let get = |path: &'static str| async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -238,6 +316,39 @@ mod tests {
         let metrics = get("/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200"));
         assert!(metrics.contains("kube_vrrp_operator_leader"));
+
+        // No endpoint accepts writes.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            assert!(out.starts_with("HTTP/1.1 405"), "POST {path}: {out}");
+        }
+
+        // Half-open connections fill the 4 slots, are closed after the header timeout, and
+        // then a normal request is served again.
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(b"GET /hea").await;
+            held.push(s);
+        }
+        for s in &mut held {
+            let mut buf = [0u8; 256];
+            let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(Ok(0) | Err(_))),
+                "half-open connection not closed: {read:?}"
+            );
+        }
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         server.abort();
     }
 }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::track::{Observation, RunExit};
 
-pub use http::{bind, router, serve};
+pub use http::{Limits, bind, router, serve, serve_router};
 
 /// Every state an instance can be in, for the one-hot state gauge.
 const STATES: [VrrpState; 4] = [
