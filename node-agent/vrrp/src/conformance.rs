@@ -583,12 +583,11 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        rule: "Master: equal priority from a lower address: stays, advertises at once",
+        rule: "Master: equal priority from a lower address: stays, advertises at once, no GARP",
         given: Given::Master,
         when: When::Advert(Adv { src: 5, ..ADV }),
         state: State::Master,
         adverts: &[100],
-        garp: true,
         ..BASE
     },
     Case {
@@ -600,7 +599,7 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        rule: "Master: lower priority makes it advertise (and GARP) at once",
+        rule: "Master: lower priority is discarded but for one advert at once, no GARP",
         given: Given::Master,
         when: When::Advert(Adv {
             priority: 50,
@@ -608,7 +607,6 @@ const CASES: &[Case] = &[
         }),
         state: State::Master,
         adverts: &[100],
-        garp: true,
         ..BASE
     },
     Case {
