@@ -16,7 +16,6 @@ pub mod takeover;
 pub mod vips;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +36,8 @@ use crate::notify::{Notifier, NotifyScripts, NotifyState, NotifyTarget};
 use crate::reconcile::{Change, diff};
 use crate::track::{Observation as TrackObservation, TrackerOptions, TrackerSet, Trackers};
 use crate::vrrp::{
-    Action, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router, State,
+    Action, Delivery, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router,
+    State,
 };
 use crate::{Error, metrics};
 
@@ -433,7 +433,9 @@ impl Daemon {
 
     fn on_packet(&mut self, now: Instant, ifname: &str, pkt: &ReceivedPacket) {
         if pkt.truncated {
-            self.telemetry.metrics().packet_dropped(ifname, "truncated");
+            self.telemetry
+                .metrics()
+                .advert_dropped(ifname, crate::vrrp::DropReason::Truncated);
             return;
         }
         let rx = Received {
@@ -442,28 +444,13 @@ impl Daemon {
             dst: pkt.dst,
             ttl: pkt.ttl,
         };
-        self.router.handle_packet(now, &rx, &pkt.payload);
-        if let Some(id) = pkt
-            .payload
-            .get(1)
-            .and_then(|vrid| self.instance_for(ifname, pkt.src, *vrid))
-            && let Some(io) = self.io.get(&id)
-        {
-            self.telemetry.metrics().advert_received(&io.resolved.name);
-        }
+        let delivery = self.router.handle_packet(now, &rx, &pkt.payload);
+        let name = match delivery {
+            Delivery::Accepted(id) => self.io.get(&id).map(|io| io.resolved.name.as_str()),
+            Delivery::Dropped { .. } => None,
+        };
+        self.telemetry.metrics().delivery(ifname, &delivery, name);
         self.dirty = true;
-    }
-
-    fn instance_for(&self, ifname: &str, src: IpAddr, vrid: u8) -> Option<InstanceId> {
-        let fam = Family::of(&src);
-        self.io
-            .iter()
-            .find(|(_, io)| {
-                io.placement.ifname == ifname
-                    && io.placement.family == fam
-                    && io.resolved.virtual_router_id == vrid
-            })
-            .map(|(id, _)| *id)
     }
 
     async fn on_net_event(&mut self, now: Instant, ev: NetEvent) {

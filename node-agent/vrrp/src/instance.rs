@@ -434,10 +434,19 @@ impl Instance {
     /// Handle a parsed advert for this instance's VRID. Runs the receive checks (TTL,
     /// version, family, own source, unicast peer list, v2 auth and interval) and counts
     /// every drop.
-    pub fn handle_advert(&mut self, now: Instant, rx: &RxInfo, advert: &Advert) {
+    ///
+    /// Returns the drop reason (already counted) when the advert failed a check; `Ok` when
+    /// it was accepted (counted in `adverts_received`, whatever the state machine then did
+    /// with it).
+    pub fn handle_advert(
+        &mut self,
+        now: Instant,
+        rx: &RxInfo,
+        advert: &Advert,
+    ) -> Result<(), DropReason> {
         if let Err(reason) = self.check_advert(rx, advert) {
             self.counters.drop(reason);
-            return;
+            return Err(reason);
         }
         self.counters.adverts_received += 1;
         if advert.priority == 0 {
@@ -511,6 +520,7 @@ impl Instance {
             // check_advert admits only BACKUP and MASTER.
             State::Init | State::Fault | State::Stop => {}
         }
+        Ok(())
     }
 
     /// Feed a tracker observation for the tracker `(kind, name)`. Returns `false` if this
@@ -972,7 +982,8 @@ mod tests {
         let (rx, adv) = hostile(50);
         let mut sent = (0, 0, 0);
         for k in 0..1000u64 {
-            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv);
+            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv)
+                .unwrap();
             let d = drain(&mut i);
             sent = (sent.0 + d.0, sent.1 + d.1, sent.2 + d.2);
         }
@@ -985,7 +996,8 @@ mod tests {
         // The same from a lower address at equal priority.
         let (mut rx_eq, adv_eq) = hostile(100);
         rx_eq.src = v4(0);
-        i.handle_advert(start + Duration::from_millis(500), &rx_eq, &adv_eq);
+        i.handle_advert(start + Duration::from_millis(500), &rx_eq, &adv_eq)
+            .unwrap();
         assert_eq!(drain(&mut i), (0, 0, 0));
         assert_eq!(i.counters().lower_priority_discarded, 1000);
     }
@@ -998,7 +1010,8 @@ mod tests {
         let (rx, adv) = hostile(0);
         let mut adverts = 0;
         for k in 0..1000u64 {
-            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv);
+            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv)
+                .unwrap();
             let (a, g, o) = drain(&mut i);
             assert_eq!((g, o), (0, 0));
             adverts += a;
@@ -1027,7 +1040,7 @@ mod tests {
                 // Timer GARPs (the delayed burst at 5 s) are not replies.
                 garps += g;
             }
-            i.handle_advert(now, &rx, &adv);
+            i.handle_advert(now, &rx, &adv).unwrap();
             let (a, g, _) = drain(&mut i);
             adverts += a;
             assert_eq!(g, 0, "no gratuitous burst in reply");
@@ -1045,15 +1058,18 @@ mod tests {
         let mut i = master(t0);
         let (rx, adv) = hostile(50);
         let t1 = t0 + Duration::from_millis(300);
-        i.handle_advert(t1, &rx, &adv);
+        i.handle_advert(t1, &rx, &adv).unwrap();
         assert_eq!(drain(&mut i), (1, 0, 0));
-        i.handle_advert(t1 + Duration::from_millis(999), &rx, &adv);
+        i.handle_advert(t1 + Duration::from_millis(999), &rx, &adv)
+            .unwrap();
         assert_eq!(drain(&mut i), (0, 0, 0));
-        i.handle_advert(t1 + Duration::from_millis(1000), &rx, &adv);
+        i.handle_advert(t1 + Duration::from_millis(1000), &rx, &adv)
+            .unwrap();
         assert_eq!(drain(&mut i), (1, 0, 0));
         // A higher-priority advert is never rate limited.
         let (rx, adv) = hostile(150);
-        i.handle_advert(t1 + Duration::from_millis(1001), &rx, &adv);
+        i.handle_advert(t1 + Duration::from_millis(1001), &rx, &adv)
+            .unwrap();
         assert_eq!(i.state(), State::Backup);
     }
 
