@@ -1,11 +1,11 @@
 //! The record of VIPs this agent added, and the clean-up of leftovers from an earlier life.
 //!
 //! The record is a small JSON file (`vips.json`) in the agent's `--state-dir`. It is written
-//! atomically (temporary file, then `rename`) so a crash of the agent leaves either the old or
-//! the new version. It is deliberately not `fsync`ed: it only has to survive the agent, not the
-//! kernel — a kernel crash or reboot drops every address the record could name — and an fsync
-//! on the path to binding a VIP would add tens of milliseconds to every failover. Write-ahead
-//! discipline for callers:
+//! atomically: a temporary file in the same directory, `fsync`ed, renamed over the record,
+//! then the directory `fsync`ed — so whatever stops the agent or the host, the record read
+//! back is the old or the new version, never a torn or zero-length file (ext4's delayed
+//! allocation can otherwise leave one after a crash). The cost is two fsyncs per change,
+//! paid on the VIP worker, not in the protocol loop. Write-ahead discipline for callers:
 //!
 //! 1. [`VipRecord::record`] a VIP *before* asking the kernel to add it;
 //! 2. [`VipRecord::forget`] it only *after* the kernel removed it.
@@ -177,7 +177,11 @@ impl VipRecord {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
-            fs::rename(&tmp, &self.path)
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &self.path)?;
+            // The rename itself is durable only once the directory is.
+            fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
