@@ -25,7 +25,6 @@ pub mod takeover;
 pub mod vips;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,14 +36,15 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{InstanceSnapshot, Telemetry, TrackerSnapshot};
 use crate::net::{
-    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, Vip, VipManager,
-    VipRecord, VrrpSocket, VrrpSockets, sleep_until,
+    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, RecordedVip, Vip,
+    VipManager, VipRecord, VrrpSocket, VrrpSockets, sleep_until, strays,
 };
 use crate::notify::{Notifier, NotifyScripts, NotifyState, NotifyTarget};
 use crate::reconcile::{Change, diff};
 use crate::track::{Observation as TrackObservation, TrackerOptions, TrackerSet, Trackers};
 use crate::vrrp::{
-    Action, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router, State,
+    Action, Delivery, GratuitousKind, InstanceConfig, InstanceId, Observation, Received, Router,
+    State,
 };
 use crate::{Error, metrics};
 
@@ -117,6 +117,9 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
+    /// configured VIPs once the first configuration with an instance is applied.
+    sweep_pending: bool,
 }
 
 fn family_key(f: Family) -> u8 {
@@ -133,7 +136,9 @@ impl Daemon {
         let netlink = Netlink::new()?;
         let events = netlink.events(true)?;
         let interfaces = netlink.interfaces().await?;
-        let manager = VipManager::new(netlink.clone(), VipRecord::load(&opts.state_dir));
+        let record = VipRecord::load(&opts.state_dir);
+        let sweep_pending = !record.trusted();
+        let manager = VipManager::new(netlink.clone(), record);
         let report = manager.cleanup_stale(&[]).await?;
         if !report.removed.is_empty() {
             tracing::info!(removed = ?report.removed, "removed VIPs left by an earlier run");
@@ -167,6 +172,7 @@ impl Daemon {
             since: BTreeMap::new(),
             hooks,
             dirty: true,
+            sweep_pending,
         })
     }
 
@@ -184,6 +190,10 @@ impl Daemon {
         let mut desired_open = true;
         loop {
             self.drain_actions().await;
+            if self.sweep_pending && !self.io.is_empty() {
+                self.sweep_pending = false;
+                self.sweep_stray_vips().await;
+            }
             self.publish_status();
             let deadline = self.router.poll_timeout();
             let input = tokio::select! {
@@ -244,6 +254,49 @@ impl Daemon {
         }
         self.leave().await;
         Ok(())
+    }
+
+    /// After an untrusted VIP record: remove every configured VIP found bound on its
+    /// interface that no instance of ours holds as MASTER now (an earlier life may have left
+    /// it, unrecorded). Queued on the VIP worker after the masters' additions, so it never
+    /// races them; a backup that becomes master later adds its VIPs after this removal.
+    async fn sweep_stray_vips(&mut self) {
+        let interfaces = match self.netlink.interfaces().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list interfaces to sweep stray VIPs");
+                return;
+            }
+        };
+        let is_master = |id: &InstanceId| {
+            self.router
+                .get(*id)
+                .is_some_and(|i| i.state() == State::Master)
+        };
+        let held: Vec<RecordedVip> = self
+            .io
+            .iter()
+            .filter(|(id, _)| is_master(id))
+            .flat_map(|(_, io)| io.vips.iter().map(RecordedVip::from))
+            .collect();
+        for (id, io) in &self.io {
+            if is_master(id) {
+                continue;
+            }
+            let configured: Vec<RecordedVip> = io.vips.iter().map(RecordedVip::from).collect();
+            let found = strays(&configured, &held, &interfaces);
+            if found.is_empty() {
+                continue;
+            }
+            let vips: Vec<Vip> = io
+                .vips
+                .iter()
+                .filter(|v| found.contains(&RecordedVip::from(*v)))
+                .cloned()
+                .collect();
+            tracing::warn!(instance = %io.resolved.name, vips = ?found, "the VIP record was missing, empty or corrupt: removing configured VIPs bound without a master here");
+            self.vips.remove(&io.resolved.name, vips);
+        }
     }
 
     /// Leave: every instance sends priority 0 if master, VIPs are removed, STOP notifications
@@ -430,7 +483,9 @@ impl Daemon {
 
     fn on_packet(&mut self, now: Instant, ifname: &str, pkt: &ReceivedPacket) {
         if pkt.truncated {
-            self.telemetry.metrics().packet_dropped(ifname, "truncated");
+            self.telemetry
+                .metrics()
+                .advert_dropped(ifname, crate::vrrp::DropReason::Truncated);
             return;
         }
         let rx = Received {
@@ -439,28 +494,13 @@ impl Daemon {
             dst: pkt.dst,
             ttl: pkt.ttl,
         };
-        self.router.handle_packet(now, &rx, &pkt.payload);
-        if let Some(id) = pkt
-            .payload
-            .get(1)
-            .and_then(|vrid| self.instance_for(ifname, pkt.src, *vrid))
-            && let Some(io) = self.io.get(&id)
-        {
-            self.telemetry.metrics().advert_received(&io.resolved.name);
-        }
+        let delivery = self.router.handle_packet(now, &rx, &pkt.payload);
+        let name = match delivery {
+            Delivery::Accepted(id) => self.io.get(&id).map(|io| io.resolved.name.as_str()),
+            Delivery::Dropped { .. } => None,
+        };
+        self.telemetry.metrics().delivery(ifname, &delivery, name);
         self.dirty = true;
-    }
-
-    fn instance_for(&self, ifname: &str, src: IpAddr, vrid: u8) -> Option<InstanceId> {
-        let fam = Family::of(&src);
-        self.io
-            .iter()
-            .find(|(_, io)| {
-                io.placement.ifname == ifname
-                    && io.placement.family == fam
-                    && io.resolved.virtual_router_id == vrid
-            })
-            .map(|(id, _)| *id)
     }
 
     async fn on_net_event(&mut self, now: Instant, ev: NetEvent) {

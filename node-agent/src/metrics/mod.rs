@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::track::{Observation, RunExit};
+use crate::vrrp::{Delivery, DropReason};
 
 pub use http::{Limits, bind, router, serve, serve_router};
 
@@ -66,6 +67,11 @@ struct TransitionLabels {
 struct DropLabels {
     interface: String,
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InterfaceLabels {
+    interface: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +123,7 @@ pub struct Metrics {
     adverts_sent: Family<InstanceLabels, Counter>,
     adverts_received: Family<InstanceLabels, Counter>,
     drops: Family<DropLabels, Counter>,
+    unknown_vrid: Family<InterfaceLabels, Counter>,
     announcements: Family<AnnounceLabels, Counter>,
     script_results: Family<ScriptLabels, Counter>,
     process_counts: Family<TrackerLabels, Gauge>,
@@ -177,14 +184,20 @@ impl Metrics {
         let adverts_received = Family::<InstanceLabels, Counter>::default();
         registry.register(
             "adverts_received",
-            "Valid VRRP advertisements received",
+            "VRRP advertisements accepted by an instance (passed every receive check)",
             adverts_received.clone(),
         );
         let drops = Family::<DropLabels, Counter>::default();
         registry.register(
-            "packets_dropped",
-            "Received VRRP packets dropped, by reason",
+            "adverts_dropped",
+            "Received VRRP packets dropped, by interface and the core's drop reason",
             drops.clone(),
+        );
+        let unknown_vrid = Family::<InterfaceLabels, Counter>::default();
+        registry.register(
+            "unknown_vrid_packets",
+            "Received VRRP packets no instance is configured for (interface, family, VRID), whatever their drop reason",
+            unknown_vrid.clone(),
         );
         let announcements = Family::<AnnounceLabels, Counter>::default();
         registry.register(
@@ -269,6 +282,7 @@ impl Metrics {
             adverts_sent,
             adverts_received,
             drops,
+            unknown_vrid,
             announcements,
             script_results,
             process_counts,
@@ -338,7 +352,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Count a valid advert received for `instance`.
+    /// Count an advert `instance` accepted (it passed every receive check).
     pub fn advert_received(&self, instance: &str) {
         self.adverts_received
             .get_or_create(&InstanceLabels {
@@ -347,13 +361,41 @@ impl Metrics {
             .inc();
     }
 
-    /// Count a dropped packet (reason: a short fixed word such as `ttl`, `checksum`, `vrid`).
-    pub fn packet_dropped(&self, interface: &str, reason: &str) {
+    /// Count a packet received on `interface` and dropped for `reason`.
+    pub fn advert_dropped(&self, interface: &str, reason: DropReason) {
         let labels = DropLabels {
             interface: interface.to_owned(),
-            reason: reason.to_owned(),
+            reason: reason.label().to_owned(),
         };
         self.drops.get_or_create(&labels).inc();
+    }
+
+    /// Count what became of a packet received on `interface` ([`crate::vrrp::Router::handle_packet`]):
+    /// accepted by the instance named `instance` (`adverts_received`), or dropped
+    /// (`adverts_dropped` by reason, and `unknown_vrid_packets` when no instance claims it).
+    pub fn delivery(&self, interface: &str, delivery: &Delivery, instance: Option<&str>) {
+        match delivery {
+            Delivery::Accepted(_) => {
+                if let Some(name) = instance {
+                    self.advert_received(name);
+                }
+            }
+            Delivery::Dropped { instance, reason } => {
+                self.advert_dropped(interface, *reason);
+                if instance.is_none() {
+                    self.unknown_vrid(interface);
+                }
+            }
+        }
+    }
+
+    /// Count a packet received on `interface` that no instance is configured for.
+    pub fn unknown_vrid(&self, interface: &str) {
+        self.unknown_vrid
+            .get_or_create(&InterfaceLabels {
+                interface: interface.to_owned(),
+            })
+            .inc();
     }
 
     /// Count `n` gratuitous ARPs sent for `instance`.
@@ -621,7 +663,9 @@ mod tests {
         m.advert_sent("VI_1");
         m.advert_sent("VI_1");
         m.advert_received("VI_1");
-        m.packet_dropped("eth0", "ttl");
+        m.advert_dropped("eth0", DropReason::Ttl);
+        m.advert_dropped("eth0", DropReason::UnknownVrid);
+        m.unknown_vrid("eth0");
         m.garp_sent("VI_1", 5);
         m.na_sent("VI_1", 3);
         m.timer_fired(Duration::from_millis(3), false);
@@ -677,7 +721,15 @@ mod tests {
             "1"
         );
         assert_eq!(
-            v("kube_vrrp_packets_dropped_total{interface=\"eth0\",reason=\"ttl\"}"),
+            v("kube_vrrp_adverts_dropped_total{interface=\"eth0\",reason=\"ttl\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("kube_vrrp_adverts_dropped_total{interface=\"eth0\",reason=\"unknown_vrid\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("kube_vrrp_unknown_vrid_packets_total{interface=\"eth0\"}"),
             "1"
         );
         assert_eq!(
@@ -734,6 +786,97 @@ mod tests {
         );
         assert!(
             line_value(&text, "kube_vrrp_effective_priority{instance=\"VI_1\"}").is_none(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deliveries_feed_received_dropped_and_unknown_vrid() {
+        use crate::vrrp::packet::MULTICAST_V4;
+        use crate::vrrp::{
+            Advert, Auth, InstanceConfig, Interval, Received, Router, StartState, V3Ipv4Checksum,
+            Version,
+        };
+        use std::net::{IpAddr, Ipv4Addr};
+        use std::time::Instant;
+
+        let own = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+        let peer = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 20));
+        let group = IpAddr::V4(MULTICAST_V4);
+        let cfg = InstanceConfig {
+            name: "VI_1".into(),
+            interface: "eth0".into(),
+            vrid: 51,
+            version: Version::V3,
+            priority: 100,
+            start_state: StartState::Backup,
+            advert_interval: Interval(100),
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            accept: false,
+            vips: vec!["192.0.2.200/24".parse().unwrap()],
+            excluded: vec![],
+            source: own,
+            unicast_peers: vec![],
+            allow_lower_ttl: false,
+            auth: Auth::None,
+            v3_ipv4_checksum: V3Ipv4Checksum::WithPseudoHeader,
+            trackers: vec![],
+            garp: Default::default(),
+            sync_group: None,
+        };
+        let mut r = Router::new();
+        r.add(cfg).unwrap();
+        let now = Instant::now();
+        r.start(now);
+        let bytes = |vrid| {
+            Advert {
+                version: Version::V3,
+                vrid,
+                priority: 150,
+                interval: Interval(100),
+                addresses: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 200))],
+                auth: Auth::None,
+            }
+            .to_bytes(peer, group, V3Ipv4Checksum::WithPseudoHeader)
+            .unwrap()
+        };
+        let rx = |ttl| Received {
+            interface: "eth0",
+            src: peer,
+            dst: group,
+            ttl,
+        };
+        let m = Metrics::new();
+        let mut feed = |ttl, b: &[u8]| {
+            let d = r.handle_packet(now, &rx(ttl), b);
+            m.delivery("eth0", &d, Some("VI_1"));
+        };
+        feed(255, &bytes(51)); // accepted
+        feed(255, &bytes(51)); // accepted
+        feed(64, &bytes(51)); // ttl
+        feed(255, &bytes(52)); // unknown VRID, valid
+        let mut bad = bytes(53);
+        bad[6] ^= 0xff; // unknown VRID, bad checksum
+        feed(255, &bad);
+        let text = m.encode().unwrap();
+        let v = |p: &str| line_value(&text, p);
+        assert_eq!(
+            v("kube_vrrp_adverts_received_total{instance=\"VI_1\"}").as_deref(),
+            Some("2"),
+            "only accepted adverts count as received\n{text}"
+        );
+        let dropped = |reason: &str| {
+            v(&format!(
+                "kube_vrrp_adverts_dropped_total{{interface=\"eth0\",reason=\"{reason}\"}}"
+            ))
+        };
+        assert_eq!(dropped("ttl").as_deref(), Some("1"), "{text}");
+        assert_eq!(dropped("unknown_vrid").as_deref(), Some("1"), "{text}");
+        assert_eq!(dropped("bad_checksum").as_deref(), Some("1"), "{text}");
+        assert_eq!(
+            v("kube_vrrp_unknown_vrid_packets_total{interface=\"eth0\"}").as_deref(),
+            Some("2"),
             "{text}"
         );
     }

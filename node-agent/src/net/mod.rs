@@ -39,5 +39,5 @@ pub use netlink::{
     node_facts,
 };
 pub use socket::{Family, ReceivedPacket, VrrpSocket, VrrpSockets};
-pub use stale::{CleanupReport, RecordedVip, VipManager, VipRecord, cleanup_stale};
+pub use stale::{CleanupReport, RecordedVip, VipManager, VipRecord, cleanup_stale, strays};
 pub use timer::{Wakeup, sleep_until};

@@ -1,11 +1,11 @@
 //! The record of VIPs this agent added, and the clean-up of leftovers from an earlier life.
 //!
 //! The record is a small JSON file (`vips.json`) in the agent's `--state-dir`. It is written
-//! atomically (temporary file, then `rename`) so a crash of the agent leaves either the old or
-//! the new version. It is deliberately not `fsync`ed: it only has to survive the agent, not the
-//! kernel — a kernel crash or reboot drops every address the record could name — and an fsync
-//! on the path to binding a VIP would add tens of milliseconds to every failover. Write-ahead
-//! discipline for callers:
+//! atomically: a temporary file in the same directory, `fsync`ed, renamed over the record,
+//! then the directory `fsync`ed — so whatever stops the agent or the host, the record read
+//! back is the old or the new version, never a torn or zero-length file (ext4's delayed
+//! allocation can otherwise leave one after a crash). The cost is two fsyncs per change,
+//! paid on the VIP worker, not in the protocol loop. Write-ahead discipline for callers:
 //!
 //! 1. [`VipRecord::record`] a VIP *before* asking the kernel to add it;
 //! 2. [`VipRecord::forget`] it only *after* the kernel removed it.
@@ -14,7 +14,9 @@
 //! have left on the host is in the record, and [`cleanup_stale`] at the next start removes
 //! those the new life does not hold. A missing file is an empty record; a corrupt one is
 //! logged, kept aside as `vips.json.corrupt`, and treated as empty — the agent never fails to
-//! start because of it.
+//! start because of it. Such a record (or an empty one) is not [`VipRecord::trusted`]: the
+//! daemon then also sweeps, once its first configuration is applied, every configured VIP
+//! bound on its interface that no instance of ours holds as MASTER ([`strays`]).
 //!
 //! [`VipManager`] bundles the record with a [`Netlink`] handle and follows that discipline
 //! for the caller.
@@ -29,7 +31,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::net::netlink::{Netlink, Vip};
+use crate::net::netlink::{Interface, Netlink, Vip};
 
 /// File name of the record inside the state directory.
 pub const RECORD_FILE: &str = "vips.json";
@@ -75,6 +77,7 @@ struct RecordFile {
 pub struct VipRecord {
     path: PathBuf,
     vips: BTreeSet<RecordedVip>,
+    trusted: bool,
 }
 
 impl VipRecord {
@@ -82,7 +85,7 @@ impl VipRecord {
     /// unreadable or corrupt one is logged and treated as empty.
     pub fn load(state_dir: &Path) -> VipRecord {
         let path = state_dir.join(RECORD_FILE);
-        let vips = match fs::read(&path) {
+        let vips: BTreeSet<RecordedVip> = match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<RecordFile>(&bytes) {
                 Ok(f) if f.version == FORMAT_VERSION => f.vips.into_iter().collect(),
                 Ok(f) => {
@@ -105,7 +108,20 @@ impl VipRecord {
                 BTreeSet::new()
             }
         };
-        VipRecord { path, vips }
+        let trusted = !vips.is_empty();
+        VipRecord {
+            path,
+            vips,
+            trusted,
+        }
+    }
+
+    /// Whether the record loaded at start names at least one VIP from a readable file of
+    /// the current format. When it does not (missing, unreadable, corrupt, foreign or empty),
+    /// the agent cannot tell what an earlier life left bound, and sweeps the configured VIPs
+    /// once its first configuration is applied (see [`strays`]).
+    pub fn trusted(&self) -> bool {
+        self.trusted
     }
 
     /// Where the record lives.
@@ -177,7 +193,11 @@ impl VipRecord {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
-            fs::rename(&tmp, &self.path)
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, &self.path)?;
+            // The rename itself is durable only once the directory is.
+            fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -191,6 +211,28 @@ fn set_aside(path: &Path) {
     if let Err(e) = fs::rename(path, &aside) {
         tracing::warn!(path = %path.display(), error = %e, "cannot move the bad VIP record aside");
     }
+}
+
+/// The sweep after an untrusted record: of the `configured` VIPs (interface + address),
+/// those present on their interface in `interfaces` and not in `held` (the VIPs of the
+/// instances that are MASTER now). Each is returned once, in `configured` order.
+pub fn strays<'a>(
+    configured: impl IntoIterator<Item = &'a RecordedVip>,
+    held: &[RecordedVip],
+    interfaces: &[Interface],
+) -> Vec<RecordedVip> {
+    let mut out: Vec<RecordedVip> = Vec::new();
+    for v in configured {
+        let present = interfaces
+            .iter()
+            .filter(|i| i.name == v.interface)
+            .any(|i| i.addresses.iter().any(|a| a.address == v.address));
+        if present && !held.iter().any(|h| h.same_place(v)) && !out.iter().any(|o| o.same_place(v))
+        {
+            out.push(v.clone());
+        }
+    }
+    out
 }
 
 /// What [`cleanup_stale`] did.
@@ -426,6 +468,78 @@ mod tests {
         assert!(dir.path().join("vips.json.corrupt").exists());
         fs::write(&path, br#"{"version": 99, "vips": []}"#).unwrap();
         assert_eq!(VipRecord::load(dir.path()).vips().count(), 0);
+    }
+
+    #[test]
+    fn trust_needs_a_valid_non_empty_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(RECORD_FILE);
+        assert!(!VipRecord::load(dir.path()).trusted(), "missing");
+        fs::write(&path, b"").unwrap();
+        assert!(!VipRecord::load(dir.path()).trusted(), "zero-length");
+        fs::write(&path, b"{ torn").unwrap();
+        assert!(!VipRecord::load(dir.path()).trusted(), "corrupt");
+        fs::write(&path, br#"{"version": 1, "vips": []}"#).unwrap();
+        assert!(!VipRecord::load(dir.path()).trusted(), "empty");
+        let mut r = VipRecord::load(dir.path());
+        r.record([&rv("eth0", "192.0.2.10/24", None)]).unwrap();
+        assert!(VipRecord::load(dir.path()).trusted());
+    }
+
+    fn iface(index: u32, name: &str, addrs: &[&str]) -> Interface {
+        use crate::net::netlink::{InterfaceAddress, LinkState, OperState};
+        Interface {
+            index,
+            name: name.into(),
+            mac: None,
+            loopback: false,
+            state: LinkState {
+                admin_up: true,
+                running: true,
+                lower_up: true,
+                oper: OperState::Up,
+            },
+            addresses: addrs
+                .iter()
+                .map(|a| InterfaceAddress {
+                    address: a.parse().unwrap(),
+                    label: None,
+                    secondary: false,
+                    tentative: false,
+                    dad_failed: false,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn strays_are_configured_present_and_not_held() {
+        let interfaces = [
+            iface(
+                2,
+                "eth0",
+                &["192.0.2.1/24", "192.0.2.10/24", "192.0.2.11/24"],
+            ),
+            iface(3, "eth1", &["198.51.100.1/24", "2001:db8::10/64"]),
+        ];
+        let configured = [
+            rv("eth0", "192.0.2.10/24", None), // bound, held by a master: kept
+            rv("eth0", "192.0.2.11/24", None), // bound, not held: stray
+            rv("eth0", "192.0.2.12/24", None), // not bound: nothing to do
+            rv("eth1", "192.0.2.11/24", None), // bound on another interface only
+            rv("eth1", "2001:db8::10/64", None), // bound, not held: stray
+            rv("eth0", "192.0.2.11/24", None), // listed twice: once
+            rv("eth0", "192.0.2.1/25", None),  // another prefix length: not ours
+        ];
+        let held = [rv("eth0", "192.0.2.10/24", Some("eth0:vip"))];
+        assert_eq!(
+            strays(&configured, &held, &interfaces),
+            vec![
+                rv("eth0", "192.0.2.11/24", None),
+                rv("eth1", "2001:db8::10/64", None)
+            ]
+        );
+        assert!(strays(&configured, &held, &[]).is_empty());
     }
 
     #[test]

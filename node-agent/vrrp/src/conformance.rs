@@ -13,7 +13,7 @@ use super::config::{InstanceConfig, StartState};
 use super::counters::DropReason;
 use super::instance::{Action, State};
 use super::packet::{Advert, Auth, Interval, MULTICAST_V4, Version};
-use super::router::{InstanceId, Received, Router};
+use super::router::{Delivery, InstanceId, Received, Router};
 use super::sim::cfg;
 use super::timers::{master_down_interval, skew_time};
 use super::track::{Observation, Rule, TrackerSpec};
@@ -184,6 +184,7 @@ fn run(c: &Case) {
     while r.poll_action().is_some() {}
     let inst = |r: &Router| r.get(id).unwrap().clone_state();
     let mut now = t1;
+    let mut delivery = None;
     match c.when {
         When::Start => r.start(t1),
         When::Advert(a) => {
@@ -193,7 +194,7 @@ fn run(c: &Case) {
                 dst: IpAddr::V4(MULTICAST_V4),
                 ttl: a.ttl,
             };
-            r.handle_packet(t1, &rx, &advert_bytes(&a));
+            delivery = Some(r.handle_packet(t1, &rx, &advert_bytes(&a)));
         }
         When::Raw(f) => {
             let mut b = advert_bytes(&ADV);
@@ -204,7 +205,7 @@ fn run(c: &Case) {
                 dst: IpAddr::V4(MULTICAST_V4),
                 ttl: 255,
             };
-            r.handle_packet(t1, &rx, &b);
+            delivery = Some(r.handle_packet(t1, &rx, &b));
         }
         When::Timeout => {
             now = r.poll_timeout().expect("a timer is armed");
@@ -253,6 +254,21 @@ fn run(c: &Case) {
     match c.drop {
         Some(d) => assert_eq!(counters.drops(d), 1, "{}: drop {d}", c.rule),
         None => assert_eq!(counters.total_drops(), 0, "{}: unexpected drop", c.rule),
+    }
+    if let Some(delivery) = delivery {
+        // What handle_packet reports is what the counters say.
+        let want = match (c.drop, c.router_drop) {
+            (Some(reason), _) => Delivery::Dropped {
+                instance: Some(id),
+                reason,
+            },
+            (None, Some(reason)) => Delivery::Dropped {
+                instance: None,
+                reason,
+            },
+            (None, None) => Delivery::Accepted(id),
+        };
+        assert_eq!(delivery, want, "{}: delivery", c.rule);
     }
     if let Some(d) = c.router_drop {
         assert_eq!(
@@ -583,12 +599,11 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        rule: "Master: equal priority from a lower address: stays, advertises at once",
+        rule: "Master: equal priority from a lower address: stays, advertises at once, no GARP",
         given: Given::Master,
         when: When::Advert(Adv { src: 5, ..ADV }),
         state: State::Master,
         adverts: &[100],
-        garp: true,
         ..BASE
     },
     Case {
@@ -600,7 +615,7 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        rule: "Master: lower priority makes it advertise (and GARP) at once",
+        rule: "Master: lower priority is discarded but for one advert at once, no GARP",
         given: Given::Master,
         when: When::Advert(Adv {
             priority: 50,
@@ -608,7 +623,6 @@ const CASES: &[Case] = &[
         }),
         state: State::Master,
         adverts: &[100],
-        garp: true,
         ..BASE
     },
     Case {

@@ -141,6 +141,12 @@ pub struct Counters {
     pub checksum_other_form: u64,
     /// Lower-priority adverts a preempting backup ignored.
     pub lower_priority_ignored: u64,
+    /// Lower-priority adverts (or equal priority from a lower address) a master discarded
+    /// without replying: its one immediate advert per interval was already spent.
+    pub lower_priority_discarded: u64,
+    /// Priority-0 adverts a master did not answer at once: its one immediate advert per
+    /// interval was already spent (the next scheduled advert follows within an interval).
+    pub priority_zero_rate_limited: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

@@ -14,7 +14,12 @@
 //!   Master_Down_Interval. Lower priority with preempt ⇒ ignored.
 //! - MASTER: advert timer ⇒ advert. Higher priority, or equal priority from a higher
 //!   address ⇒ BACKUP. Priority 0 ⇒ advert at once. Lower priority (or equal from a lower
-//!   address) ⇒ advert and GARP at once (RFC 9568; keepalived "forcing new election").
+//!   address) ⇒ discarded (RFC 3768 / RFC 9568 §6.4.3), except that, like keepalived's
+//!   "forcing new election", an advert is sent at once to make the other master yield —
+//!   never a gratuitous burst. Immediate adverts (for priority 0 or a lower-priority master)
+//!   are limited to one per advert interval per instance, so a flood of valid adverts is
+//!   not amplified; the suppressed ones are counted
+//!   ([`Counters::lower_priority_discarded`], [`Counters::priority_zero_rate_limited`]).
 //! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
 //!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
 //! - shutdown: MASTER sends priority 0 and then removes the VIPs.
@@ -184,8 +189,6 @@ pub enum GratuitousKind {
     Delayed,
     /// A periodic refresh (`garp_master_refresh`).
     Refresh,
-    /// Answering a lower-priority advert.
-    Election,
 }
 
 /// Something the driver must do.
@@ -286,6 +289,8 @@ pub struct Instance {
     last_heard: Option<(IpAddr, Instant)>,
     timers: [Option<Instant>; 4],
     preempt_allowed_at: Option<Instant>,
+    /// When the last advert sent in reply to a received one (not on the timer) went out.
+    last_reply: Option<Instant>,
     actions: VecDeque<Action>,
     counters: Counters,
     last_reason: Option<Reason>,
@@ -311,6 +316,7 @@ impl Instance {
             last_heard: None,
             timers: [None; 4],
             preempt_allowed_at: None,
+            last_reply: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             last_reason: None,
@@ -428,10 +434,19 @@ impl Instance {
     /// Handle a parsed advert for this instance's VRID. Runs the receive checks (TTL,
     /// version, family, own source, unicast peer list, v2 auth and interval) and counts
     /// every drop.
-    pub fn handle_advert(&mut self, now: Instant, rx: &RxInfo, advert: &Advert) {
+    ///
+    /// Returns the drop reason (already counted) when the advert failed a check; `Ok` when
+    /// it was accepted (counted in `adverts_received`, whatever the state machine then did
+    /// with it).
+    pub fn handle_advert(
+        &mut self,
+        now: Instant,
+        rx: &RxInfo,
+        advert: &Advert,
+    ) -> Result<(), DropReason> {
         if let Err(reason) = self.check_advert(rx, advert) {
             self.counters.drop(reason);
-            return;
+            return Err(reason);
         }
         self.counters.adverts_received += 1;
         if advert.priority == 0 {
@@ -477,7 +492,9 @@ impl Instance {
             }
             State::Master => {
                 if advert.priority == 0 {
-                    self.send_advert_now(now);
+                    if !self.reply_now(now) {
+                        self.counters.priority_zero_rate_limited += 1;
+                    }
                 } else if advert.priority > ours
                     || (advert.priority == ours && rx.src > self.cfg.source)
                 {
@@ -494,14 +511,16 @@ impl Instance {
                         self.master_adver_interval = advert.interval;
                     }
                     self.become_backup(now, reason);
-                } else {
-                    self.send_advert_now(now);
-                    self.gratuitous(GratuitousKind::Election);
+                } else if !self.reply_now(now) {
+                    // RFC 9568 §6.4.3: discard. The one advert per interval above is the
+                    // keepalived-style nudge to a lower-priority master; no GARP in reply.
+                    self.counters.lower_priority_discarded += 1;
                 }
             }
             // check_advert admits only BACKUP and MASTER.
             State::Init | State::Fault | State::Stop => {}
         }
+        Ok(())
     }
 
     /// Feed a tracker observation for the tracker `(kind, name)`. Returns `false` if this
@@ -833,6 +852,21 @@ impl Instance {
         self.timers[Timer::Advert as usize] = Some(if next > now { next } else { now + interval });
     }
 
+    /// An advert at once in reply to a received one, at most one per advert interval
+    /// (by the instance's clock). Returns whether it was sent.
+    fn reply_now(&mut self, now: Instant) -> bool {
+        let interval = self.cfg.advert_interval.duration();
+        if self
+            .last_reply
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return false;
+        }
+        self.last_reply = Some(now);
+        self.send_advert_now(now);
+        true
+    }
+
     fn send_advert_now(&mut self, now: Instant) {
         self.send_advert(now, self.effective_priority);
         self.timers[Timer::Advert as usize] = Some(now + self.cfg.advert_interval.duration());
@@ -904,6 +938,139 @@ mod tests {
         i.start(now);
         while i.poll_action().is_some() {}
         i
+    }
+
+    /// A valid v3 advert from 192.0.2.2 for VRID 51 with this priority.
+    fn hostile(priority: u8) -> (RxInfo, Advert) {
+        let rx = RxInfo {
+            src: v4(2),
+            dst: IpAddr::V4(crate::packet::MULTICAST_V4),
+            ttl: 255,
+            checksum: ChecksumKind::V3Ipv4WithPseudoHeader,
+        };
+        let advert = Advert {
+            version: Version::V3,
+            vrid: 51,
+            priority,
+            interval: Interval(100),
+            addresses: vec![v4(200)],
+            auth: Default::default(),
+        };
+        (rx, advert)
+    }
+
+    /// (adverts sent, gratuitous actions, other actions) drained from `i`.
+    fn drain(i: &mut Instance) -> (usize, usize, usize) {
+        let (mut adv, mut garp, mut other) = (0, 0, 0);
+        while let Some(a) = i.poll_action() {
+            match a {
+                Action::SendAdvert { .. } => adv += 1,
+                Action::SendGratuitous { .. } => garp += 1,
+                _ => other += 1,
+            }
+        }
+        (adv, garp, other)
+    }
+
+    #[test]
+    fn lower_priority_flood_is_not_amplified() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        // Half an interval into mastership (the own advert timer stays in the future), 1000
+        // valid lower-priority adverts, one per 0.4 ms: within one advert interval.
+        let start = t0 + Duration::from_millis(300);
+        let (rx, adv) = hostile(50);
+        let mut sent = (0, 0, 0);
+        for k in 0..1000u64 {
+            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv)
+                .unwrap();
+            let d = drain(&mut i);
+            sent = (sent.0 + d.0, sent.1 + d.1, sent.2 + d.2);
+        }
+        assert_eq!(sent, (1, 0, 0), "(adverts, gratuitous, other)");
+        assert_eq!(i.state(), State::Master);
+        let c = i.counters();
+        assert_eq!(c.adverts_received, 1000);
+        assert_eq!(c.lower_priority_discarded, 999);
+        assert_eq!(c.total_drops(), 0);
+        // The same from a lower address at equal priority.
+        let (mut rx_eq, adv_eq) = hostile(100);
+        rx_eq.src = v4(0);
+        i.handle_advert(start + Duration::from_millis(500), &rx_eq, &adv_eq)
+            .unwrap();
+        assert_eq!(drain(&mut i), (0, 0, 0));
+        assert_eq!(i.counters().lower_priority_discarded, 1000);
+    }
+
+    #[test]
+    fn priority_zero_flood_is_rate_limited() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let start = t0 + Duration::from_millis(300);
+        let (rx, adv) = hostile(0);
+        let mut adverts = 0;
+        for k in 0..1000u64 {
+            i.handle_advert(start + Duration::from_micros(400 * k), &rx, &adv)
+                .unwrap();
+            let (a, g, o) = drain(&mut i);
+            assert_eq!((g, o), (0, 0));
+            adverts += a;
+        }
+        assert_eq!(adverts, 1);
+        assert_eq!(i.counters().priority_zero_received, 1000);
+        assert_eq!(i.counters().priority_zero_rate_limited, 999);
+        assert_eq!(i.state(), State::Master);
+    }
+
+    #[test]
+    fn a_sustained_flood_costs_at_most_one_extra_advert_per_interval() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let (rx, adv) = hostile(50);
+        let (mut adverts, mut garps) = (0, 0);
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(10);
+        // One hostile advert per millisecond for 10 s, the timers served in between.
+        while now < end {
+            now += Duration::from_millis(1);
+            if i.poll_timeout().is_some_and(|t| t <= now) {
+                i.handle_timeout(now);
+                let (a, g, _) = drain(&mut i);
+                adverts += a;
+                // Timer GARPs (the delayed burst at 5 s) are not replies.
+                garps += g;
+            }
+            i.handle_advert(now, &rx, &adv).unwrap();
+            let (a, g, _) = drain(&mut i);
+            adverts += a;
+            assert_eq!(g, 0, "no gratuitous burst in reply");
+        }
+        // 10 scheduled + at most 10 immediate, instead of 10 000 adverts and GARP bursts.
+        assert!(adverts <= 20, "{adverts} adverts");
+        assert!(adverts >= 10, "{adverts} adverts");
+        assert!(garps <= 1);
+        assert_eq!(i.state(), State::Master);
+    }
+
+    #[test]
+    fn the_reply_budget_renews_each_interval() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let (rx, adv) = hostile(50);
+        let t1 = t0 + Duration::from_millis(300);
+        i.handle_advert(t1, &rx, &adv).unwrap();
+        assert_eq!(drain(&mut i), (1, 0, 0));
+        i.handle_advert(t1 + Duration::from_millis(999), &rx, &adv)
+            .unwrap();
+        assert_eq!(drain(&mut i), (0, 0, 0));
+        i.handle_advert(t1 + Duration::from_millis(1000), &rx, &adv)
+            .unwrap();
+        assert_eq!(drain(&mut i), (1, 0, 0));
+        // A higher-priority advert is never rate limited.
+        let (rx, adv) = hostile(150);
+        i.handle_advert(t1 + Duration::from_millis(1001), &rx, &adv)
+            .unwrap();
+        assert_eq!(i.state(), State::Backup);
     }
 
     #[test]

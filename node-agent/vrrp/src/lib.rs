@@ -175,5 +175,5 @@ pub use config::{ConfigError, GarpConfig, InstanceConfig, StartState};
 pub use counters::{Counters, DropReason};
 pub use instance::{Action, ConfigUpdate, GratuitousKind, Instance, Reason, RxInfo, State};
 pub use packet::{Advert, Auth, EmitError, Family, Interval, Packet, ParseError, Version};
-pub use router::{InstanceId, Received, Router, RouterAction};
+pub use router::{Delivery, InstanceId, Received, Router, RouterAction};
 pub use track::{Effect, Observation, Rule, Tracker, TrackerKind, TrackerSpec};

@@ -42,6 +42,23 @@ pub struct Received<'a> {
     pub ttl: u8,
 }
 
+/// What became of a received packet ([`Router::handle_packet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Accepted by this instance: it passed the receive checks and is counted in the
+    /// instance's `adverts_received` (whatever the state machine then did with it).
+    Accepted(InstanceId),
+    /// Dropped, and counted under `reason` in this instance's counters, or in
+    /// [`Router::unclaimed_counters`] when `instance` is `None` (no instance is configured
+    /// for the packet's interface, family and VRID).
+    Dropped {
+        /// The instance configured for the packet's VRID, if any.
+        instance: Option<InstanceId>,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
 /// An action for one instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterAction {
@@ -128,32 +145,43 @@ impl Router {
         }
     }
 
-    /// Handle one received VRRP message.
-    pub fn handle_packet(&mut self, now: Instant, rx: &Received<'_>, bytes: &[u8]) {
+    /// Handle one received VRRP message, and say what became of it (every drop is also
+    /// counted, see [`Delivery`]).
+    pub fn handle_packet(&mut self, now: Instant, rx: &Received<'_>, bytes: &[u8]) -> Delivery {
         let family = Family::of(&rx.src);
         let idx = bytes
             .get(1)
             .and_then(|vrid| self.lookup(rx.interface, family, *vrid));
+        let instance = idx.map(InstanceId);
+        let dropped = |reason| Delivery::Dropped { instance, reason };
         match Advert::parse(bytes, rx.src, rx.dst) {
-            Err(e) => match idx.and_then(|i| self.slots[i].as_mut()) {
-                Some(inst) => inst.count_drop(DropReason::from(&e)),
-                None => self.unclaimed.drop(DropReason::from(&e)),
-            },
-            Ok((advert, checksum)) => match idx {
-                None => self.unclaimed.drop(DropReason::UnknownVrid),
-                Some(i) => {
-                    if let Some(inst) = self.slots[i].as_mut() {
-                        let info = RxInfo {
-                            src: rx.src,
-                            dst: rx.dst,
-                            ttl: rx.ttl,
-                            checksum,
-                        };
-                        inst.handle_advert(now, &info, &advert);
-                        self.settle(now, i);
-                    }
+            Err(e) => {
+                let reason = DropReason::from(&e);
+                match idx.and_then(|i| self.slots[i].as_mut()) {
+                    Some(inst) => inst.count_drop(reason),
+                    None => self.unclaimed.drop(reason),
                 }
-            },
+                dropped(reason)
+            }
+            Ok((advert, checksum)) => {
+                let claimed = idx.and_then(|i| self.slots[i].as_mut().map(|inst| (i, inst)));
+                let Some((i, inst)) = claimed else {
+                    self.unclaimed.drop(DropReason::UnknownVrid);
+                    return dropped(DropReason::UnknownVrid);
+                };
+                let info = RxInfo {
+                    src: rx.src,
+                    dst: rx.dst,
+                    ttl: rx.ttl,
+                    checksum,
+                };
+                let result = inst.handle_advert(now, &info, &advert);
+                self.settle(now, i);
+                match result {
+                    Ok(()) => Delivery::Accepted(InstanceId(i)),
+                    Err(reason) => dropped(reason),
+                }
+            }
         }
     }
 

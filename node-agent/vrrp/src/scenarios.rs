@@ -90,15 +90,17 @@ fn tie_broken_by_higher_address() {
         Some(Reason::EqualPriorityHigherAddress { from }) => assert_eq!(from, v4(2)),
         other => panic!("unexpected reason {other:?}"),
     }
-    // The winner answered the loser's equal-priority advert at once with an advert + GARP.
-    assert!(sim.nodes[1].log.iter().any(|(t0, _, a)| *t0 == t(0, 1000)
-        && matches!(
-            a,
-            Action::SendGratuitous {
-                kind: GratuitousKind::Election,
-                ..
-            }
-        )));
+    // The winner answered the loser's equal-priority advert at once with an advert, and
+    // with no gratuitous burst (RFC 9568 §6.4.3 discards it; the advert is the nudge).
+    assert!(sim.nodes[1].log.iter().any(
+        |(t0, _, a)| *t0 == t(0, 1000) && matches!(a, Action::SendAdvert { priority: 100, .. })
+    ));
+    assert!(
+        !sim.nodes[1]
+            .log
+            .iter()
+            .any(|(t0, _, a)| *t0 == t(0, 1000) && matches!(a, Action::SendGratuitous { .. }))
+    );
     assert_eq!(sim.max_masters_since(51, t(0, 1000)), 1);
 }
 
