@@ -773,6 +773,26 @@ where
         .try_flatten()
 }
 
+/// How often [`store_ready`] looks again.
+const STORE_READY_RECHECK: Duration = Duration::from_millis(200);
+
+/// Waits until a reflector store holds its initial list. kube-runtime's
+/// `Store::wait_until_ready` keeps one waker (a oneshot receiver's): of several tasks waiting
+/// on the same store only the one that polled last is woken, and the Controller itself waits
+/// on the VirtualIP store. So look again every [`STORE_READY_RECHECK`] instead of trusting
+/// the wake-up (else the operator could wait for its caches forever and never reconcile).
+pub async fn store_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: 'static + Clone + kube::runtime::reflector::Lookup,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(res) = tokio::time::timeout(STORE_READY_RECHECK, store.wait_until_ready()).await {
+            return res;
+        }
+    }
+}
+
 /// Run the controller until its streams end (shutdown).
 pub async fn run(
     client: Client,
@@ -865,10 +885,10 @@ pub async fn run(
     let ready_metrics = metrics.clone();
     let ready = tokio::spawn(async move {
         let all = future::try_join4(
-            stores.virtual_ips.wait_until_ready(),
-            stores.nodes.wait_until_ready(),
-            stores.vrrp_nodes.wait_until_ready(),
-            future::try_join_all(stores.secrets.iter().map(|s| s.wait_until_ready())),
+            store_ready(&stores.virtual_ips),
+            store_ready(&stores.nodes),
+            store_ready(&stores.vrrp_nodes),
+            future::try_join_all(stores.secrets.iter().map(store_ready)),
         )
         .await;
         if all.is_ok() {
