@@ -773,6 +773,41 @@ where
         .try_flatten()
 }
 
+/// Retry delays of the operator's watches: 500 ms doubling to at most 2 s (reset on
+/// success). kube-runtime's default grows to 30 s and only resets after 120 s quiet, so after
+/// an API outage of a few seconds the watches (agent Leases, VRRPNode reports) could stay
+/// down for many seconds more and status lag far behind the wire.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// How often [`store_ready`] looks again.
 const STORE_READY_RECHECK: Duration = Duration::from_millis(200);
 
@@ -836,7 +871,7 @@ pub async fn run(
 
     let vip_stream = changes(
         watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(vip_writer),
         vip_fingerprint,
         spec_generation.clone(),
@@ -844,7 +879,7 @@ pub async fn run(
     );
     let node_stream = changes(
         watcher(Api::<Node>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(node_writer),
         node_fingerprint,
         spec_generation.clone(),
@@ -858,11 +893,11 @@ pub async fn run(
             lease_api,
             watcher::Config::default().labels(AGENT_LEASE_SELECTOR),
         )
-        .default_backoff(),
+        .backoff(WatchBackoff::default()),
     );
     let vn_stream = changes(
         watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(vn_writer),
         vrrp_node_fingerprint,
         report_generation,
@@ -872,7 +907,9 @@ pub async fn run(
         futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
             |(api, writer)| {
                 changes(
-                    watcher(api, wc.clone()).default_backoff().reflect(writer),
+                    watcher(api, wc.clone())
+                        .backoff(WatchBackoff::default())
+                        .reflect(writer),
                     secret_fingerprint,
                     spec_generation.clone(),
                     false,
