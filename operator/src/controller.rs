@@ -773,6 +773,61 @@ where
         .try_flatten()
 }
 
+/// Retry delays of the operator's watches: 500 ms doubling to at most 2 s (reset on
+/// success). kube-runtime's default grows to 30 s and only resets after 120 s quiet, so after
+/// an API outage of a few seconds the watches (agent Leases, VRRPNode reports) could stay
+/// down for many seconds more and status lag far behind the wire.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(Self::MAX);
+        Some(d)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+/// How often [`store_ready`] looks again.
+const STORE_READY_RECHECK: Duration = Duration::from_millis(200);
+
+/// Waits until a reflector store holds its initial list. kube-runtime's
+/// `Store::wait_until_ready` keeps one waker (a oneshot receiver's): of several tasks waiting
+/// on the same store only the one that polled last is woken, and the Controller itself waits
+/// on the VirtualIP store. So look again every [`STORE_READY_RECHECK`] instead of trusting
+/// the wake-up (else the operator could wait for its caches forever and never reconcile).
+pub async fn store_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: 'static + Clone + kube::runtime::reflector::Lookup,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(res) = tokio::time::timeout(STORE_READY_RECHECK, store.wait_until_ready()).await {
+            return res;
+        }
+    }
+}
+
 /// Run the controller until its streams end (shutdown).
 pub async fn run(
     client: Client,
@@ -816,7 +871,7 @@ pub async fn run(
 
     let vip_stream = changes(
         watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(vip_writer),
         vip_fingerprint,
         spec_generation.clone(),
@@ -824,7 +879,7 @@ pub async fn run(
     );
     let node_stream = changes(
         watcher(Api::<Node>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(node_writer),
         node_fingerprint,
         spec_generation.clone(),
@@ -838,11 +893,11 @@ pub async fn run(
             lease_api,
             watcher::Config::default().labels(AGENT_LEASE_SELECTOR),
         )
-        .default_backoff(),
+        .backoff(WatchBackoff::default()),
     );
     let vn_stream = changes(
         watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(vn_writer),
         vrrp_node_fingerprint,
         report_generation,
@@ -852,7 +907,9 @@ pub async fn run(
         futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
             |(api, writer)| {
                 changes(
-                    watcher(api, wc.clone()).default_backoff().reflect(writer),
+                    watcher(api, wc.clone())
+                        .backoff(WatchBackoff::default())
+                        .reflect(writer),
                     secret_fingerprint,
                     spec_generation.clone(),
                     false,
@@ -865,10 +922,10 @@ pub async fn run(
     let ready_metrics = metrics.clone();
     let ready = tokio::spawn(async move {
         let all = future::try_join4(
-            stores.virtual_ips.wait_until_ready(),
-            stores.nodes.wait_until_ready(),
-            stores.vrrp_nodes.wait_until_ready(),
-            future::try_join_all(stores.secrets.iter().map(|s| s.wait_until_ready())),
+            store_ready(&stores.virtual_ips),
+            store_ready(&stores.nodes),
+            store_ready(&stores.vrrp_nodes),
+            future::try_join_all(stores.secrets.iter().map(store_ready)),
         )
         .await;
         if all.is_ok() {

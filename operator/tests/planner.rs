@@ -1144,3 +1144,34 @@ fn output_is_deterministic_and_hashed() {
     let i = inst(&p1, "n1", "a/y").unwrap();
     assert_eq!(i.virtual_ip, Some(key("a", "y")));
 }
+
+/// After an API outage every relisted agent is quiet: a dead master's stale MASTER report and
+/// the new master's are not split brain, even long after the settle time; once the new
+/// master's renewal is seen (fresh), it is the master.
+#[test]
+fn quiet_master_claims_are_not_split_brain() {
+    use operator::planner::AgentLiveness::{Fresh, Quiet};
+    let vips = vec![vip("ns", "v", 0, spec("192.0.2.10/24"))];
+    let mut w = with_reports(
+        vips,
+        vec![
+            report("n1", &[("ns/v", Master, 100)]),
+            report("n2", &[("ns/v", Master, 99)]),
+        ],
+    );
+    w.agents.insert("n1".into(), Quiet);
+    w.agents.insert("n2".into(), Quiet);
+    let p = plan_settled(&w);
+    let st = &p.virtual_ips[&key("ns", "v")].status;
+    assert_eq!(st.phase, Some(Phase::Active), "{st:?}");
+    assert_eq!(cond(&p, "ns", "v", "SplitBrain").status, "False");
+    // n2 renews: fresh, and its claim contradicts the quiet n1.
+    w.agents.insert("n2".into(), Fresh);
+    let p = plan_settled(&w);
+    let st = &p.virtual_ips[&key("ns", "v")].status;
+    assert_eq!(st.phase, Some(Phase::Active), "{st:?}");
+    assert_eq!(st.master.as_deref(), Some("n2"));
+    // Both fresh and settled: a real split brain.
+    w.agents.insert("n1".into(), Fresh);
+    assert_eq!(phase(&plan_settled(&w), "ns", "v"), Phase::SplitBrain);
+}

@@ -216,32 +216,41 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
     let settle = split_brain_settle(placement.advert_interval_ms);
     let settle_j = k8s_openapi::jiff::SignedDuration::try_from(settle).unwrap_or_default();
     let settled = |r: &Report| input.now.duration_since(r.seen_since) >= settle_j;
+    // A quiet agent's MASTER claim may be stale (e.g. after an API outage, before its next
+    // renewal is seen): split brain needs two fresh claimers; meanwhile a fresh claim wins.
+    let fresh = |r: &Report| input.agents.get(&r.node).copied() == Some(AgentLiveness::Fresh);
     let mut recheck_after = None;
-    let masters: Vec<&str> =
-        if master_reports.len() > 1 && master_reports.iter().filter(|r| settled(r)).count() < 2 {
-            let newest = master_reports
-                .iter()
-                .map(|r| r.seen_since)
-                .max()
-                .unwrap_or(input.now);
-            let left = settle_j - input.now.duration_since(newest);
-            recheck_after = std::time::Duration::try_from(left).ok();
-            let winner = master_reports.iter().max_by(|a, b| {
-                let key = |r: &Report| {
-                    (
-                        r.status.effective_priority,
-                        r.status
-                            .master_address
-                            .as_deref()
-                            .and_then(|a| a.parse::<std::net::IpAddr>().ok()),
-                    )
-                };
-                key(a).cmp(&key(b))
-            });
-            winner.map(|r| r.node.as_str()).into_iter().collect()
-        } else {
-            master_reports.iter().map(|r| r.node.as_str()).collect()
-        };
+    let masters: Vec<&str> = if master_reports.len() > 1
+        && master_reports
+            .iter()
+            .filter(|r| settled(r) && fresh(r))
+            .count()
+            < 2
+    {
+        let newest = master_reports
+            .iter()
+            .map(|r| r.seen_since)
+            .max()
+            .unwrap_or(input.now);
+        let left = settle_j - input.now.duration_since(newest);
+        recheck_after = std::time::Duration::try_from(left).ok();
+        let winner = master_reports.iter().max_by(|a, b| {
+            let key = |r: &Report| {
+                (
+                    fresh(r),
+                    r.status.effective_priority,
+                    r.status
+                        .master_address
+                        .as_deref()
+                        .and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        winner.map(|r| r.node.as_str()).into_iter().collect()
+    } else {
+        master_reports.iter().map(|r| r.node.as_str()).collect()
+    };
 
     let phase = if input.blocker.is_some() {
         Phase::Conflict
