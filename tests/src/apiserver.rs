@@ -40,6 +40,7 @@ use crate::error::{LabError, Result};
 use crate::netns;
 use crate::proc::{ProcGuard, ProcRegistry};
 use crate::wait::wait_until;
+pub use crate::wait::{holds_every, wait_every};
 
 /// The line a test prints (to stderr) when there is no API server to run.
 pub const SKIP_LINE: &str = "SKIPPED: no API server (set KUBEBUILDER_ASSETS)";
@@ -912,49 +913,6 @@ impl Drop for ApiServer {
 
 /// How often the harness re-runs a check that spawns kubectl (each run costs a process).
 pub const KUBECTL_POLL: Duration = Duration::from_millis(200);
-
-/// Like [`wait_until`], polling every `every` instead of every [`crate::wait::POLL`]: for
-/// conditions that run kubectl, so a wait does not starve the API server of CPU.
-pub fn wait_every<T>(
-    every: Duration,
-    within: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> Option<T>,
-) -> Result<T> {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(v) = cond() {
-            return Ok(v);
-        }
-        if start.elapsed() >= within {
-            return Err(LabError::Timeout {
-                what: what.to_string(),
-                after: within,
-            });
-        }
-        std::thread::sleep(every.min(within.saturating_sub(start.elapsed())));
-    }
-}
-
-/// Checks that `cond` holds at every poll (every `every`) for the whole of `period`.
-pub fn holds_every(
-    every: Duration,
-    period: Duration,
-    what: &str,
-    mut cond: impl FnMut() -> bool,
-) -> Result<()> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < period {
-        if !cond() {
-            return Err(LabError::Violated {
-                what: what.to_string(),
-                after: start.elapsed(),
-            });
-        }
-        std::thread::sleep(every);
-    }
-    Ok(())
-}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
