@@ -40,10 +40,15 @@ else
 fi
 # Tests against a real kube-apiserver (envtest convention): they need KUBEBUILDER_ASSETS naming
 # a directory with kube-apiserver and etcd.
-if [ -z "${KUBEBUILDER_ASSETS:-}" ] || [ ! -x "${KUBEBUILDER_ASSETS}/kube-apiserver" ] \
-   || [ ! -x "${KUBEBUILDER_ASSETS}/etcd" ]; then
-  excluded+=('(package(kube-vrrp-tests) & binary(/^api/))')
-  echo "NOTE: SKIPPED: no API server (set KUBEBUILDER_ASSETS): the real-API-server tests are left out (SKIPPED in the summary)." >&2
+# They measure status lag against deadlines, so they run on their own after the main run (which
+# leaves them out and counts them as skipped there).
+excluded+=('(package(kube-vrrp-tests) & binary(/^api/))')
+api_server=no
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "${KUBEBUILDER_ASSETS}/kube-apiserver" ] \
+   && [ -x "${KUBEBUILDER_ASSETS}/etcd" ] && [ "$(id -u)" -eq 0 ]; then
+  api_server=yes
+else
+  echo "NOTE: SKIPPED: no API server (set KUBEBUILDER_ASSETS, run as root): the real-API-server tests are left out (SKIPPED in the summary)." >&2
 fi
 if [ ${#excluded[@]} -gt 0 ]; then
   joined=$(IFS='|'; echo "${excluded[*]}")
@@ -63,6 +68,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 cargo nextest run --workspace --locked --no-fail-fast --config-file tests/nextest.toml \
   ${nextest_args[@]+"${nextest_args[@]}"}
+if [ "$api_server" = yes ]; then
+  step "tests against a real API server ($KUBEBUILDER_ASSETS), one at a time"
+  cargo nextest run -p kube-vrrp-tests --locked --no-fail-fast --config-file tests/nextest.toml \
+    -E 'binary(/^api/)'
+fi
 # nextest does not run doctests
 cargo test --workspace --locked --doc
 

@@ -81,11 +81,12 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::net::{InterfaceAddress, LinkState, OperState};
 
-    fn iface(name: &str, index: u32, addrs: &[&str]) -> Interface {
+    /// An up interface with these addresses (also used by the VIP record's tests).
+    pub(crate) fn iface(name: &str, index: u32, addrs: &[&str]) -> Interface {
         Interface {
             index,
             name: name.into(),

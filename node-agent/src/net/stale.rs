@@ -487,29 +487,7 @@ mod tests {
     }
 
     fn iface(index: u32, name: &str, addrs: &[&str]) -> Interface {
-        use crate::net::netlink::{InterfaceAddress, LinkState, OperState};
-        Interface {
-            index,
-            name: name.into(),
-            mac: None,
-            loopback: false,
-            state: LinkState {
-                admin_up: true,
-                running: true,
-                lower_up: true,
-                oper: OperState::Up,
-            },
-            addresses: addrs
-                .iter()
-                .map(|a| InterfaceAddress {
-                    address: a.parse().unwrap(),
-                    label: None,
-                    secondary: false,
-                    tentative: false,
-                    dad_failed: false,
-                })
-                .collect(),
-        }
+        crate::daemon::place::tests::iface(name, index, addrs)
     }
 
     #[test]
