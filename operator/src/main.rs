@@ -122,6 +122,10 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
+    let mut config = config;
+    // A request that hangs (a half-dead connection) fails instead of blocking a reconcile.
+    config.read_timeout = Some(operator::controller::API_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
     let default_ns = config.default_namespace.clone();
     // Client-side rate limit on request starts (watches count once, when opened).
     let client = kube::client::ClientBuilder::try_from(config)?
