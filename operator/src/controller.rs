@@ -843,18 +843,20 @@ where
     })
 }
 
-/// Retry delays of the operator's watches: 500 ms doubling to at most 2 s (reset on
+/// Retry delays of the operator's watches: 250 ms doubling to at most 1 s (reset on
 /// success). kube-runtime's default grows to 30 s and only resets after 120 s quiet, so after
 /// an API outage of a few seconds the watches (agent Leases, VRRPNode reports) could stay
-/// down for many seconds more and status lag far behind the wire.
+/// down for many seconds more and status lag far behind the wire. An API restart costs each
+/// watch two retries (the connection, then the re-list after 410 Gone), so the cap bounds the
+/// catch-up; one operator retrying five watches every second costs the API nothing.
 #[derive(Debug, Clone)]
 pub struct WatchBackoff {
     next: Duration,
 }
 
 impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(2);
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(1);
 }
 
 impl Default for WatchBackoff {

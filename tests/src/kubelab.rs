@@ -238,6 +238,8 @@ pub struct KubeLab {
     pub vip_name: String,
     pub agent_logs: Vec<PathBuf>,
     pub operator_log: PathBuf,
+    /// Where the operator serves /metrics, /healthz and /readyz (root namespace).
+    pub operator_addr: Option<std::net::SocketAddr>,
 }
 
 impl KubeLab {
@@ -292,6 +294,7 @@ impl KubeLab {
                 .map(|n| dir.path().join(format!("agent-{n}.log")))
                 .collect(),
             operator_log,
+            operator_addr: None,
             dir,
         };
         for i in 0..3 {
@@ -377,6 +380,10 @@ impl KubeLab {
             "{bin:?} missing: run `cargo build -p kube-vrrp-agent -p kube-vrrp-operator`"
         );
         let port = free_port().expect("port");
+        self.operator_addr = Some(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        )));
         let mut cmd = Command::new(&bin);
         cmd.args([
             "run",
@@ -435,6 +442,53 @@ impl KubeLab {
                 .wait_holder(VIP, 0, Duration::from_secs(20))
                 .map_err(|e| e.to_string()),
         );
+    }
+
+    /// `GET path` from the operator's HTTP endpoint: the status code, None if it does not
+    /// answer within a second.
+    pub fn operator_get(&self, path: &str) -> Option<u16> {
+        use std::io::Read as _;
+        let addr = self.operator_addr?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Applies a second VirtualIP `name` (192.0.2.201/24, VRID 2, same nodes and priorities).
+    pub fn apply_second_vip(&self, name: &str) {
+        let vip = serde_json::json!({
+            "apiVersion": "kubevrrp.io/v1alpha1",
+            "kind": "VirtualIP",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "addresses": ["192.0.2.201/24"],
+                "interface": "eth0",
+                "advertInterval": "1s",
+                "version": 3,
+                "priority": 200,
+            }
+        });
+        self.api
+            .kubectl_client()
+            .apply(&vip)
+            .expect("apply VirtualIP");
+    }
+
+    /// `status` of VirtualIP `name` in `default`, Null if absent or the API does not answer.
+    pub fn status_of(&self, name: &str) -> Value {
+        self.api
+            .kubectl(&["get", "vip", name, "-n", "default", "-o", "json"])
+            .ok()
+            .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+            .map(|v| v["status"].clone())
+            .unwrap_or(Value::Null)
     }
 
     pub fn watch(&self) -> &StatusWatch {

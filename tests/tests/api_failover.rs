@@ -255,3 +255,75 @@ fn agent_restart_and_cordon() {
         env.fail(&format!("split brain shown: {}", sb.status));
     }
 }
+
+/// The API server restarts (a 10 s outage). Within 10 s of it answering again the operator
+/// reconciles again: a VirtualIP created then gets its status (with a master), and `/readyz`,
+/// which said "not ready" while the watches failed, says ready again.
+#[test]
+fn reconciles_resume_after_an_api_restart() {
+    let env = setup!("reconciles_resume_after_an_api_restart");
+    if env.operator_get("/readyz") != Some(200) {
+        env.fail("operator not ready before the outage");
+    }
+    env.api.kill_apiserver();
+    let down = lab::wait_until(
+        Duration::from_secs(10),
+        "/readyz 503 during the outage",
+        || (env.operator_get("/readyz") == Some(503)).then_some(()),
+    );
+    env.check(down.map_err(|e| e.to_string()));
+    let outage = Instant::now();
+    lab::wait::holds_for(Duration::from_secs(10), "VIP stays on n1", || {
+        env.lab.holds(env.lab.host(0), VIP)
+    })
+    .unwrap_or_else(|e| env.fail(&format!("VIP left n1 during the outage: {e}")));
+    env.api.restart_apiserver().expect("restart API server");
+    let ready = Instant::now();
+    say(&format!(
+        "API down {:.1}s, ready again",
+        ready.duration_since(outage).as_secs_f64()
+    ));
+    let second = lab::kubelab::unique("vip2");
+    env.apply_second_vip(&second);
+    // Poll both: when /readyz says 200 again, when the new VirtualIP first has a status
+    // (placed on the three nodes), and when it shows its master.
+    let (mut readyz, mut placed) = (None, None);
+    let shown = env.check(
+        lab::apiserver::wait_every(
+            lab::apiserver::KUBECTL_POLL,
+            Duration::from_secs(20),
+            "new VirtualIP Active with master n1",
+            || {
+                if readyz.is_none() && env.operator_get("/readyz") == Some(200) {
+                    readyz = Some(ready.elapsed());
+                }
+                let s = env.status_of(&second);
+                if placed.is_none() && s["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+                    placed = Some(ready.elapsed());
+                }
+                (master(&s) == "n1" && phase(&s) == "Active").then(|| ready.elapsed())
+            },
+        )
+        .map_err(|e| e.to_string()),
+    );
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    say(&format!(
+        "MEASURED after the API was ready: operator ready {:.2}s, new VirtualIP status {:.2}s, \
+         its master shown {:.2}s (includes the election: Master_Down_Interval ≈ 3.2 s)",
+        secs(readyz),
+        secs(placed),
+        shown.as_secs_f64()
+    ));
+    match placed {
+        Some(d) if d <= Duration::from_secs(10) => {}
+        other => env.fail(&format!(
+            "new VirtualIP status after {other:?}, not within 10 s"
+        )),
+    }
+    match readyz {
+        Some(d) if d <= Duration::from_secs(10) => {}
+        other => env.fail(&format!(
+            "operator /readyz 200 after {other:?}, not within 10 s"
+        )),
+    }
+}
