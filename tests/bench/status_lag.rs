@@ -15,8 +15,12 @@
 //! verbs) over a quiet window, minus the stand-in kubelets' Lease renewals, per node per
 //! minute, by resource.
 //!
+//! API restarts: the API server is killed for 5 s and started again; measured from when it
+//! answers again to the operator's `/readyz` being 200 and to a VirtualIP created then having
+//! its status (placed on the three nodes).
+//!
 //! Usage (root): `cargo build -p kube-vrrp-agent -p kube-vrrp-operator && cargo run -p
-//! kube-vrrp-tests --bin status-lag-bench -- [--reps N] [--steady-secs S]`
+//! kube-vrrp-tests --bin status-lag-bench -- [--reps N] [--restarts M] [--steady-secs S]`
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,12 +31,14 @@ use lab::kubelab::{KubeLab, VIP, master, phase, say};
 struct Opts {
     reps: usize,
     steady: Duration,
+    restarts: usize,
 }
 
 fn parse_opts() -> Result<Opts, String> {
     let mut o = Opts {
         reps: 10,
         steady: Duration::from_secs(60),
+        restarts: 5,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -43,6 +49,11 @@ fn parse_opts() -> Result<Opts, String> {
                     Ok(n) if n > 0 => n,
                     _ => return Err("--reps: not a positive number".into()),
                 }
+            }
+            "--restarts" => {
+                o.restarts = val("--restarts")?
+                    .parse()
+                    .map_err(|e| format!("--restarts: {e}"))?
             }
             "--steady-secs" => {
                 o.steady = match val("--steady-secs")?.parse::<u64>() {
@@ -224,6 +235,66 @@ fn main() {
     say(&format!("  {}", summary("kill → VIP on n2 (wire)", wire)));
     say(&format!("  {}", summary("wire → status.master", lag)));
     say(&format!("  {}", summary("kill → status.master", total_lag)));
+    let (mut ready_after, mut status_after) = (Vec::new(), Vec::new());
+    for rep in 0..opts.restarts {
+        env.api.kill_apiserver();
+        let down = Instant::now();
+        env.check(
+            lab::wait_until(Duration::from_secs(10), "operator /readyz 503", || {
+                (env.operator_get("/readyz") == Some(503)).then_some(())
+            })
+            .map_err(|e| e.to_string()),
+        );
+        let outage = Duration::from_secs(5).saturating_sub(down.elapsed());
+        std::thread::sleep(outage);
+        env.api.restart_apiserver().expect("restart the API server");
+        let ready = Instant::now();
+        let name = lab::kubelab::unique("vipr");
+        env.apply_second_vip(&name);
+        let (mut readyz, mut placed) = (None, None);
+        env.check(
+            lab::apiserver::wait_every(
+                lab::apiserver::KUBECTL_POLL,
+                Duration::from_secs(60),
+                "operator ready and the new VirtualIP placed",
+                || {
+                    if readyz.is_none() && env.operator_get("/readyz") == Some(200) {
+                        readyz = Some(ready.elapsed());
+                    }
+                    let st = env.status_of(&name);
+                    if placed.is_none() && st["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+                        placed = Some(ready.elapsed());
+                    }
+                    (readyz.is_some() && placed.is_some()).then_some(())
+                },
+            )
+            .map_err(|e| e.to_string()),
+        );
+        let (r, p) = (
+            readyz.map_or(f64::NAN, |d| d.as_secs_f64()),
+            placed.map_or(f64::NAN, |d| d.as_secs_f64()),
+        );
+        say(&format!(
+            "restart {:2}: operator ready {r:.2} s, new VirtualIP status {p:.2} s after the API answered",
+            rep + 1
+        ));
+        ready_after.push(r);
+        status_after.push(p);
+        let _ = env
+            .api
+            .kubectl(&["delete", "vip", &name, "-n", "default", "--wait=false"]);
+    }
+    if opts.restarts > 0 {
+        say("after an API server restart (5 s outage):");
+        say(&format!(
+            "  {}",
+            summary("API ready → operator ready", ready_after)
+        ));
+        say(&format!(
+            "  {}",
+            summary("API ready → new VIP status", status_after)
+        ));
+    }
     if let Some(sb) = env.watch().split_brain_since(t0) {
         say(&format!("SPLIT BRAIN shown during the run: {}", sb.status));
         std::process::exit(1);
