@@ -410,22 +410,7 @@ impl KubeLab {
     /// Applies the VirtualIP and waits for n1 to be its active master, on the wire and in
     /// status; starts the status watch.
     pub fn apply_vip_and_wait_n1(&mut self) {
-        let vip = serde_json::json!({
-            "apiVersion": "kubevrrp.io/v1alpha1",
-            "kind": "VirtualIP",
-            "metadata": {"name": self.vip_name, "namespace": "default"},
-            "spec": {
-                "addresses": [VIP],
-                "interface": "eth0",
-                "advertInterval": "1s",
-                "version": 3,
-                "priority": 200,
-            }
-        });
-        self.api
-            .kubectl_client()
-            .apply(&vip)
-            .expect("apply VirtualIP");
+        self.apply_vip(&self.vip_name, VIP);
         self.watch = Some(StatusWatch::start(
             &self.api.kubectl_client(),
             &self.vip_name,
@@ -463,12 +448,18 @@ impl KubeLab {
 
     /// Applies a second VirtualIP `name` (192.0.2.201/24, VRID 2, same nodes and priorities).
     pub fn apply_second_vip(&self, name: &str) {
+        self.apply_vip(name, "192.0.2.201/24");
+    }
+
+    /// Applies VirtualIP `name` in `default` for `address` on eth0: VRRPv3, 1 s adverts,
+    /// priority 200 (n1 200, n2 199, n3 198).
+    pub fn apply_vip(&self, name: &str, address: &str) {
         let vip = serde_json::json!({
             "apiVersion": "kubevrrp.io/v1alpha1",
             "kind": "VirtualIP",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {
-                "addresses": ["192.0.2.201/24"],
+                "addresses": [address],
                 "interface": "eth0",
                 "advertInterval": "1s",
                 "version": 3,
