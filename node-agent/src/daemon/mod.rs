@@ -563,6 +563,9 @@ impl Daemon {
             TrackObservation::FileValue { tracker, value } => {
                 (tracker.clone(), Observation::FileValue(value.unwrap_or(0)))
             }
+            TrackObservation::Http {
+                tracker, success, ..
+            } => (tracker.clone(), Observation::HttpResult(*success)),
         };
         self.router.handle_tracker(now, &name, core_obs);
         self.dirty = true;

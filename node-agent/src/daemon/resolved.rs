@@ -132,6 +132,17 @@ impl ConfigFromResolved for InstanceConfig {
                 rule: Rule::File,
             });
         }
+        for t in &ri.track.http {
+            trackers.push(TrackerSpec {
+                name: t.name.clone(),
+                weight: t.weight,
+                reverse: t.reverse,
+                rule: Rule::Http {
+                    rise: t.rise,
+                    fall: t.fall,
+                },
+            });
+        }
         for t in &ri.track.pods {
             trackers.push(TrackerSpec {
                 name: t.name.clone(),
