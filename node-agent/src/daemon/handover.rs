@@ -27,7 +27,7 @@ use std::os::linux::net::SocketAddrExt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -285,12 +285,14 @@ pub enum ClaimError {
 /// releases the name.
 pub struct Claim {
     key: ClaimKey,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
     }
 }
 
@@ -313,8 +315,14 @@ impl Claim {
         let task = tokio::spawn(serve(listener, instance.to_string(), key.clone(), tx));
         Ok(Claim {
             key: key.clone(),
-            task,
+            task: Some(task),
         })
+    }
+
+    /// Let the serving task finish on its own (it is handing the instance over: it releases
+    /// the name, then answers); dropping the claim would cut that short.
+    pub fn detach(mut self) {
+        self.task.take();
     }
 
     /// The key.
@@ -324,7 +332,7 @@ impl Claim {
 
     /// True while the serving task runs (it ends after handing the instance over).
     pub fn is_held(&self) -> bool {
-        !self.task.is_finished()
+        self.task.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
@@ -355,8 +363,6 @@ async fn write_json<T: Serialize>(w: &mut UnixStream, v: &T) -> io::Result<()> {
     w.write_all(&line).await?;
     w.flush().await
 }
-
-use tokio::io::AsyncReadExt as _;
 
 /// What one conversation ended with.
 enum Conversation {
@@ -671,7 +677,9 @@ mod tests {
         let claim = Claim::acquire(&k, "VI_1", tx).unwrap();
         let theirs = serde_json::json!({"priority": 200, "virtualRouterID": 52});
         let their_hash = crds::vrrpnode::adoption_hash(&theirs);
+        let served = theirs.clone();
         let loop_side = tokio::spawn(async move {
+            let theirs = served;
             let mut handed = 0;
             while let Some(req) = rx.recv().await {
                 match req {

@@ -227,6 +227,7 @@ impl ToStatus for Instance {
             fault_reason: self.fault_reason().map(|r| r.to_string()),
             previous_master: None,
             takeover: None,
+            adoption: None,
         }
     }
 }
