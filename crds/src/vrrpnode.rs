@@ -563,7 +563,18 @@ pub struct Adoption {
 
 /// Outcome of adopting a static instance on one node.
 #[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    schemars::JsonSchema,
 )]
 pub enum AdoptionPhase {
     /// Looking for the static agent's instance; the instance does not run here yet.
