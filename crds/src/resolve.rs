@@ -516,7 +516,14 @@ mod tests {
         let h = &r.track.http[0];
         assert_eq!(h.name, "default/web/readyz");
         assert_eq!(
-            (h.expect_status, h.interval_ms, h.timeout_ms, h.rise, h.fall, h.weight),
+            (
+                h.expect_status,
+                h.interval_ms,
+                h.timeout_ms,
+                h.rise,
+                h.fall,
+                h.weight
+            ),
             (200, 500, 500, 1, 1, 0)
         );
         assert!(h.insecure_skip_verify && !h.reverse && h.ca_file.is_none());

@@ -518,7 +518,10 @@ pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
         }
         let port = match after {
             "" => default_port,
-            p => parse_port(p.strip_prefix(':').ok_or("has text after the [IPv6] host")?)?,
+            p => parse_port(
+                p.strip_prefix(':')
+                    .ok_or("has text after the [IPv6] host")?,
+            )?,
         };
         (h.to_string(), port)
     } else {
@@ -692,7 +695,10 @@ mod http_tests {
             (true, "127.0.0.1", 6443, "/readyz?verbose")
         );
         let u = parse_http_url("http://[2001:db8::1]/").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("2001:db8::1", 80, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("2001:db8::1", 80, "/")
+        );
         let u = parse_http_url("https://api.example.com").unwrap();
         assert_eq!((u.port, u.path.as_str()), (443, "/"));
         for (bad, why) in [
@@ -727,14 +733,22 @@ mod http_tests {
         type Mutation = fn(&mut TrackHttp);
         let cases: [(Mutation, &str, &str); 12] = [
             (|h| h.url = "ftp://x".into(), "url", "must start with http"),
-            (|h| h.url = format!("http://x/{}", "a".repeat(2048)), "url", "at most 2048"),
+            (
+                |h| h.url = format!("http://x/{}", "a".repeat(2048)),
+                "url",
+                "at most 2048",
+            ),
             (|h| h.expect_status = Some(99), "expectStatus", "100 to 599"),
             (|h| h.interval = ms(99), "interval", "at least 100ms"),
             (|h| h.timeout = ms(50), "timeout", "at least 100ms"),
             (|h| h.rise = Some(0), "rise", "at least 1"),
             (|h| h.fall = Some(0), "fall", "at least 1"),
             (|h| h.weight = Some(255), "weight", "between -254 and 254"),
-            (|h| h.ca_file = Some("ca.pem".into()), "caFile", "absolute path"),
+            (
+                |h| h.ca_file = Some("ca.pem".into()),
+                "caFile",
+                "absolute path",
+            ),
             (
                 |h| {
                     h.url = "http://127.0.0.1/".into();
@@ -751,7 +765,11 @@ mod http_tests {
                 "insecureSkipVerify",
                 "would be ignored",
             ),
-            (|h| h.server_name = Some("a b".into()), "serverName", "not a DNS name"),
+            (
+                |h| h.server_name = Some("a b".into()),
+                "serverName",
+                "not a DNS name",
+            ),
         ];
         for (mutate, field, why) in cases {
             let mut h = check("readyz", "https://127.0.0.1:6443/readyz");
@@ -774,7 +792,13 @@ mod http_tests {
             .collect();
         t.http[1].name = "c0".into();
         let p = validate_spec(&s).to_string();
-        assert!(p.contains("spec.track.http: 17 HTTP checks; at most 16"), "{p}");
-        assert!(p.contains("spec.track.http[1].name: duplicate tracker name \"c0\""), "{p}");
+        assert!(
+            p.contains("spec.track.http: 17 HTTP checks; at most 16"),
+            "{p}"
+        );
+        assert!(
+            p.contains("spec.track.http[1].name: duplicate tracker name \"c0\""),
+            "{p}"
+        );
     }
 }

@@ -137,7 +137,10 @@ pub fn resolve_virtual_ips(
             }
         };
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        let api = value.get("apiVersion").and_then(|k| k.as_str()).unwrap_or("");
+        let api = value
+            .get("apiVersion")
+            .and_then(|k| k.as_str())
+            .unwrap_or("");
         match (api, kind) {
             ("kubevrrp.io/v1alpha1", "VirtualIP") => {
                 match serde_path_to_error::deserialize::<_, VirtualIP>(value) {
@@ -179,7 +182,9 @@ pub fn resolve_virtual_ips(
             .clone()
             .unwrap_or_else(|| "default".into());
         let Some(name) = vip.metadata.name.clone().filter(|n| !n.is_empty()) else {
-            errors.push(format!("document {n} (VirtualIP): metadata.name: must be set"));
+            errors.push(format!(
+                "document {n} (VirtualIP): metadata.name: must be set"
+            ));
             continue;
         };
         let what = format!("document {n} (VirtualIP {ns}/{name})");
@@ -353,7 +358,10 @@ spec:
         );
         assert_eq!(api.track.http[0].name, "kube-system/api/readyz");
         assert_eq!(api.track.http[0].fall, 2);
-        assert!(!api.adopt_static, "adoption is the in-cluster agent's business");
+        assert!(
+            !api.adopt_static,
+            "adoption is the in-cluster agent's business"
+        );
         assert_eq!(a[1].auth_pass.as_deref(), Some("12345"));
         assert_eq!(a[1].name, "default/v2");
         let (b, _) = resolve_virtual_ips(API_VIP, &host("cp-2")).unwrap();
@@ -363,7 +371,11 @@ spec:
         );
         let (c, w) = resolve_virtual_ips(API_VIP, &host("cp-9")).unwrap();
         assert_eq!(c[0].priority, 100, "no override: the spec's priority");
-        assert!(w.iter().any(|w| w.contains("no entry for this node \"cp-9\"")), "{w:?}");
+        assert!(
+            w.iter()
+                .any(|w| w.contains("no entry for this node \"cp-9\"")),
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -422,7 +434,10 @@ spec:
     fn convert_output_runs_as_is() {
         // `convert` prints a Secret and a VirtualIP per instance: standalone reads them back.
         let conf = "vrrp_instance VI_1 {\n state MASTER\n interface eth0\n virtual_router_id 51\n priority 244\n advert_int 1\n authentication {\n auth_type PASS\n auth_pass 12345\n }\n virtual_ipaddress {\n 192.0.2.200/24\n }\n}\n";
-        let cfg = keepalived::parse_str("test.conf", conf).into_result().unwrap().0;
+        let cfg = keepalived::parse_str("test.conf", conf)
+            .into_result()
+            .unwrap()
+            .0;
         let conv = keepalived::convert::convert(&cfg, &Default::default());
         let yaml = keepalived::convert::to_yaml(&conv.items).unwrap();
         assert_eq!(detect(&yaml), Format::VirtualIp);

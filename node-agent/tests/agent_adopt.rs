@@ -165,9 +165,7 @@ impl Wire {
             let mut buf = [0u8; 2048];
             while !s2.load(Ordering::SeqCst) {
                 // SAFETY: reading into a live buffer; the socket has a 100 ms receive timeout.
-                let n = unsafe {
-                    libc::recv(cap.raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-                };
+                let n = unsafe { libc::recv(cap.raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
                 let (at, wall) = (Instant::now(), std::time::SystemTime::now());
                 if n <= 34 {
                     continue;
@@ -218,7 +216,11 @@ fn kubeconfig(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     path
 }
 
-fn spawn_agent(args: &[&str], log: &std::path::Path, env: &[(&str, &std::path::Path)]) -> AgentProcess {
+fn spawn_agent(
+    args: &[&str],
+    log: &std::path::Path,
+    env: &[(&str, &std::path::Path)],
+) -> AgentProcess {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-vrrp-agent"));
     cmd.args(args)
         .env("RUST_LOG", "info")
@@ -411,7 +413,10 @@ fn agent_run_adopts_a_static_master_without_a_vip_flap_or_an_advert_gap() {
             let held = instance(static_port, "kube-system/api").unwrap();
             assert_eq!(held["vips"], serde_json::json!([]), "{held}");
             assert!(
-                held["reason"].as_str().unwrap_or("").contains("handed over"),
+                held["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("handed over"),
                 "{held}"
             );
             // Keep watching the wire for a while with the in-cluster agent in charge.
@@ -431,19 +436,31 @@ fn agent_run_adopts_a_static_master_without_a_vip_flap_or_an_advert_gap() {
             // No VIP flap: the address was never deleted.
             let changes = std::fs::read_to_string(&monitor_log).unwrap();
             assert!(
-                !changes.lines().any(|l| l.starts_with("Deleted") && l.contains("192.0.2.200")),
+                !changes
+                    .lines()
+                    .any(|l| l.starts_with("Deleted") && l.contains("192.0.2.200")),
                 "the VIP was removed during the hand-over:\n{changes}"
             );
             // No state flap: one transition on each side, none through BACKUP or priority 0.
-            assert_eq!(run_log.matches("Entering MASTER STATE").count(), 1, "{run_log}");
-            assert!(run_log.contains("took over the running instance in state MASTER"), "{run_log}");
+            assert_eq!(
+                run_log.matches("Entering MASTER STATE").count(),
+                1,
+                "{run_log}"
+            );
+            assert!(
+                run_log.contains("took over the running instance in state MASTER"),
+                "{run_log}"
+            );
             assert!(!run_log.contains("Entering BACKUP STATE"), "{run_log}");
             let became_master = static_log.find("Entering MASTER STATE").unwrap_or(0);
             assert!(
                 !static_log[became_master..].contains("Entering BACKUP STATE"),
                 "{static_log}"
             );
-            assert!(static_log.contains("handed over to another agent"), "{static_log}");
+            assert!(
+                static_log.contains("handed over to another agent"),
+                "{static_log}"
+            );
             // The wire: adverts from the host only, same priority, none missed.
             assert!(seen.len() > 20, "{} adverts", seen.len());
             assert!(seen.iter().all(|s| s.src == [192, 0, 2, 1]), "{seen:?}");
@@ -471,8 +488,11 @@ fn agent_run_adopts_a_static_master_without_a_vip_flap_or_an_advert_gap() {
             );
             // The gap that spans the hand-over (the in-cluster agent's "took over" log line):
             // one interval, plus scheduling noise.
-            let took_over = log_time(&run_log, "took over the running instance of the other agent")
-                .expect("the in-cluster agent logs the take-over");
+            let took_over = log_time(
+                &run_log,
+                "took over the running instance of the other agent",
+            )
+            .expect("the in-cluster agent logs the take-over");
             let i = seen
                 .windows(2)
                 .position(|w| w[0].wall <= took_over && took_over < w[1].wall)
@@ -493,7 +513,10 @@ fn agent_run_adopts_a_static_master_without_a_vip_flap_or_an_advert_gap() {
             );
             let exit = sigterm(&mut run_agent);
             assert!(exit.success(), "run agent exit {exit:?}");
-            assert!(!vip_held(), "the in-cluster agent removes the VIP it adopted on SIGTERM");
+            assert!(
+                !vip_held(),
+                "the in-cluster agent removes the VIP it adopted on SIGTERM"
+            );
             server.abort();
         },
     );

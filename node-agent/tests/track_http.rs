@@ -38,7 +38,10 @@ fn pki(cn: &str) -> Pki {
     ca.distinguished_name = rcgen::DistinguishedName::new();
     ca.distinguished_name.push(DnType::CommonName, cn);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, &ca_key);
     let key = KeyPair::generate().unwrap();
@@ -176,7 +179,11 @@ async fn https_with_ca_file_server_name_and_insecure() {
 
     let mut by_name = h.clone();
     by_name.server_name = Some("kubernetes".into());
-    assert_eq!(once(&by_name).await, HttpOutcome::Status(200), "serverName checked");
+    assert_eq!(
+        once(&by_name).await,
+        HttpOutcome::Status(200),
+        "serverName checked"
+    );
 
     let mut wrong_name = h.clone();
     wrong_name.server_name = Some("etcd".into());
@@ -213,7 +220,10 @@ async fn a_replaced_ca_file_is_read_again() {
     let mut h = check(format!("https://127.0.0.1:{}/readyz", s.addr.port()));
     h.ca_file = Some(ca.display().to_string());
     let mut c = Checker::new(HttpSpec::from_resolved(&h).unwrap());
-    assert!(matches!(c.check_once().await.outcome, HttpOutcome::Failed(_)));
+    assert!(matches!(
+        c.check_once().await.outcome,
+        HttpOutcome::Failed(_)
+    ));
     // Rotation: the file now holds both CAs (a different length, so a change is seen).
     std::fs::write(&ca, format!("{}{}", other.ca_pem, p.ca_pem)).unwrap();
     assert_eq!(c.check_once().await.outcome, HttpOutcome::Status(200));

@@ -1223,12 +1223,10 @@ fn adopt_annotation_marks_the_instances_and_only_then() {
         "annotated: the Adopted condition is there"
     );
     let mut plain = adopt_vip();
-    plain
-        .metadata
-        .annotations
-        .as_mut()
-        .unwrap()
-        .insert(crds::virtualip::ADOPT_STATIC_ANNOTATION.into(), "yes".into());
+    plain.metadata.annotations.as_mut().unwrap().insert(
+        crds::virtualip::ADOPT_STATIC_ANNOTATION.into(),
+        "yes".into(),
+    );
     let p = plan(&world(vec![plain], nodes));
     assert!(!inst(&p, "n1", "kube-system/api").unwrap().adopt_static);
     assert!(
@@ -1248,7 +1246,10 @@ fn adopted_condition_follows_the_nodes_reports() {
     let mut w = world(vec![adopt_vip()], nodes);
     // Nobody reported yet.
     let c = cond(&plan(&w), "kube-system", "api", "Adopted").clone();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("Unknown", "AdoptionPending"));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "AdoptionPending")
+    );
     // One node still negotiating.
     w.vrrp_nodes = vec![
         adoption_report("n1", Master, Adopted, "took over"),
@@ -1266,8 +1267,16 @@ fn adopted_condition_follows_the_nodes_reports() {
         "the static instance VI_1 on this node differs in priority, track.http",
     );
     let c = cond(&plan(&w), "kube-system", "api", "Adopted").clone();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "StaticConfigMismatch"));
-    assert!(c.message.contains("n2: the static instance VI_1 on this node differs in priority, track.http"), "{}", c.message);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "StaticConfigMismatch")
+    );
+    assert!(
+        c.message
+            .contains("n2: the static instance VI_1 on this node differs in priority, track.http"),
+        "{}",
+        c.message
+    );
     // Everyone done: True, saying where.
     w.vrrp_nodes[1] = adoption_report("n2", Backup, Adopted, "took over");
     let p = plan(&w);
@@ -1279,7 +1288,10 @@ fn adopted_condition_follows_the_nodes_reports() {
     );
     // And the master is the one the agents report, as for any VirtualIP.
     assert_eq!(
-        p.virtual_ips[&key("kube-system", "api")].status.master.as_deref(),
+        p.virtual_ips[&key("kube-system", "api")]
+            .status
+            .master
+            .as_deref(),
         Some("n1")
     );
 }

@@ -50,10 +50,10 @@ spec:
 /// the harness are told the priorities and the instance name.
 fn cluster(variant: Variant, priorities: [u8; 3], yaml: String) -> Cluster {
     let mut c = Cluster::new(&AG, variant).expect("lab");
-    for i in 0..3 {
+    for (i, priority) in priorities.into_iter().enumerate() {
         c.conf_text[i] = Some(yaml.clone());
         c.agent_args[i] = vec!["--node-name".into(), c.lab.host(i).name.clone()];
-        c.confs[i].instances[0].priority = priorities[i];
+        c.confs[i].instances[0].priority = priority;
         c.confs[i].instances[0].name = INSTANCE.into();
     }
     c
@@ -134,10 +134,16 @@ fn health_endpoint(c: &Cluster, i: usize, cert: &str, key: &str) -> ProcGuard {
             Some(&log),
         )
         .unwrap();
-    wait_until(Duration::from_secs(10), "the health endpoint listening", || {
-        let out = c.lab.exec(node, &["ss", "-Hltn", "sport", "=", &format!(":{port}")]);
-        out.ok().filter(|o| o.contains(&port)).map(|_| ())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the health endpoint listening",
+        || {
+            let out = c
+                .lab
+                .exec(node, &["ss", "-Hltn", "sport", "=", &format!(":{port}")]);
+            out.ok().filter(|o| o.contains(&port)).map(|_| ())
+        },
+    )
     .unwrap();
     g
 }
@@ -215,7 +221,8 @@ fn agent_http_tracker_moves_the_vip_when_the_local_endpoint_stops_and_preempts_b
     endpoints[0] = Some(health_endpoint(&c, 0, &cert_s, &key_s));
     let up = started.elapsed();
     c.expect_fault[0] = false;
-    let back_bound = rise as u32 * interval + interval + variant.master_down_interval(priorities[0]);
+    let back_bound =
+        rise as u32 * interval + interval + variant.master_down_interval(priorities[0]);
     let back = c
         .lab
         .wait_holder(variant.vip, 0, back_bound + Duration::from_secs(5))

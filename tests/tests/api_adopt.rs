@@ -117,7 +117,10 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
     let operator_log = dir.path().join("operator.log");
     let dump = |why: &str| -> ! {
         for (i, n) in NODES.iter().enumerate() {
-            say(&format!("--- static {n} ---\n{}", tail(&static_logs[i], 30)));
+            say(&format!(
+                "--- static {n} ---\n{}",
+                tail(&static_logs[i], 30)
+            ));
             say(&format!("--- run {n} ---\n{}", tail(&run_logs[i], 30)));
         }
         say(&format!("--- operator ---\n{}", tail(&operator_log, 40)));
@@ -271,11 +274,13 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
         cond["reason"].as_str().unwrap_or("")
     ));
     assert_eq!(
-        cond["message"],
-        "took over the static instance on n1, n2, n3",
+        cond["message"], "took over the static instance on n1, n2, n3",
         "{cond}"
     );
-    let nodes = vip["status"]["nodes"].as_array().cloned().unwrap_or_default();
+    let nodes = vip["status"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let states: Vec<(String, String)> = nodes
         .iter()
         .map(|n| {
@@ -295,7 +300,9 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
     for s in &mut statics {
         if let Some(g) = s.take() {
             g.signal(libc::SIGTERM).expect("SIGTERM");
-            let exit = g.wait_exit(Duration::from_secs(10)).expect("static agent exit");
+            let exit = g
+                .wait_exit(Duration::from_secs(10))
+                .expect("static agent exit");
             assert!(exit.success(), "static agent exit {exit:?}");
         }
     }
@@ -322,7 +329,10 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
         let log = std::fs::read_to_string(&run_logs[i]).unwrap_or_default();
         let entered = log.matches("Entering ").count();
         assert_eq!(entered, 1, "{n}: one transition (the take-over):\n{log}");
-        assert!(log.contains("took over the running instance"), "{n}:\n{log}");
+        assert!(
+            log.contains("took over the running instance"),
+            "{n}:\n{log}"
+        );
     }
     let n1 = lab.host(0).ipv4.to_string();
     let adverts: Vec<lab::capture::Advert> = capture
@@ -339,8 +349,11 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
             .map(|a| (a.src.clone(), a.priority))
             .collect::<Vec<_>>()
     );
-    let took_over = log_time(&run_logs[0], "took over the running instance of the other agent")
-        .expect("n1's take-over in its log");
+    let took_over = log_time(
+        &run_logs[0],
+        "took over the running instance of the other agent",
+    )
+    .expect("n1's take-over in its log");
     let i = adverts
         .windows(2)
         .position(|w| w[0].time <= took_over && took_over < w[1].time)

@@ -1845,7 +1845,10 @@ fn control_plane_static_pod_has_the_chart_agents_privileges_only() {
     assert_pod_hardened(spec, "kube-vrrp-static", &chart_caps);
     assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
     assert!(!is_true(&spec["hostPID"]), "no hostPID");
-    assert!(spec["serviceAccountName"].is_null(), "a static pod has no API access");
+    assert!(
+        spec["serviceAccountName"].is_null(),
+        "a static pod has no API access"
+    );
     assert!(
         spec["terminationGracePeriodSeconds"]
             .as_i64()
@@ -1857,7 +1860,11 @@ fn control_plane_static_pod_has_the_chart_agents_privileges_only() {
         agent["securityContext"]["runAsUser"],
         chart_agent["securityContext"]["runAsUser"]
     );
-    assert_eq!(agent["image"].as_str(), chart_agent["image"].as_str(), "same image as the chart");
+    assert_eq!(
+        agent["image"].as_str(),
+        chart_agent["image"].as_str(),
+        "same image as the chart"
+    );
     assert_eq!(strs(&agent["command"]), strs(&chart_agent["command"]));
 }
 
@@ -1919,11 +1926,18 @@ fn control_plane_static_pod_runs_standalone_on_the_host_path_config() {
     assert_ne!(args.common.state_dir, Path::new("/var/lib/kube-vrrp"));
     let metrics = args.common.metrics_addr.expect("--metrics-addr");
     assert_ne!(metrics.port(), 9741, "the chart agent's port");
-    assert!(metrics.ip().is_loopback(), "metrics on loopback only: {metrics}");
+    assert!(
+        metrics.ip().is_loopback(),
+        "metrics on loopback only: {metrics}"
+    );
     for probe in ["livenessProbe", "readinessProbe"] {
         let get = &agent[probe]["httpGet"];
         assert_eq!(get["host"].as_str(), Some("127.0.0.1"), "{probe}");
-        assert_eq!(get["port"].as_u64(), Some(u64::from(metrics.port())), "{probe}");
+        assert_eq!(
+            get["port"].as_u64(),
+            Some(u64::from(metrics.port())),
+            "{probe}"
+        );
     }
 }
 
@@ -1932,8 +1946,7 @@ fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
     let text = read("deploy/control-plane/api-vip.yaml");
     let docs = parse_docs(&text);
     assert_eq!(docs.len(), 1);
-    let vip: crds::VirtualIP =
-        serde_yaml::from_value(docs[0].clone()).expect("a VirtualIP");
+    let vip: crds::VirtualIP = serde_yaml::from_value(docs[0].clone()).expect("a VirtualIP");
     let problems = crds::validate::validate_spec(&vip.spec);
     assert!(problems.is_empty(), "{problems}");
     assert_eq!(
@@ -1946,7 +1959,8 @@ fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
     );
     let http = &vip.spec.track.as_ref().expect("track").http;
     assert!(
-        http.iter().any(|h| h.url == "https://127.0.0.1:6443/readyz"),
+        http.iter()
+            .any(|h| h.url == "https://127.0.0.1:6443/readyz"),
         "{http:?}"
     );
     // The static pods read the same file: each node gets its own priority from it.
@@ -1968,5 +1982,9 @@ fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
     let mut distinct = priorities.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert_eq!(distinct.len(), priorities.len(), "distinct priorities: {priorities:?}");
+    assert_eq!(
+        distinct.len(),
+        priorities.len(),
+        "distinct priorities: {priorities:?}"
+    );
 }

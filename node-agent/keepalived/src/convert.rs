@@ -490,12 +490,13 @@ vrrp_instance VI_1 {
         assert_eq!(h.name, "chk_apiserver");
         assert_eq!(h.url, "https://localhost:6443/readyz");
         assert_eq!(h.insecure_skip_verify, Some(true));
-        assert_eq!(
-            (h.rise, h.fall, h.weight),
-            (Some(2), Some(3), Some(-20))
-        );
+        assert_eq!((h.rise, h.fall, h.weight), (Some(2), Some(3), Some(-20)));
         assert_eq!(h.interval.map(crds::duration_ms), Some(3000));
-        assert_eq!(h.timeout.map(crds::duration_ms), Some(2000), "curl's --max-time is shorter");
+        assert_eq!(
+            h.timeout.map(crds::duration_ms),
+            Some(2000),
+            "curl's --max-time is shorter"
+        );
         let scripts: Vec<&str> = t.scripts.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(scripts, ["chk_headers", "chk_haproxy"]);
         let warnings: Vec<String> = conv.diagnostics.warnings().map(|w| w.to_string()).collect();
@@ -509,7 +510,10 @@ vrrp_instance VI_1 {
             warnings.iter().any(|w| w.contains("vrrp_script chk_headers runs curl or wget, but option -H has no track.http equivalent: kept as a script")),
             "{warnings:?}"
         );
-        assert!(!warnings.iter().any(|w| w.contains("chk_haproxy")), "{warnings:?}");
+        assert!(
+            !warnings.iter().any(|w| w.contains("chk_haproxy")),
+            "{warnings:?}"
+        );
         // The converted object passes the CRD validation.
         assert!(crds::validate::validate_spec(&conv.items[0].virtual_ip.spec).is_empty());
     }

@@ -210,7 +210,9 @@ fn curl(args: &[String]) -> Recognised {
                     _ => {}
                 }
             }
-            n if n.starts_with("--") => return no(format!("option {n} has no track.http equivalent")),
+            n if n.starts_with("--") => {
+                return no(format!("option {n} has no track.http equivalent"));
+            }
             n if n.starts_with('-') && n.len() > 1 => {
                 let letters: Vec<char> = n[1..].chars().collect();
                 for (j, c) in letters.iter().enumerate() {
@@ -242,7 +244,9 @@ fn curl(args: &[String]) -> Recognised {
                             }
                             break;
                         }
-                        other => return no(format!("option -{other} has no track.http equivalent")),
+                        other => {
+                            return no(format!("option -{other} has no track.http equivalent"));
+                        }
                     }
                 }
             }
@@ -317,7 +321,9 @@ fn wget(args: &[String]) -> Recognised {
                     return no("-O writes the body somewhere");
                 }
             }
-            n if n.starts_with('-') => return no(format!("option {n} has no track.http equivalent")),
+            n if n.starts_with('-') => {
+                return no(format!("option {n} has no track.http equivalent"));
+            }
             other => {
                 if let Err(why) = url_arg(&mut url, other) {
                     return no(why);

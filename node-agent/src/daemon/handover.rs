@@ -219,9 +219,7 @@ impl Inherited {
 }
 
 fn unscoped<'a>(name: &'a str, scope: Option<&str>) -> &'a str {
-    scope
-        .and_then(|p| name.strip_prefix(p))
-        .unwrap_or(name)
+    scope.and_then(|p| name.strip_prefix(p)).unwrap_or(name)
 }
 
 /// The `NAMESPACE/NAME/` prefix of an instance's tracker names, when it has one.
@@ -368,7 +366,7 @@ async fn write_json<T: Serialize>(w: &mut UnixStream, v: &T) -> io::Result<()> {
 enum Conversation {
     Continue,
     /// Handed over: release the claim, then send this.
-    HandedOver(UnixStream, Reply),
+    HandedOver(UnixStream, Box<Reply>),
 }
 
 async fn serve(
@@ -396,7 +394,7 @@ async fn serve(
             Ok(Ok(Conversation::HandedOver(mut stream, reply))) => {
                 // Release the claim first: the successor binds it as soon as it has the reply.
                 drop(listener);
-                if let Err(e) = write_json(&mut stream, &reply).await {
+                if let Err(e) = write_json(&mut stream, &*reply).await {
                     tracing::error!(instance = %instance, error = %e, "handed over, but the reply did not reach the successor");
                 }
                 tracing::info!(instance = %instance, claim = %key, "handed over to another agent on this host");
@@ -474,7 +472,10 @@ async fn converse(
                             inherited: Some(inh),
                             ..Default::default()
                         };
-                        return Ok(Conversation::HandedOver(reader.into_inner(), reply));
+                        return Ok(Conversation::HandedOver(
+                            reader.into_inner(),
+                            Box::new(reply),
+                        ));
                     }
                     Err(why) => {
                         let reply = Reply {
@@ -568,8 +569,8 @@ async fn negotiate_inner(
     .await?;
     let line = read_line(&mut reader).await?;
     let at = Instant::now();
-    let reply: Reply = serde_json::from_str(&line)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let reply: Reply =
+        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     match (reply.inherited, reply.error) {
         (Some(inherited), _) => Ok(Negotiation::Adopted {
             offer,
@@ -669,10 +670,7 @@ mod tests {
 
     #[tokio::test]
     async fn negotiation_reports_mismatch_then_hands_over_and_frees_the_name() {
-        let k = ClaimKey {
-            vrid: 52,
-            ..key()
-        };
+        let k = ClaimKey { vrid: 52, ..key() };
         let (tx, mut rx) = mpsc::channel(4);
         let claim = Claim::acquire(&k, "VI_1", tx).unwrap();
         let theirs = serde_json::json!({"priority": 200, "virtualRouterID": 52});

@@ -60,8 +60,8 @@ use crate::vrrp::{
 };
 use crate::{Error, metrics};
 
-pub use hooks::{Hooks, PodsReady, TransitionSink};
 use handover::{Claim, ClaimError, ClaimKey, ClaimRequest};
+pub use hooks::{Hooks, PodsReady, TransitionSink};
 use place::{Placement, place};
 use resolved::{ConfigFromResolved, StateToCrd, ToStatus};
 use vips::VipWorker;
@@ -453,7 +453,10 @@ impl Daemon {
             }
         };
         let key = ClaimKey::new(&placement.ifname, placement.family, ri.virtual_router_id);
-        let own = self.claims.get(&ri.name).is_some_and(|c| c.key() == &key && c.is_held());
+        let own = self
+            .claims
+            .get(&ri.name)
+            .is_some_and(|c| c.key() == &key && c.is_held());
         if !own {
             self.claims.remove(&ri.name);
             match Claim::acquire(&key, &ri.name, self.claim_tx.clone()) {
@@ -525,7 +528,8 @@ impl Daemon {
 
     /// Ask the holder of `key` to hand `ri` over; the answer arrives as `Input::Negotiated`.
     fn negotiate(&mut self, ri: &ResolvedInstance, placement: &Placement, key: ClaimKey) {
-        let view = crds::vrrpnode::adoption_view(ri, &placement.ifname, &placement.primary.to_string());
+        let view =
+            crds::vrrpnode::adoption_view(ri, &placement.ifname, &placement.primary.to_string());
         let hash = crds::vrrpnode::adoption_hash(&view);
         tracing::info!(instance = %ri.name, claim = %key, "another agent on this host runs this VRID: asking it to hand the instance over");
         self.negotiating.insert(ri.name.clone(), ri.clone());
@@ -664,18 +668,20 @@ impl Daemon {
                 .map(|p| ClaimKey::new(&p.ifname, p.family, h.resolved.virtual_router_id));
             match key {
                 // Still held and not ours to take over: only refresh the retry time, quietly.
-                Ok(k) if !h.resolved.adopt_static => match Claim::acquire(&k, &name, self.claim_tx.clone()) {
-                    Ok(claim) => {
-                        tracing::info!(instance = %name, claim = %k, "the other agent released this VRID: starting the instance");
-                        self.claims.insert(name.clone(), claim);
-                        self.start_instance(now, h.resolved).await;
+                Ok(k) if !h.resolved.adopt_static => {
+                    match Claim::acquire(&k, &name, self.claim_tx.clone()) {
+                        Ok(claim) => {
+                            tracing::info!(instance = %name, claim = %k, "the other agent released this VRID: starting the instance");
+                            self.claims.insert(name.clone(), claim);
+                            self.start_instance(now, h.resolved).await;
+                        }
+                        Err(_) => {
+                            let mut h = h;
+                            h.retry_at = now + HELD_RETRY;
+                            self.held.insert(name, h);
+                        }
                     }
-                    Err(_) => {
-                        let mut h = h;
-                        h.retry_at = now + HELD_RETRY;
-                        self.held.insert(name, h);
-                    }
-                },
+                }
                 _ => self.start_instance(now, h.resolved).await,
             }
         }
@@ -733,7 +739,9 @@ impl Daemon {
                 "instance {name} changed since it was described; describe it again"
             ));
         }
-        let id = self.find(name).ok_or_else(|| format!("instance {name} is not running"))?;
+        let id = self
+            .find(name)
+            .ok_or_else(|| format!("instance {name} is not running"))?;
         let (resolved, vips) = match self.io.get(&id) {
             Some(io) => (io.resolved.clone(), io.vips.clone()),
             None => return Err(format!("instance {name} is not running")),
@@ -753,7 +761,8 @@ impl Daemon {
             claim.detach();
         }
         let scope = handover::tracker_scope(&resolved);
-        let inherited = handover::Inherited::from_core(&inheritance, Instant::now(), scope.as_deref());
+        let inherited =
+            handover::Inherited::from_core(&inheritance, Instant::now(), scope.as_deref());
         tracing::info!(instance = %name, state = %inherited.state, "handing the instance over to another agent on this host (no priority-0 advert, VIPs stay)");
         self.hold(
             now,
@@ -1181,19 +1190,30 @@ impl Daemon {
         }
         let waiting = self.negotiating.values().map(|ri| {
             let reason = "asking the other agent on this host to hand the instance over";
-            (ri, None, reason.to_string(), Some(Adoption {
-                phase: AdoptionPhase::Pending,
-                message: Some(reason.into()),
-            }))
+            (
+                ri,
+                None,
+                reason.to_string(),
+                Some(Adoption {
+                    phase: AdoptionPhase::Pending,
+                    message: Some(reason.into()),
+                }),
+            )
         });
-        let held = self
-            .held
-            .values()
-            .map(|h| (&h.resolved, h.offer.as_ref(), h.reason.clone(), h.adoption.clone()));
+        let held = self.held.values().map(|h| {
+            (
+                &h.resolved,
+                h.offer.as_ref(),
+                h.reason.clone(),
+                h.adoption.clone(),
+            )
+        });
         for (ri, offer, reason, adoption) in held.chain(waiting) {
             // What runs here is the other agent's instance: report its state, as seen.
             let state = offer
-                .and_then(|o| serde_json::from_value(serde_json::Value::String(o.state.clone())).ok())
+                .and_then(|o| {
+                    serde_json::from_value(serde_json::Value::String(o.state.clone())).ok()
+                })
                 .unwrap_or(crds::vrrpnode::VrrpState::Init);
             let priority = offer.map(|o| o.effective_priority);
             snapshots.push(InstanceSnapshot {

@@ -262,7 +262,10 @@ impl Tls {
             TlsTrust::CaFile { path, .. } => {
                 let meta = std::fs::metadata(path)
                     .map_err(|e| format!("cannot read caFile {}: {e}", path.display()))?;
-                Some((meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+                Some((
+                    meta.len(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                ))
             }
             _ => None,
         };
@@ -501,7 +504,11 @@ mod tests {
     #[test]
     fn spec_validation_names_the_field() {
         let s = HttpSpec::from_resolved(&resolved("https://127.0.0.1:6443/readyz")).unwrap();
-        assert_eq!(s.timeout, Duration::from_secs(1), "timeout defaults to interval");
+        assert_eq!(
+            s.timeout,
+            Duration::from_secs(1),
+            "timeout defaults to interval"
+        );
         assert_eq!(
             s.tls,
             Some(TlsTrust::System {
@@ -557,7 +564,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
         let e = file_roots(&missing).unwrap_err();
-        assert!(e.contains("cannot read caFile") && e.contains("missing.pem"), "{e}");
+        assert!(
+            e.contains("cannot read caFile") && e.contains("missing.pem"),
+            "{e}"
+        );
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "secret-token-123\n").unwrap();
         let e = file_roots(&junk).unwrap_err();

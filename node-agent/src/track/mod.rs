@@ -220,14 +220,7 @@ impl TrackerSet {
             }
             for h in &inst.track.http {
                 let spec = HttpSpec::from_resolved(h).map_err(|e| in_instance(&inst.name, e))?;
-                merge(
-                    &mut set.http,
-                    &mut h_own,
-                    "http",
-                    &h.name,
-                    &inst.name,
-                    spec,
-                )?;
+                merge(&mut set.http, &mut h_own, "http", &h.name, &inst.name, spec)?;
             }
         }
         Ok(set)

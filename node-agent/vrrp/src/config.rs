@@ -248,7 +248,11 @@ impl InstanceConfig {
             {
                 return err(
                     "track",
-                    format!("{} {:?}: rise and fall must be at least 1", t.kind(), t.name),
+                    format!(
+                        "{} {:?}: rise and fall must be at least 1",
+                        t.kind(),
+                        t.name
+                    ),
                 );
             }
         }

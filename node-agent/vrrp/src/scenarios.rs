@@ -681,7 +681,10 @@ fn hand_over_of_a_master_keeps_cadence_vips_and_the_backup_still() {
         .filter(|t0| *t0 >= t(9, 0))
         .collect();
     assert_eq!(times[..3], [t(9, 0), t(10, 0), t(11, 0)]);
-    assert!(times.windows(2).all(|w| w[1] - w[0] == t(1, 0)), "{times:?}");
+    assert!(
+        times.windows(2).all(|w| w[1] - w[0] == t(1, 0)),
+        "{times:?}"
+    );
     assert!(adverts.iter().all(|(_, p)| *p == 200), "{adverts:?}");
     // VIPs never removed; the successor re-binds (idempotent) and sends no gratuitous burst.
     let after: Vec<&Action> = sim.nodes[0]
@@ -691,7 +694,11 @@ fn hand_over_of_a_master_keeps_cadence_vips_and_the_backup_still() {
         .map(|(_, _, a)| a)
         .collect();
     assert!(!after.iter().any(|a| matches!(a, Action::RemoveVips(_))));
-    assert!(!after.iter().any(|a| matches!(a, Action::SendGratuitous { .. })));
+    assert!(
+        !after
+            .iter()
+            .any(|a| matches!(a, Action::SendGratuitous { .. }))
+    );
     assert!(matches!(
         after[0],
         Action::StateChanged {
@@ -733,7 +740,11 @@ fn hand_over_of_a_backup_keeps_waiting_for_the_same_master() {
     let inst = sim.nodes[1].router.get(new).unwrap();
     assert_eq!(inst.master_address(), Some(v4(1)));
     sim.run_to(12.5);
-    assert_eq!(sim.masters(51), vec![0], "no takeover while the master advertises");
+    assert_eq!(
+        sim.masters(51),
+        vec![0],
+        "no takeover while the master advertises"
+    );
     // The master dies: the successor takes over one Master_Down_Interval after its last advert.
     sim.crash(0);
     sim.run_to(20.0);

@@ -572,7 +572,10 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
 }
 
 /// The `Adopted` condition from the nodes' `adoption` reports: (status, reason, message).
-fn adoption(input: &StatusInput<'_>, evidence: &Evidence<'_>) -> (&'static str, &'static str, String) {
+fn adoption(
+    input: &StatusInput<'_>,
+    evidence: &Evidence<'_>,
+) -> (&'static str, &'static str, String) {
     use crds::vrrpnode::AdoptionPhase as P;
     let mut by_phase: BTreeMap<P, Vec<String>> = BTreeMap::new();
     let mut mismatch = Vec::new();
@@ -615,7 +618,10 @@ fn adoption(input: &StatusInput<'_>, evidence: &Evidence<'_>) -> (&'static str, 
     }
     let mut parts = Vec::new();
     if by_phase.contains_key(&P::Adopted) {
-        parts.push(format!("took over the static instance on {}", list(P::Adopted)));
+        parts.push(format!(
+            "took over the static instance on {}",
+            list(P::Adopted)
+        ));
     }
     if by_phase.contains_key(&P::NoStaticInstance) {
         parts.push(format!(
