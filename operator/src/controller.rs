@@ -661,14 +661,15 @@ fn hash_json<T: serde::Serialize>(v: &T) -> u64 {
     h.finish()
 }
 
-/// What the planner reads of a VirtualIP: spec, deletion, creation time (not status: the
-/// status it reads is its own output).
+/// What the planner reads of a VirtualIP: spec, deletion, creation time, the adoption
+/// annotation (not status: the status it reads is its own output).
 fn vip_fingerprint(v: &VirtualIP) -> u64 {
     hash_json(&(
         &v.spec,
         &v.metadata.deletion_timestamp,
         &v.metadata.creation_timestamp,
         &v.metadata.generation,
+        planner::adopts_static(v),
     ))
 }
 
