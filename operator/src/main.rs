@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions (VirtualIP, VRRPNode) as YAML.
+    /// Print the CustomResourceDefinitions (VirtualIP, VRRPNode, VirtualIPPool) as YAML.
     Crd,
     /// Run the operator (leader-elected) against the cluster.
     Run(RunArgs),

@@ -629,7 +629,11 @@ fn crd_problems(crd: &Value) -> Vec<String> {
 
 #[test]
 fn crds_are_structural_and_valid() {
-    for file in ["crds/virtualip.yaml", "crds/vrrpnode.yaml"] {
+    for file in [
+        "crds/virtualip.yaml",
+        "crds/vrrpnode.yaml",
+        "crds/virtualippool.yaml",
+    ] {
         let crd: Value = serde_yaml::from_str(&read(file)).expect("CRD parses");
         assert_eq!(kind(&crd), "CustomResourceDefinition", "{file}");
         let problems = crd_problems(&crd);
@@ -824,7 +828,7 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
         m
     });
     let expected: BTreeMap<&str, usize> = [
-        ("CustomResourceDefinition", 2),
+        ("CustomResourceDefinition", 3),
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
