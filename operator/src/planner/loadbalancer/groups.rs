@@ -290,6 +290,7 @@ pub fn plan_groups(input: &GroupInput<'_>) -> GroupPlan {
     // Existing groups by class text.
     let mut existing: BTreeMap<String, Vec<Existing>> = BTreeMap::new();
     let mut existing_names: BTreeSet<String> = BTreeSet::new();
+    let mut terminating: BTreeSet<String> = BTreeSet::new();
     for v in input.existing {
         let meta = &v.metadata;
         if meta.namespace.as_deref() != Some(input.namespace)
@@ -304,6 +305,12 @@ pub fn plan_groups(input: &GroupInput<'_>) -> GroupPlan {
         let Some(name) = meta.name.clone() else {
             continue;
         };
+        if meta.deletion_timestamp.is_some() {
+            // On its way out: neither reused nor deleted again, and its name is not taken
+            // by a new group until it is gone.
+            terminating.insert(name);
+            continue;
+        }
         existing_names.insert(name.clone());
         let annotations = meta.annotations.clone().unwrap_or_default();
         let (Some(class), Some(index)) = (
@@ -414,7 +421,10 @@ pub fn plan_groups(input: &GroupInput<'_>) -> GroupPlan {
         };
         let text = class.text();
         let previous = existing.remove(&text).unwrap_or_default();
-        let groups = pack(pool, &comps, &previous, eligible.len());
+        let blocked: BTreeSet<usize> = (0..comps.len() + previous.len() + MAX_SPREAD_GROUPS + 1)
+            .filter(|i| terminating.contains(&group_name(&class, *i)))
+            .collect();
+        let groups = pack(pool, &comps, &previous, eligible.len(), &blocked);
         let groups = choose_heads(groups, &eligible);
         for (index, g) in groups {
             let name = g.name.clone().unwrap_or_else(|| group_name(&class, index));
@@ -438,6 +448,7 @@ fn pack(
     comps: &[Component],
     previous: &[Existing],
     eligible: usize,
+    blocked: &BTreeSet<usize>,
 ) -> BTreeMap<usize, Building> {
     let version = pool.template.version;
     let mut groups: BTreeMap<usize, Building> = BTreeMap::new();
@@ -510,14 +521,22 @@ fn pack(
         };
         // The least loaded of the wanted groups that has room, else the first group with room
         // after them; a component too big for any group goes alone into a new one.
-        let limit = wanted + comps.len() + previous.len() + 1;
+        let limit = wanted + comps.len() + previous.len() + blocked.len() + 1;
+        let open = |i: &usize| !blocked.contains(i);
         let index = (0..wanted)
+            .filter(open)
             .filter(|i| fits(&current(&members, *i), &c.addresses, version))
             .min_by_key(|i| (load(&members, *i), *i))
             .or_else(|| {
-                (wanted..limit).find(|i| fits(&current(&members, *i), &c.addresses, version))
+                (wanted..limit)
+                    .filter(open)
+                    .find(|i| fits(&current(&members, *i), &c.addresses, version))
             })
-            .or_else(|| (wanted..limit).find(|i| load(&members, *i) == 0))
+            .or_else(|| {
+                (wanted..limit)
+                    .filter(open)
+                    .find(|i| load(&members, *i) == 0)
+            })
             .unwrap_or(limit);
         let m = members.entry(index).or_default();
         m.0.extend(c.addresses.iter().copied());

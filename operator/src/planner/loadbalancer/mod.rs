@@ -251,7 +251,15 @@ pub fn request_of(svc: &Service, namespace_labels: &BTreeMap<String, String>) ->
         labels: svc.metadata.labels.clone().unwrap_or_default(),
         namespace_labels: namespace_labels.clone(),
         families: service_families(svc),
-        requested: annotations.get(IPS_ANNOTATION).map(|v| parse_requested(v)),
+        // The annotation, else the deprecated `spec.loadBalancerIP`.
+        requested: annotations
+            .get(IPS_ANNOTATION)
+            .map(|v| parse_requested(v))
+            .or_else(|| {
+                spec.and_then(|s| s.load_balancer_ip.as_deref())
+                    .filter(|ip| !ip.is_empty())
+                    .map(parse_requested)
+            }),
         pool: nonempty(POOL_ANNOTATION),
         sharing_key: nonempty(SHARING_ANNOTATION),
         ports,
