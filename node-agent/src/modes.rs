@@ -114,8 +114,15 @@ async fn load_standalone(path: &Path, node: &str) -> Result<Vec<ResolvedInstance
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     logging::init(args.common.log_format);
     let node = args.node_name.clone();
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
+        .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
+    config.read_timeout = Some(crate::kube::API_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    // No in-request retries (kube's default sleeps on Retry-After, up to 1000 s): watches,
+    // status reports and the Lease retry on their own within 2 s.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config)
         .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
     let cache = ConfigCache::new(&args.common.state_dir);
     let cached = match cache.load() {
