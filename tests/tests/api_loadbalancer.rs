@@ -11,106 +11,37 @@
 //! kube-vrrp-operator`), or `KUBE_VRRP_AGENT_BIN` / `KUBE_VRRP_OPERATOR_BIN`. Without an API
 //! server, `lb_fake_api.rs` runs the same data path through a fake API.
 
-use std::io::Write as _;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab::apiserver::{ApiServer, NetnsForward, NodeSim, free_port, tail, wait_every};
-use lab::{Lab, LabBuilder, ProcGuard};
+use lab::apiserver::wait_every;
+use lab::kubelab::{KubeLab, LEASE_NS, NODES, say};
 use serde_json::{Value, json};
 
-const NODES: [&str; 3] = ["n1", "n2", "n3"];
-const LEASE_NS: &str = "kube-vrrp";
 const CLASS: &str = "kubevrrp.io/vrrp";
 
-fn operator_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("KUBE_VRRP_OPERATOR_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(t).join("debug/kube-vrrp-operator");
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kube-vrrp-operator")
-}
-
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
+/// The shared real-API lab (three agents, the operator) plus a VirtualIPPool.
 struct Env {
-    operator: Option<ProcGuard>,
-    agents: Vec<Option<ProcGuard>>,
-    _forwards: Vec<NetnsForward>,
-    sims: Vec<NodeSim>,
-    lab: Lab,
-    api: ApiServer,
-    dir: tempfile::TempDir,
-    agent_logs: Vec<PathBuf>,
-    operator_log: PathBuf,
+    k: KubeLab,
+}
+
+impl std::ops::Deref for Env {
+    type Target = KubeLab;
+    fn deref(&self) -> &KubeLab {
+        &self.k
+    }
+}
+
+impl std::ops::DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut KubeLab {
+        &mut self.k
+    }
 }
 
 impl Env {
-    fn setup(api: ApiServer) -> Env {
-        let lab = LabBuilder::default().hosts(3).build().expect("lab");
-        let dir = tempfile::Builder::new()
-            .prefix("kvapilb-")
-            .tempdir()
-            .expect("temp dir");
-        let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for f in ["virtualip.yaml", "vrrpnode.yaml", "virtualippool.yaml"] {
-            api.kubectl(&["apply", "-f", &crd_dir.join(f).to_string_lossy()])
-                .expect("apply CRD");
-        }
-        api.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/virtualips.kubevrrp.io",
-            "crd/vrrpnodes.kubevrrp.io",
-            "crd/virtualippools.kubevrrp.io",
-        ])
-        .expect("CRDs established");
-        api.kubectl_client()
-            .apply(
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NS}}),
-            )
-            .expect("namespace");
-        let mut sims = Vec::new();
-        for (i, n) in NODES.iter().enumerate() {
-            let addr = IpAddr::V4(lab.host(i).ipv4);
-            let mut sim = api.node_sim(n, &[], &[addr]).expect("node sim");
-            sim.start_heartbeat(Duration::from_secs(2));
-            sims.push(sim);
-        }
-        let forwards = lab
-            .hosts()
-            .iter()
-            .map(|h| api.expose_in_netns(&h.netns).expect("forwarder"))
-            .collect();
-        let operator_log = dir.path().join("operator.log");
-        let mut env = Env {
-            operator: None,
-            agents: vec![None, None, None],
-            _forwards: forwards,
-            sims,
-            lab,
-            api,
-            agent_logs: NODES
-                .iter()
-                .map(|n| dir.path().join(format!("agent-{n}.log")))
-                .collect(),
-            operator_log,
-            dir,
+    fn setup(api: lab::apiserver::ApiServer) -> Env {
+        let env = Env {
+            k: KubeLab::setup(api),
         };
-        for i in 0..3 {
-            env.start_agent(i);
-        }
-        for i in 0..3 {
-            env.wait_agent_lease(i);
-        }
-        env.start_operator();
         env.apply(&json!({
             "apiVersion": "kubevrrp.io/v1alpha1", "kind": "VirtualIPPool",
             "metadata": {"name": "web"},
@@ -124,105 +55,6 @@ impl Env {
 
     fn apply(&self, obj: &Value) {
         self.api.kubectl_client().apply(obj).expect("kubectl apply");
-    }
-
-    fn wait_agent_lease(&self, i: usize) {
-        let r = wait_every(
-            Duration::from_millis(200),
-            Duration::from_secs(30),
-            &format!("agent {} Lease", NODES[i]),
-            || {
-                if !self.agents[i].as_ref().is_some_and(ProcGuard::is_running) {
-                    return Some(Err(format!("agent {} exited", NODES[i])));
-                }
-                self.api
-                    .kubectl(&["get", "lease", NODES[i], "-n", LEASE_NS])
-                    .ok()
-                    .map(|_| Ok(()))
-            },
-        );
-        if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r) {
-            panic!("{e}");
-        }
-    }
-
-    fn start_agent(&mut self, i: usize) {
-        let bin = lab::daemon::agent_bin();
-        assert!(
-            bin.exists(),
-            "{bin:?} missing: run `cargo build -p kube-vrrp-agent -p kube-vrrp-operator`"
-        );
-        let state = self.dir.path().join(NODES[i]);
-        std::fs::create_dir_all(&state).expect("state dir");
-        let metrics = format!("127.0.0.1:{}", free_port().expect("port"));
-        let argv = [
-            bin.to_str().expect("utf-8 path"),
-            "run",
-            "--node-name",
-            NODES[i],
-            "--lease-namespace",
-            LEASE_NS,
-            "--state-dir",
-            state.to_str().expect("utf-8 path"),
-            "--metrics-addr",
-            &metrics,
-        ];
-        let mut cmd = lab::netns::command_in(&self.lab.host(i).netns, &argv);
-        cmd.env("KUBECONFIG", self.api.kubeconfig_path())
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        let g = self
-            .lab
-            .spawn_cmd(
-                cmd,
-                &format!("agent {}", NODES[i]),
-                Some(&self.agent_logs[i]),
-            )
-            .expect("spawn agent");
-        self.agents[i] = Some(g);
-    }
-
-    fn kill_agent(&mut self, i: usize) {
-        if let Some(g) = self.agents[i].take() {
-            g.kill();
-        }
-    }
-
-    fn start_operator(&mut self) {
-        let bin = operator_bin();
-        assert!(
-            bin.exists(),
-            "{bin:?} missing: run `cargo build -p kube-vrrp-agent -p kube-vrrp-operator`"
-        );
-        let port = free_port().expect("port");
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "run",
-            "--lease-namespace",
-            LEASE_NS,
-            "--identity",
-            "op-1",
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("KUBECONFIG", self.api.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null());
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.operator_log)
-            .expect("operator log");
-        cmd.stdout(f.try_clone().expect("dup")).stderr(f);
-        self.operator =
-            Some(ProcGuard::spawn(self.lab.registry(), cmd, "operator").expect("spawn"));
     }
 
     fn stop_operator(&mut self) {
@@ -325,28 +157,18 @@ impl Drop for Env {
                     .unwrap_or_default()
             ));
             say(&format!(
-                "--- VirtualIPs ---\n{}",
-                self.api
-                    .kubectl(&["get", "vips", "-A", "-o", "yaml"])
-                    .unwrap_or_default()
-            ));
-            say(&format!(
                 "--- pools ---\n{}",
                 self.api
                     .kubectl(&["get", "vippools", "-o", "yaml"])
                     .unwrap_or_default()
             ));
             say(&format!(
-                "--- operator log tail ---\n{}",
-                tail(&self.operator_log, 60)
+                "--- group VirtualIPs ---\n{}",
+                self.api
+                    .kubectl(&["get", "vips", "-n", LEASE_NS, "-o", "yaml"])
+                    .unwrap_or_default()
             ));
-            for (i, l) in self.agent_logs.iter().enumerate() {
-                say(&format!(
-                    "--- agent {} log tail ---\n{}",
-                    NODES[i],
-                    tail(l, 20)
-                ));
-            }
+            // The KubeLab prints the operator's and agents' logs after this.
         }
     }
 }
@@ -510,9 +332,8 @@ fn service_address_lifecycle() {
         || {
             std::fs::read_to_string(&env.operator_log)
                 .ok()?
-                .matches("load-balancer allocations restored")
-                .nth(1)
-                .map(|_| ())
+                .contains("load-balancer allocations restored")
+                .then_some(())
         },
     );
     lab::wait::holds_every(
