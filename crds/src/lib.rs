@@ -1,20 +1,26 @@
-//! kube-vrrp's API: the `VirtualIP` and `VRRPNode` types, their validation, the pure
+//! kube-vrrp's API: the `VirtualIP`, `VRRPNode` and `VirtualIPPool` types, their validation, the pure
 //! resolution of a VirtualIP for one node, and CRD generation. Shared by the operator, the
 //! agent and the keepalived.conf reader (`kube-vrrp-keepalived`, which converts to these types).
 //!
 //! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
+//! - [`pool`]: the `VirtualIPPool` resource (addresses for Services of type LoadBalancer) and
+//!   the parsing of its address ranges.
 //! - [`validate`]: semantic validation returning every problem with its field path.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
+pub mod pool;
 pub mod resolve;
 pub mod validate;
 pub mod virtualip;
 pub mod vrrpnode;
 
 #[cfg(test)]
+mod pool_schema_tests;
+#[cfg(test)]
 mod schema_tests;
 
+pub use pool::{VirtualIPPool, VirtualIPPoolSpec, VirtualIPPoolStatus};
 pub use virtualip::{VirtualIP, VirtualIPSpec, VirtualIPStatus};
 pub use vrrpnode::{ResolvedInstance, VRRPNode, VRRPNodeSpec, VRRPNodeStatus};
 
@@ -41,12 +47,18 @@ pub fn vrrpnode_crd_yaml() -> Result<String, Error> {
     Ok(serde_yaml::to_string(&VRRPNode::crd())?)
 }
 
-/// Both CRDs as one multi-document YAML stream.
+/// The `VirtualIPPool` CRD as a YAML document.
+pub fn virtualippool_crd_yaml() -> Result<String, Error> {
+    Ok(serde_yaml::to_string(&VirtualIPPool::crd())?)
+}
+
+/// Every CRD as one multi-document YAML stream.
 pub fn crd_yaml() -> Result<String, Error> {
     Ok(format!(
-        "---\n{}---\n{}",
+        "---\n{}---\n{}---\n{}",
         virtualip_crd_yaml()?,
-        vrrpnode_crd_yaml()?
+        vrrpnode_crd_yaml()?,
+        virtualippool_crd_yaml()?
     ))
 }
 

@@ -32,8 +32,17 @@ fn vrrpnode_yaml_is_fresh() {
 }
 
 #[test]
-fn operator_prints_both() {
+fn virtualippool_yaml_is_fresh() {
+    check(
+        "virtualippool.yaml",
+        crds::virtualippool_crd_yaml().expect("render"),
+    );
+}
+
+#[test]
+fn operator_prints_all() {
     let all = crds::crd_yaml().expect("render");
     assert!(all.contains("name: virtualips.kubevrrp.io"));
     assert!(all.contains("name: vrrpnodes.kubevrrp.io"));
+    assert!(all.contains("name: virtualippools.kubevrrp.io"));
 }

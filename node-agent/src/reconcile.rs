@@ -5,9 +5,14 @@
 //! configuration did not change gets no change at all, so it never flaps.
 //!
 //! Only what VRRP cannot change on a running router forces a restart: the identity of the
-//! virtual router on the wire (VRID, version, interface, source address) and its address list
-//! (peers compare address lists, and the VIPs must be re-bound). Everything else — priority,
-//! trackers, peers, timers, GARP, notify, authentication — is applied in place.
+//! virtual router on the wire (VRID, version, interface, source address). Everything else —
+//! priority, trackers, peers, timers, GARP, notify, authentication, and the virtual and
+//! excluded addresses — is applied in place. An address change on a master binds the new
+//! addresses (with a gratuitous burst for them) and removes the old ones without leaving
+//! MASTER, so a router carrying many Services' addresses never flaps when one Service comes
+//! or goes; the next adverts carry the new list (peers running the old list for a moment
+//! accept it, as keepalived does). Only a change of the advertised family still restarts the
+//! router (the core reports it and the daemon restarts).
 
 use std::collections::BTreeMap;
 
@@ -64,11 +69,6 @@ fn restart_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static st
     );
     check(a.version != b.version, "version");
     check(a.interface != b.interface, "interface");
-    check(a.addresses != b.addresses, "addresses");
-    check(
-        a.excluded_addresses != b.excluded_addresses,
-        "excludedAddresses",
-    );
     check(a.unicast_source != b.unicast_source, "unicastSource");
     f
 }
@@ -91,6 +91,11 @@ fn in_place_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static s
     check(a.preempt != b.preempt, "preempt");
     check(a.preempt_delay_ms != b.preempt_delay_ms, "preemptDelayMs");
     check(a.accept != b.accept, "accept");
+    check(a.addresses != b.addresses, "addresses");
+    check(
+        a.excluded_addresses != b.excluded_addresses,
+        "excludedAddresses",
+    );
     check(a.unicast_peers != b.unicast_peers, "unicastPeers");
     check(a.allow_lower_ttl != b.allow_lower_ttl, "allowLowerTtl");
     check(a.auth_pass != b.auth_pass, "authPass");
@@ -225,7 +230,22 @@ mod tests {
             diff(&old, std::slice::from_ref(&n)),
             vec![Change::Restart {
                 new: n,
-                fields: vec!["virtualRouterID", "interface", "addresses"]
+                fields: vec!["virtualRouterID", "interface"]
+            }]
+        );
+    }
+
+    #[test]
+    fn address_changes_are_applied_in_place() {
+        let old = vec![inst("a", 1)];
+        let mut n = inst("a", 1);
+        n.addresses.push("192.0.2.201/32".into());
+        n.excluded_addresses = vec!["2001:db8::201/128".into()];
+        assert_eq!(
+            diff(&old, std::slice::from_ref(&n)),
+            vec![Change::UpdateInPlace {
+                new: n,
+                fields: vec!["addresses", "excludedAddresses"]
             }]
         );
     }

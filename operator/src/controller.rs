@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crds::{VRRPNode, VirtualIP};
-use futures::{Stream, StreamExt, TryStreamExt, future};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -91,6 +91,8 @@ pub struct Settings {
     pub agent_lease_namespace: String,
     /// Lease duration assumed when a Lease does not state one.
     pub agent_lease_duration: Duration,
+    /// Serve Services of type LoadBalancer (`None`: off).
+    pub load_balancer: Option<crate::loadbalancer::LbSettings>,
 }
 
 impl Default for Settings {
@@ -102,6 +104,7 @@ impl Default for Settings {
             secret_namespaces: Vec::new(),
             agent_lease_namespace: "kube-vrrp".into(),
             agent_lease_duration: Duration::from_secs(10),
+            load_balancer: None,
         }
     }
 }
@@ -599,7 +602,7 @@ pub fn error_policy(vip: Arc<VirtualIP>, err: &Error, ctx: Arc<Context>) -> Acti
 /// Reduce a watch event stream to the objects worth a reconcile, bumping the world generation
 /// when the part the planner reads changed (per `fingerprint`). With `all`, every applied
 /// object is passed on (the VirtualIP stream itself); deletions always are.
-fn changes<K, S>(
+pub(crate) fn changes<K, S>(
     events: S,
     fingerprint: fn(&K) -> u64,
     generation: Arc<AtomicU64>,
@@ -654,7 +657,7 @@ where
     })
 }
 
-fn hash_json<T: serde::Serialize>(v: &T) -> u64 {
+pub(crate) fn hash_json<T: serde::Serialize>(v: &T) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     serde_json::to_vec(v).unwrap_or_default().hash(&mut h);
@@ -1026,9 +1029,22 @@ pub async fn run(
         }
     });
 
+    let lb = match ctx.settings.load_balancer.clone() {
+        Some(lb_settings) => crate::loadbalancer::run(
+            client.clone(),
+            metrics.clone(),
+            lb_settings,
+            vip_store.clone(),
+            node_store.clone(),
+            ctx.settings.reporter_instance.clone(),
+            ctx.clock.clone(),
+        )
+        .boxed(),
+        None => future::pending::<Result<(), Error>>().boxed(),
+    };
     let all_vips = vip_store.clone();
     let secret_vips = vip_store.clone();
-    Controller::for_stream(vip_stream, vip_store)
+    let main = Controller::for_stream(vip_stream, vip_store)
         .watches_stream(node_stream, move |_node: Node| {
             all_vips
                 .state()
@@ -1068,8 +1084,11 @@ pub async fn run(
                 Ok((obj, _)) => debug!(vip = %obj, "reconciled"),
                 Err(e) => debug!(error = %e, "controller"),
             }
-        })
-        .await;
+        });
+    let result = tokio::select! {
+        () = main => Ok(()),
+        res = lb => res,
+    };
     ready.abort();
-    Ok(())
+    result
 }

@@ -5,11 +5,14 @@
 //!   Events out.
 //! - [`controller`]: the executor — watches, plan cache, apply-if-different with server-side
 //!   apply, finalizer, Events, error backoff.
+//! - [`loadbalancer`]: the executor of Services of type LoadBalancer — allocation, Service
+//!   status, Events and finalizer, the group VirtualIPs and pool status.
 //! - [`leader`]: leader election on a Lease, running the controller only while leading.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints.
 
 pub mod controller;
 pub mod leader;
+pub mod loadbalancer;
 pub mod metrics;
 pub mod planner;
 

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions (VirtualIP, VRRPNode) as YAML.
+    /// Print the CustomResourceDefinitions (VirtualIP, VRRPNode, VirtualIPPool) as YAML.
     Crd,
     /// Run the operator (leader-elected) against the cluster.
     Run(RunArgs),
@@ -63,6 +63,13 @@ struct RunArgs {
     /// the operator may not list Secrets cluster-wide.
     #[arg(long = "secret-namespace", value_name = "NS")]
     secret_namespaces: Vec<String>,
+    /// Serve Services of type LoadBalancer with `spec.loadBalancerClass: kubevrrp.io/vrrp`
+    /// (addresses from VirtualIPPools). `--load-balancer=false` turns it off.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    load_balancer: bool,
+    /// Also serve Services of type LoadBalancer that have no `spec.loadBalancerClass`.
+    #[arg(long)]
+    load_balancer_default_class: bool,
     /// Lease holder identity (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -156,10 +163,18 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         duration_secs: 15,
         grace_secs: 5,
     };
+    let load_balancer = args
+        .load_balancer
+        .then(|| operator::loadbalancer::LbSettings {
+            default_class: args.load_balancer_default_class,
+            namespace: namespace.clone(),
+            ..Default::default()
+        });
     let settings = Settings {
         reporter_instance: Some(identity),
         secret_namespaces: args.secret_namespaces,
         agent_lease_namespace: namespace,
+        load_balancer,
         ..Settings::default()
     };
     let concurrency = args.concurrency;

@@ -7,7 +7,7 @@ fn bin() -> Command {
 }
 
 #[test]
-fn crd_prints_both_crds() {
+fn crd_prints_every_crd() {
     let out = bin().arg("crd").output().unwrap();
     assert!(out.status.success());
     assert_eq!(
@@ -22,6 +22,7 @@ fn run_rejects_bad_flags_naming_them() {
         (&["run", "--concurrency", "0"][..], "--concurrency"),
         (&["run", "--log-format", "xml"][..], "--log-format"),
         (&["run", "--metrics-addr", "nowhere"][..], "--metrics-addr"),
+        (&["run", "--load-balancer", "maybe"][..], "--load-balancer"),
     ] {
         let out = bin().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

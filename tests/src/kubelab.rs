@@ -250,7 +250,7 @@ impl KubeLab {
             .tempdir()
             .expect("temp dir");
         let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for f in ["virtualip.yaml", "vrrpnode.yaml"] {
+        for f in ["virtualip.yaml", "vrrpnode.yaml", "virtualippool.yaml"] {
             let p = crd_dir.join(f);
             api.kubectl(&["apply", "-f", &p.to_string_lossy()])
                 .expect("apply CRD");
@@ -261,6 +261,7 @@ impl KubeLab {
             "--timeout=30s",
             "crd/virtualips.kubevrrp.io",
             "crd/vrrpnodes.kubevrrp.io",
+            "crd/virtualippools.kubevrrp.io",
         ])
         .expect("CRDs established");
         api.kubectl_client()

@@ -630,7 +630,11 @@ fn crd_problems(crd: &Value) -> Vec<String> {
 
 #[test]
 fn crds_are_structural_and_valid() {
-    for file in ["crds/virtualip.yaml", "crds/vrrpnode.yaml"] {
+    for file in [
+        "crds/virtualip.yaml",
+        "crds/vrrpnode.yaml",
+        "crds/virtualippool.yaml",
+    ] {
         let crd: Value = serde_yaml::from_str(&read(file)).expect("CRD parses");
         assert_eq!(kind(&crd), "CustomResourceDefinition", "{file}");
         let problems = crd_problems(&crd);
@@ -825,12 +829,12 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
         m
     });
     let expected: BTreeMap<&str, usize> = [
-        ("CustomResourceDefinition", 2),
+        ("CustomResourceDefinition", 3),
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
-        ("Role", 2),
-        ("RoleBinding", 2),
+        ("Role", 3),
+        ("RoleBinding", 3),
         ("Service", 2),
         ("Deployment", 1),
         ("DaemonSet", 1),
@@ -1307,6 +1311,18 @@ const OPERATOR_CLUSTER_GRANTS: &[(&str, &str, &str)] = &[
     ("", "nodes", "get list watch"),
     ("events.k8s.io", "events", "create patch"),
 ];
+/// With `loadBalancer.enabled` (the default), in the operator's ClusterRole.
+const OPERATOR_LB_GRANTS: &[(&str, &str, &str)] = &[
+    ("", "services", "get list watch patch"),
+    ("", "services/status", "get patch update"),
+    ("", "namespaces", "get list watch"),
+    ("discovery.k8s.io", "endpointslices", "get list watch"),
+    ("kubevrrp.io", "virtualippools", "get list watch"),
+    ("kubevrrp.io", "virtualippools/status", "get patch update"),
+];
+/// With `loadBalancer.enabled`, in a Role of the release namespace (the group VirtualIPs).
+const OPERATOR_LB_ROLE_GRANTS: &[(&str, &str, &str)] =
+    &[("kubevrrp.io", "virtualips", "create delete")];
 const AGENT_GRANTS: &[(&str, &str, &str)] = &[
     ("kubevrrp.io", "vrrpnodes", "get list watch"),
     ("kubevrrp.io", "vrrpnodes/status", "get patch update"),
@@ -1351,9 +1367,14 @@ fn rbac_is_least_privilege_with_default_values() {
     let objs = render(&[]);
     let mut operator = expect_grants(OPERATOR_CLUSTER_GRANTS);
     operator.extend(expect_grants(SECRET_GRANTS));
+    operator.extend(expect_grants(OPERATOR_LB_GRANTS));
     assert_eq!(
         grants(find(&objs, "ClusterRole", "kube-vrrp-operator")),
         operator
+    );
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-operator-load-balancer")),
+        expect_grants(OPERATOR_LB_ROLE_GRANTS)
     );
     assert_eq!(
         grants(find(&objs, "ClusterRole", "kube-vrrp-agent")),
@@ -1362,8 +1383,8 @@ fn rbac_is_least_privilege_with_default_values() {
     let roles = all_of(&objs, "Role");
     assert_eq!(
         roles.len(),
-        2,
-        "only the operator's leader-election Role and the agents' liveness-Lease Role"
+        3,
+        "only the operator's leader-election and load-balancer Roles and the agents' liveness-Lease Role"
     );
     for r in &roles {
         assert_eq!(r["metadata"]["namespace"].as_str(), Some(NAMESPACE));
@@ -1382,6 +1403,50 @@ fn rbac_is_least_privilege_with_default_values() {
         binding["subjects"][0]["name"].as_str(),
         Some("kube-vrrp-agent")
     );
+}
+
+#[test]
+fn load_balancer_values_set_the_flags_and_the_rights() {
+    let operator_args = |objs: &[Value]| -> Vec<String> {
+        strs(&container(find(objs, "Deployment", "kube-vrrp-operator"), "operator")["args"])
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+    let default = render(&[]);
+    let base = operator_args(&default);
+    assert!(
+        !base.iter().any(|a| a.starts_with("--load-balancer")),
+        "{base:?}"
+    );
+
+    let with_default = render(&["--set", "loadBalancer.defaultClass=true"]);
+    let args = operator_args(&with_default);
+    assert_eq!(
+        args.last().map(String::as_str),
+        Some("--load-balancer-default-class")
+    );
+    assert_eq!(args[..args.len() - 1], base[..]);
+
+    let off = render(&["--set", "loadBalancer.enabled=false"]);
+    let args = operator_args(&off);
+    assert_eq!(
+        args.last().map(String::as_str),
+        Some("--load-balancer=false")
+    );
+    let mut no_secrets = expect_grants(OPERATOR_CLUSTER_GRANTS);
+    no_secrets.extend(expect_grants(SECRET_GRANTS));
+    assert_eq!(
+        grants(find(&off, "ClusterRole", "kube-vrrp-operator")),
+        no_secrets,
+        "no Service, EndpointSlice, Namespace or pool access when off"
+    );
+    assert!(
+        !all_of(&off, "Role")
+            .iter()
+            .any(|r| name(r) == "kube-vrrp-operator-load-balancer")
+    );
+    assert_bindings(&off);
 }
 
 #[test]
@@ -1404,9 +1469,11 @@ fn pod_tracking_adds_exactly_pod_read_access() {
 #[test]
 fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     let objs = render(&["--set", "operator.secretNamespaces={team-a,team-b}"]);
+    let mut expected = expect_grants(OPERATOR_CLUSTER_GRANTS);
+    expected.extend(expect_grants(OPERATOR_LB_GRANTS));
     assert_eq!(
         grants(find(&objs, "ClusterRole", "kube-vrrp-operator")),
-        expect_grants(OPERATOR_CLUSTER_GRANTS),
+        expected,
         "no cluster-wide secrets access once namespaces are listed"
     );
     let secret_roles: Vec<&Value> = all_of(&objs, "Role")
@@ -1421,7 +1488,7 @@ fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     for r in secret_roles {
         assert_eq!(grants(r), expect_grants(SECRET_GRANTS));
     }
-    assert_eq!(all_of(&objs, "RoleBinding").len(), 4);
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 5);
     assert_bindings(&objs);
     // The operator must then watch Secrets only there, or its cluster-wide watch is refused.
     let deploy = find(&objs, "Deployment", "kube-vrrp-operator");

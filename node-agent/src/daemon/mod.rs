@@ -825,9 +825,39 @@ impl Daemon {
         };
         let Some(io) = self.io.get(&id) else { return };
         let placement = io.placement.clone();
+        let new_vips = match build_vips(&new, &placement) {
+            Ok(v) => v,
+            Err(reason) => {
+                tracing::error!(instance = %new.name, %reason, "configuration update rejected; the instance keeps its old configuration");
+                return;
+            }
+        };
+        let old_vips = io.vips.clone();
+        let addresses_changed = old_vips != new_vips;
+        if addresses_changed && let Some(io) = self.io.get_mut(&id) {
+            // While the core's address changes are carried out, both the removed and the
+            // added VIPs must be known by address.
+            io.vips = old_vips
+                .iter()
+                .chain(new_vips.iter().filter(|v| !old_vips.contains(v)))
+                .cloned()
+                .collect();
+        }
         let updated = InstanceConfig::from_resolved(&new, &placement.ifname, placement.primary)
             .map_err(|e| e.to_string())
             .and_then(|cfg| self.router.update(now, id, cfg).map_err(|e| e.to_string()));
+        if addresses_changed {
+            if matches!(updated, Ok(crate::vrrp::ConfigUpdate::Applied)) {
+                self.drain_actions().await;
+            }
+            if let Some(io) = self.io.get_mut(&id) {
+                io.vips = if matches!(updated, Ok(crate::vrrp::ConfigUpdate::Applied)) {
+                    new_vips
+                } else {
+                    old_vips
+                };
+            }
+        }
         match updated {
             Ok(crate::vrrp::ConfigUpdate::Applied) => {
                 if let Some(io) = self.io.get_mut(&id) {

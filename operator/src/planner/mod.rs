@@ -45,6 +45,7 @@
 //! the executor which nodes still report the instance, so the finalizer can wait for them.
 
 pub mod liveness;
+pub mod loadbalancer;
 pub mod status;
 pub mod vrid;
 
