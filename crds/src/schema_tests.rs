@@ -146,6 +146,12 @@ fn good_examples_pass_every_validator() {
         with(json!({"garp": {"masterRefresh": "0s", "masterRepeat": 100}})),
         with(json!({"garp": {"masterRefresh": "1s", "masterRefreshRepeat": 100}})),
         with(json!({"addresses": v4_addresses(255)})),
+        with(
+            json!({"unicast": {"enabled": true, "sourceAddress": "192.0.2.11", "ttl": 64}, "nodes": [{"name": "a", "sourceAddress": "192.0.2.12"}]}),
+        ),
+        with(
+            json!({"version": 3, "authentication": null, "addresses": ["2001:db8::200/64"], "unicast": {"enabled": true, "sourceAddress": "2001:db8::11", "ttl": 255}}),
+        ),
         with(json!({"excludedAddresses": v4_addresses(1024)})),
     ];
     for (i, g) in goods.iter().enumerate() {
@@ -373,6 +379,42 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             json!({"unicast": {"enabled": true, "peers": ["192.0.2.300"]}}),
             "unicast.peers: every entry must be an IP address",
             "spec.unicast.peers[0]",
+        ),
+        (
+            "unicast source not an IP",
+            json!({"unicast": {"enabled": true, "sourceAddress": "nope"}}),
+            "unicast.sourceAddress must be an IP address",
+            "spec.unicast.sourceAddress",
+        ),
+        (
+            "unicast source of the other family",
+            json!({"unicast": {"enabled": true, "sourceAddress": "2001:db8::1"}}),
+            "unicast.sourceAddress: must be of the family of the addresses",
+            "spec.unicast.sourceAddress: 2001:db8::1 is not of the family",
+        ),
+        (
+            "node source not an IP",
+            json!({"nodes": [{"name": "a", "sourceAddress": "192.0.2.300"}]}),
+            "nodes[].sourceAddress must be an IP address",
+            "spec.nodes[0].sourceAddress",
+        ),
+        (
+            "node source of the other family",
+            json!({"nodes": [{"name": "a"}, {"name": "b", "sourceAddress": "2001:db8::1"}]}),
+            "nodes: every sourceAddress must be of the family of the addresses",
+            "spec.nodes[1].sourceAddress: 2001:db8::1 is not of the family",
+        ),
+        (
+            "unicast ttl 0",
+            json!({"unicast": {"enabled": true, "ttl": 0}}),
+            "/spec/unicast/ttl",
+            "spec.unicast.ttl",
+        ),
+        (
+            "unicast ttl 256",
+            json!({"unicast": {"enabled": true, "ttl": 256}}),
+            "/spec/unicast/ttl",
+            "spec.unicast.ttl",
         ),
         (
             "preempt delay too long",

@@ -177,6 +177,11 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
 
     check_addresses(&mut p, spec, version);
 
+    let family = spec
+        .addresses
+        .first()
+        .and_then(|a| parse_address(a))
+        .map(|a| a.addr().is_ipv4());
     if let Some(u) = &spec.unicast {
         for (i, peer) in u.peers.iter().enumerate() {
             if peer.parse::<IpAddr>().is_err() {
@@ -185,6 +190,12 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
                     format!("{peer:?} is not an IP address"),
                 );
             }
+        }
+        if let Some(src) = &u.source_address {
+            check_source(&mut p, "spec.unicast.sourceAddress", src, family);
+        }
+        if u.ttl == Some(0) {
+            p.push("spec.unicast.ttl", "must be between 1 and 255");
         }
     }
 
@@ -204,6 +215,9 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
         }
         if let Some(iface) = &n.interface {
             check_ifname(&mut p, &format!("{base}.interface"), iface);
+        }
+        if let Some(src) = &n.source_address {
+            check_source(&mut p, &format!("{base}.sourceAddress"), src, family);
         }
     }
 
@@ -276,6 +290,17 @@ fn check_ifname(p: &mut Problems, path: &str, name: &str) {
             path,
             format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
         );
+    }
+}
+
+/// An advert source address: an IP address of the VirtualIP's family (`v4` when known).
+fn check_source(p: &mut Problems, path: &str, src: &str, v4: Option<bool>) {
+    match src.parse::<IpAddr>() {
+        Err(_) => p.push(path, format!("{src:?} is not an IP address")),
+        Ok(a) if v4.is_some_and(|v4| v4 != a.is_ipv4()) => {
+            p.push(path, format!("{a} is not of the family of the addresses"))
+        }
+        Ok(_) => {}
     }
 }
 

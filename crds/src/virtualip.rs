@@ -76,6 +76,12 @@ macro_rules! family_of {
     concat!("self.addresses.all(a, !(isIP(a) || isCIDR(a)) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ", family_of!("a"), " == ", family_of!("self.addresses[0]"), ")")
 ).message("addresses: all addresses of one VirtualIP must be of one family (IPv4 or IPv6); put others in excludedAddresses").field_path(".addresses"))]
 #[x_kube(validation = Rule::new(
+    concat!("!has(self.unicast) || !has(self.unicast.sourceAddress) || !isIP(self.unicast.sourceAddress) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ip(self.unicast.sourceAddress).family() == ", family_of!("self.addresses[0]"))
+).message("unicast.sourceAddress: must be of the family of the addresses").field_path(".unicast.sourceAddress"))]
+#[x_kube(validation = Rule::new(
+    concat!("!has(self.nodes) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || self.nodes.all(n, !has(n.sourceAddress) || !isIP(n.sourceAddress) || ip(n.sourceAddress).family() == ", family_of!("self.addresses[0]"), ")")
+).message("nodes: every sourceAddress must be of the family of the addresses").field_path(".nodes"))]
+#[x_kube(validation = Rule::new(
     "!has(self.authentication) || (has(self.version) && self.version == 2)"
 ).message("authentication: only VRRPv2 has authentication; set version: 2 or remove it").field_path(".authentication"))]
 pub struct VirtualIPSpec {
@@ -154,7 +160,7 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 
-    /// Per-node overrides of priority, initial state and interface.
+    /// Per-node overrides of priority, initial state, interface and advert source address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("nodes: node names must be unique"))]
@@ -249,6 +255,18 @@ pub struct Unicast {
     /// Accept unicast adverts with a TTL/hop limit below 255 (peers behind routers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_lower_ttl: Option<bool>,
+    /// Source address of this VirtualIP's adverts on every node (keepalived `unicast_src_ip`);
+    /// usually set per node in `nodes[].sourceAddress` instead. Default: the interface's
+    /// primary IPv4 address or its IPv6 link-local address. It must be an address of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("unicast.sourceAddress must be an IP address"))]
+    pub source_address: Option<String>,
+    /// TTL / hop limit of the unicast adverts sent (keepalived `unicast_ttl`), 1–255. Default
+    /// 255. Peers receiving adverts below 255 need `allowLowerTtl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 255))]
+    pub ttl: Option<u8>,
 }
 
 /// A per-node override.
@@ -269,6 +287,13 @@ pub struct NodeOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 15))]
     pub interface: Option<String>,
+    /// Source address of the adverts on that node (keepalived `unicast_src_ip`); overrides
+    /// `unicast.sourceAddress`. With unicast and no explicit `unicast.peers`, the other nodes
+    /// send their adverts to this address instead of the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("nodes[].sourceAddress must be an IP address"))]
+    pub source_address: Option<String>,
 }
 
 /// Trackers. Weight 0 means "failure ⇒ FAULT"; a positive weight is added while the tracker is

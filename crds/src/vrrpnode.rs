@@ -94,9 +94,13 @@ pub struct ResolvedInstance {
     /// Excluded (not advertised) addresses as `IP/len`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_addresses: Vec<String>,
-    /// Unicast source address (keepalived `unicast_src_ip`); absent ⇒ interface primary.
+    /// Source address of the adverts (keepalived `unicast_src_ip`); absent ⇒ the interface's
+    /// primary IPv4 or link-local IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast_source: Option<String>,
+    /// TTL / hop limit of unicast adverts (keepalived `unicast_ttl`); absent ⇒ 255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast_ttl: Option<u8>,
     /// Unicast peers; empty ⇒ multicast.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unicast_peers: Vec<String>,

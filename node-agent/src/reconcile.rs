@@ -93,6 +93,7 @@ fn in_place_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static s
     check(a.accept != b.accept, "accept");
     check(a.unicast_peers != b.unicast_peers, "unicastPeers");
     check(a.allow_lower_ttl != b.allow_lower_ttl, "allowLowerTtl");
+    check(a.unicast_ttl != b.unicast_ttl, "unicastTtl");
     check(a.auth_pass != b.auth_pass, "authPass");
     check(a.track != b.track, "track");
     check(a.garp != b.garp, "garp");

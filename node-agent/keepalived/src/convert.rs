@@ -21,21 +21,14 @@ use crds::virtualip::{
 };
 
 /// Options of the conversion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConvertOptions {
-    /// Namespace of the generated objects.
-    pub namespace: String,
-    /// When set, this config is one node's: priority and state become a `nodes` override for it.
+    /// Namespace of the generated objects; `None` leaves `metadata.namespace` out, so
+    /// `kubectl apply -n NS -f` puts them where the user says.
+    pub namespace: Option<String>,
+    /// When set, this config is one node's: priority, state and source address become a
+    /// `nodes` override for it.
     pub node: Option<String>,
-}
-
-impl Default for ConvertOptions {
-    fn default() -> Self {
-        ConvertOptions {
-            namespace: "default".into(),
-            node: None,
-        }
-    }
 }
 
 /// One converted `vrrp_instance`.
@@ -143,17 +136,10 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
             );
         }
         let mut vip = VirtualIP::new(&name, spec);
-        vip.metadata.namespace = Some(opts.namespace.clone());
-        let secret = auth_pass.as_ref().map(|pw| Secret {
-            metadata: ObjectMeta {
-                name: Some(secret_name(&name)),
-                namespace: Some(opts.namespace.clone()),
-                ..Default::default()
-            },
-            type_: Some("Opaque".into()),
-            string_data: Some(BTreeMap::from([(SECRET_KEY.to_string(), pw.clone())])),
-            ..Default::default()
-        });
+        vip.metadata.namespace = opts.namespace.clone();
+        let secret = auth_pass
+            .as_ref()
+            .map(|pw| password_secret(&name, pw, opts.namespace.as_deref()));
         items.push(Converted {
             instance: inst.name.clone(),
             virtual_ip: vip,
@@ -164,6 +150,23 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
     Conversion {
         items,
         diagnostics: d,
+    }
+}
+
+/// The Secret holding the PASS password of VirtualIP `vip_name`.
+fn password_secret(vip_name: &str, password: &str, namespace: Option<&str>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(vip_name)),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(
+            SECRET_KEY.to_string(),
+            password.to_string(),
+        )])),
+        ..Default::default()
     }
 }
 
@@ -211,6 +214,7 @@ fn spec_of(
             priority: Some(i.effective_priority()),
             state: Some(i.effective_state()),
             interface: None,
+            source_address: i.unicast_src_ip.map(|a| a.to_string()),
         }),
         None => {
             spec.priority = Some(i.effective_priority());
@@ -259,13 +263,24 @@ fn spec_of(
         spec.unicast = Some(Unicast {
             enabled: true,
             peers: i.unicast_peer.iter().map(ToString::to_string).collect(),
-            allow_lower_ttl: None,
+            // keepalived does not check the TTL of unicast adverts (peers may be routed).
+            allow_lower_ttl: Some(true),
+            ttl: i.unicast_ttl.filter(|&t| t != 255),
+            source_address: None,
         });
+    } else if let Some(ttl) = i.unicast_ttl {
+        let span = i.spans.get("unicast_ttl").unwrap_or(&i.span);
+        d.warning(span, format!("{owner}: unicast_ttl {ttl} without unicast peers does nothing (keepalived resets it too); ignored"));
     }
     if let Some(src) = i.unicast_src_ip
         && opts.node.is_none()
     {
-        d.warning(&i.span, format!("{owner}: unicast_src_ip {src} is node-specific and not kept in the VirtualIP (each node uses its own address)"));
+        let span = i
+            .spans
+            .get("unicast_src_ip")
+            .or_else(|| i.spans.get("mcast_src_ip"))
+            .unwrap_or(&i.span);
+        d.warning(span, format!("{owner}: unicast_src_ip {src} is this node's address and is not kept in the VirtualIP (each node sends from its own address); convert with --node, or convert every node's file together, to keep it as nodes[].sourceAddress"));
     }
     if i.dont_track_primary {
         d.warning(&i.span, format!("{owner}: dont_track_primary is not supported; the VRRP interface's link state is always tracked"));

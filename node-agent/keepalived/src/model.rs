@@ -49,6 +49,8 @@ pub struct GlobalDefs {
     pub vrrp_mcast_group6: Option<Ipv6Addr>,
     /// `vrrp_strict`.
     pub vrrp_strict: bool,
+    /// `vrrp_check_unicast_src` (every instance checks unicast sources).
+    pub vrrp_check_unicast_src: bool,
 }
 
 /// `vrrp_script NAME { ... }`.
@@ -261,10 +263,14 @@ pub struct Instance {
     pub virtual_ipaddress: Vec<VirtualAddress>,
     /// `virtual_ipaddress_excluded`.
     pub virtual_ipaddress_excluded: Vec<VirtualAddress>,
-    /// `unicast_src_ip`.
+    /// `unicast_src_ip` (or `mcast_src_ip`: keepalived reads both into the advert source).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`.
     pub unicast_peer: Vec<IpAddr>,
+    /// `unicast_ttl` (TTL of the unicast adverts sent).
+    pub unicast_ttl: Option<u8>,
+    /// `check_unicast_src` (or a peer's `min_ttl` / `max_ttl`, which turn it on).
+    pub check_unicast_src: bool,
     /// `track_interface`.
     pub track_interface: Vec<TrackInterface>,
     /// `track_script`.
@@ -285,6 +291,9 @@ pub struct Instance {
     pub notify: Notify,
     /// `dont_track_primary`.
     pub dont_track_primary: bool,
+    /// Where each keyword of the block is written (the last time it is given), so a value can
+    /// be traced back to its line.
+    pub spans: std::collections::BTreeMap<String, Span>,
 }
 
 impl Instance {
@@ -449,6 +458,7 @@ impl Config {
             for t in &mut i.track_interface {
                 t.span = z();
             }
+            i.spans.clear();
             for t in i
                 .track_script
                 .iter_mut()

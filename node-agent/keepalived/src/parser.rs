@@ -27,6 +27,13 @@ const SKIPPED_TOP: &[&str] = &[
     "interface_up_down_delays",
     "bfd_instance",
     "local_address_group",
+    "net_namespace",
+    "net_namespace_ipvs",
+    "namespace_with_ipsets",
+    "instance",
+    "use_pid_dir",
+    "child_wait_time",
+    "linkbeat_use_polling",
 ];
 
 /// vrrp_instance keywords keepalived knows that kube-vrrp does not implement: warned and ignored.
@@ -36,15 +43,12 @@ const INSTANCE_UNSUPPORTED: &[&str] = &[
     "vmac_xmit_base",
     "use_ipvlan",
     "unicast_fault_no_peer",
-    "check_unicast_src",
     "old_unicast_checksum",
     "native_ipv6",
     "vrf",
     "track_bfd",
-    "mcast_src_ip",
     "mcast_dst_ip",
     "track_src_ip",
-    "unicast_ttl",
     "no_virtual_ipaddress",
     "promote_secondaries",
     "linkbeat_use_polling",
@@ -67,6 +71,8 @@ const INSTANCE_UNSUPPORTED: &[&str] = &[
     "lower_prio_no_advert",
     "higher_prio_send_advert",
     "kernel_rx_buf_size",
+    "thread_timer_expired",
+    "owner_ignore_adverts",
 ];
 
 /// Read the top-level statements into a configuration, reporting into `d`.
@@ -125,7 +131,7 @@ pub fn interpret(nodes: &[Node], d: &mut Diagnostics) -> Config {
                     format!("`{k}` skipped: kube-vrrp reads only the VRRP part of keepalived.conf"),
                 );
             }
-            k => d.error(&n.span, format!("unknown keyword `{k}` at the top level")),
+            k => unknown(&n.span, k, "at the top level", d),
         }
     }
     check(&cfg, d);
@@ -313,6 +319,58 @@ fn ip_of(word: &str, span: &Span, what: &str, d: &mut Diagnostics) -> Option<IpA
     }
 }
 
+/// An address written as `IP` or, as keepalived also accepts, `IP/len` (the length is
+/// meaningless for a host address and dropped with a warning).
+fn host_ip_of(word: &str, span: &Span, what: &str, d: &mut Diagnostics) -> Option<IpAddr> {
+    if let Some((addr, len)) = word.split_once('/')
+        && let Ok(a) = addr.parse::<IpAddr>()
+        && len.parse::<u8>().is_ok()
+    {
+        d.warning(
+            span,
+            format!("`{what}` {word}: the prefix length of a host address is ignored, as keepalived does"),
+        );
+        return Some(a);
+    }
+    ip_of(word, span, what, d)
+}
+
+/// `min_ttl N` / `max_ttl N` after a unicast peer: keepalived then checks the TTL of that
+/// peer's adverts (and turns on check_unicast_src).
+fn peer_options(p: &Node, i: &mut Instance, d: &mut Diagnostics) {
+    let mut words = p.args.iter();
+    while let Some((opt, os)) = words.next() {
+        let Some((val, vs)) = words.next() else {
+            d.error(
+                os,
+                format!("unicast_peer {}: `{opt}` needs a value", p.keyword),
+            );
+            return;
+        };
+        match opt.as_str() {
+            "min_ttl" | "max_ttl" => {
+                if uint_of(val, vs, opt, 0, 255, d).is_some() {
+                    i.check_unicast_src = true;
+                    d.warning(
+                        os,
+                        format!(
+                            "unicast_peer {} `{opt} {val}` is not supported: kube-vrrp accepts unicast adverts of any TTL from a listed peer (allowLowerTtl); ignored",
+                            p.keyword
+                        ),
+                    );
+                }
+            }
+            other => {
+                d.error(
+                    os,
+                    format!("unknown unicast_peer option `{other}` (expected min_ttl or max_ttl)"),
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn set_once<T>(slot: &mut Option<T>, v: Option<T>, n: &Node, d: &mut Diagnostics) {
     if let Some(v) = v {
         if slot.is_some() {
@@ -384,6 +442,15 @@ fn needs_block<'n>(n: &'n Node, d: &mut Diagnostics) -> &'n [Node] {
         d.warning(s, format!("words after `{}` are ignored", n.keyword));
     }
     children(n)
+}
+
+/// A keyword keepalived does not know either: keepalived logs it and goes on, so the reader
+/// warns and goes on too (a misspelt keyword then shows as this warning and a missing value).
+fn unknown(span: &Span, keyword: &str, place: &str, d: &mut Diagnostics) {
+    d.warning(
+        span,
+        format!("unknown keyword `{keyword}` {place}; ignored, as keepalived ignores keywords it does not know"),
+    );
 }
 
 fn unsupported(n: &Node, context: &str, d: &mut Diagnostics) {
@@ -524,6 +591,10 @@ fn global_defs(n: &Node, g: &mut GlobalDefs, d: &mut Diagnostics) {
                 no_args(c, d);
                 g.vrrp_strict = true;
             }
+            "vrrp_check_unicast_src" => {
+                no_args(c, d);
+                g.vrrp_check_unicast_src = true;
+            }
             other => d.warning(
                 &c.span,
                 format!("global_defs `{other}` does not change VRRP in kube-vrrp; ignored"),
@@ -574,7 +645,7 @@ fn vrrp_script(n: &Node, name: String, d: &mut Diagnostics) -> Option<VrrpScript
                 set_once(&mut s.user, v, c, d);
             }
             "init_fail" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if s.script.is_none() {
@@ -617,7 +688,7 @@ fn track_process_def(n: &Node, name: String, d: &mut Diagnostics) -> Option<Vrrp
             "quorum" => set_once(&mut p.quorum, u32_val(c, 1, 65535, d), c, d),
             "quorum_max" | "delay" | "terminate_delay" | "fork_delay" | "full_command"
             | "param_match" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if p.process.is_none() {
@@ -647,7 +718,7 @@ fn track_file_def(n: &Node, name: String, d: &mut Diagnostics) -> Option<VrrpTra
                 }
             }
             "init_file" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if f.file.is_none() {
@@ -693,7 +764,7 @@ fn sync_group(n: &Node, name: String, d: &mut Diagnostics) -> Option<SyncGroup> 
             "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" | "notify_priority_changes" => {
                 unsupported(c, &owner, d)
             }
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if g.group.is_empty() {
@@ -819,6 +890,7 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
     };
     let owner = format!("vrrp_instance {}", i.name);
     for c in children(n) {
+        i.spans.insert(c.keyword.clone(), c.span.clone());
         match c.keyword.as_str() {
             "state" => {
                 let v = value(c, d).and_then(|(w, s)| match w.as_str() {
@@ -926,10 +998,7 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                             });
                             set_once(&mut a.auth_pass, v, k, d);
                         }
-                        other => d.error(
-                            &k.span,
-                            format!("unknown keyword `{other}` in authentication"),
-                        ),
+                        other => unknown(&k.span, other, "in authentication", d),
                     }
                 }
                 if i.authentication.is_some() {
@@ -954,24 +1023,31 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                     }
                 }
             }
-            "unicast_src_ip" => {
-                let v = value(c, d).and_then(|(w, s)| ip_of(w, s, "unicast_src_ip", d));
+            "unicast_src_ip" | "mcast_src_ip" => {
+                let kw = c.keyword.clone();
+                let v = value(c, d).and_then(|(w, s)| host_ip_of(w, s, &kw, d));
                 set_once(&mut i.unicast_src_ip, v, c, d);
+            }
+            "unicast_ttl" => set_once(&mut i.unicast_ttl, u8_val(c, 1, 255, d), c, d),
+            "check_unicast_src" => {
+                no_args(c, d);
+                i.check_unicast_src = true;
             }
             "unicast_peer" => {
                 for p in needs_block(c, d) {
                     no_block(p, d);
-                    if let Some((opt, s)) = p.args.first() {
+                    let Some(a) = host_ip_of(&p.keyword, &p.span, "unicast_peer", d) else {
+                        continue;
+                    };
+                    peer_options(p, &mut i, d);
+                    if i.unicast_peer.contains(&a) {
                         d.warning(
-                            s,
-                            format!(
-                                "unicast_peer option `{opt}` is not supported by kube-vrrp; ignored"
-                            ),
+                            &p.span,
+                            format!("duplicate unicast_peer {a}; ignored, as keepalived does"),
                         );
+                        continue;
                     }
-                    if let Some(a) = ip_of(&p.keyword, &p.span, "unicast_peer", d) {
-                        i.unicast_peer.push(a);
-                    }
+                    i.unicast_peer.push(a);
                 }
             }
             "track_interface" => {
@@ -1033,7 +1109,7 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                 i.dont_track_primary = true;
             }
             k if INSTANCE_UNSUPPORTED.contains(&k) => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     i

@@ -117,6 +117,9 @@ pub fn print(cfg: &Config) -> String {
         if g.vrrp_strict {
             line(&mut out, 1, "vrrp_strict");
         }
+        if g.vrrp_check_unicast_src {
+            line(&mut out, 1, "vrrp_check_unicast_src");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }
@@ -230,6 +233,10 @@ pub fn print(cfg: &Config) -> String {
             }
         }
         opt(&mut out, 1, "unicast_src_ip", &i.unicast_src_ip);
+        opt(&mut out, 1, "unicast_ttl", &i.unicast_ttl);
+        if i.check_unicast_src {
+            line(&mut out, 1, "check_unicast_src");
+        }
         if !i.unicast_peer.is_empty() {
             line(&mut out, 1, "unicast_peer {");
             for p in &i.unicast_peer {

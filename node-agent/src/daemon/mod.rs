@@ -56,6 +56,9 @@ use vips::VipWorker;
 /// A wake-up later than this is logged as keepalived's "timer expired late" and counted.
 const LATE_WAKEUP: Duration = Duration::from_millis(50);
 
+/// A dropped advert is logged at most this often per instance, sender and reason.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for STOP notify scripts.
 const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
@@ -117,6 +120,8 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// When each (instance, sender, drop reason) was last logged.
+    drop_logged: BTreeMap<(String, std::net::IpAddr, &'static str), Instant>,
     /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
     /// configured VIPs once the first configuration with an instance is applied.
     sweep_pending: bool,
@@ -172,6 +177,7 @@ impl Daemon {
             since: BTreeMap::new(),
             hooks,
             dirty: true,
+            drop_logged: BTreeMap::new(),
             sweep_pending,
         })
     }
@@ -381,8 +387,7 @@ impl Daemon {
     /// Place the instance, open its socket and add it to the router.
     fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<(), String> {
         let placement = place(ri, &self.interfaces)?;
-        let cfg = InstanceConfig::from_resolved(ri, &placement.ifname, placement.primary)
-            .map_err(|e| e.to_string())?;
+        let cfg = self.core_config(ri, &placement)?;
         let vips = build_vips(ri, &placement)?;
         let notify = NotifyScripts::from_resolved(&ri.notify).map_err(|e| e.to_string())?;
         self.ensure_socket(&placement).map_err(|e| e.to_string())?;
@@ -403,6 +408,24 @@ impl Daemon {
         Ok(())
     }
 
+    /// The core's configuration of `ri` placed on this host. Unicast peers that are this
+    /// host's own addresses (one peer list written for every node) are left out with a
+    /// warning: a node never advertises to itself.
+    fn core_config(
+        &self,
+        ri: &ResolvedInstance,
+        placement: &Placement,
+    ) -> Result<InstanceConfig, String> {
+        let (peers, own) = place::split_own_peers(ri, placement, &self.interfaces);
+        if !own.is_empty() {
+            tracing::warn!(instance = %ri.name, own = ?own, "unicast_peer lists this host's own address; it is not a peer and no advert is sent to it");
+        }
+        let mut local = ri.clone();
+        local.unicast_peers = peers;
+        InstanceConfig::from_resolved(&local, &placement.ifname, placement.primary)
+            .map_err(|e| e.to_string())
+    }
+
     fn stop_instance(&mut self, now: Instant, name: &str) {
         self.unplaced.remove(name);
         if let Some(id) = self.find(name) {
@@ -420,8 +443,8 @@ impl Daemon {
         };
         let Some(io) = self.io.get(&id) else { return };
         let placement = io.placement.clone();
-        let updated = InstanceConfig::from_resolved(&new, &placement.ifname, placement.primary)
-            .map_err(|e| e.to_string())
+        let updated = self
+            .core_config(&new, &placement)
             .and_then(|cfg| self.router.update(now, id, cfg).map_err(|e| e.to_string()));
         match updated {
             Ok(crate::vrrp::ConfigUpdate::Applied) => {
@@ -495,12 +518,55 @@ impl Daemon {
             ttl: pkt.ttl,
         };
         let delivery = self.router.handle_packet(now, &rx, &pkt.payload);
+        if let Delivery::Dropped {
+            instance: Some(id),
+            reason,
+        } = delivery
+        {
+            self.log_drop(now, id, reason, pkt);
+        }
         let name = match delivery {
             Delivery::Accepted(id) => self.io.get(&id).map(|io| io.resolved.name.as_str()),
             Delivery::Dropped { .. } => None,
         };
         self.telemetry.metrics().delivery(ifname, &delivery, name);
         self.dirty = true;
+    }
+
+    /// Log a dropped advert of one of our VRIDs in keepalived's words, at most once a minute
+    /// per instance, sender and reason (keepalived logs each kind of error once).
+    fn log_drop(
+        &mut self,
+        now: Instant,
+        id: InstanceId,
+        reason: crate::vrrp::DropReason,
+        pkt: &ReceivedPacket,
+    ) {
+        use crate::vrrp::DropReason as R;
+        let Some(io) = self.io.get(&id) else { return };
+        let name = &io.resolved.name;
+        let src = pkt.src;
+        let text = match reason {
+            R::UnknownPeer => format!("({name}) unicast source address {src} not a unicast peer"),
+            R::Ttl => format!(
+                "({name}) invalid TTL/HL from {src}. Received {} and expect 255",
+                pkt.ttl
+            ),
+            R::AuthMismatch => format!("({name}) received an invalid passwd from {src}!"),
+            R::IntervalMismatch => format!("({name}) advertisement interval mismatch from {src}"),
+            R::VersionMismatch => format!("({name}) wrong version from {src}"),
+            _ => return,
+        };
+        let key = (name.clone(), src, reason.label());
+        if self
+            .drop_logged
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < DROP_LOG_EVERY)
+        {
+            return;
+        }
+        self.drop_logged.insert(key, now);
+        tracing::warn!(instance = %name, %src, reason = reason.label(), "{text}");
     }
 
     async fn on_net_event(&mut self, now: Instant, ev: NetEvent) {
@@ -580,8 +646,14 @@ impl Daemon {
                     src, dst, bytes, ..
                 } => {
                     let socket = self.sockets.get(io.placement.ifindex, io.placement.family);
+                    // keepalived's unicast_ttl applies to unicast adverts only.
+                    let ttl = if dst.is_multicast() {
+                        crate::net::VRRP_TTL
+                    } else {
+                        io.resolved.unicast_ttl.unwrap_or(crate::net::VRRP_TTL)
+                    };
                     match socket {
-                        Some(s) => match s.send(src, dst, &bytes).await {
+                        Some(s) => match s.send_with_ttl(src, dst, &bytes, ttl).await {
                             Ok(()) => self.telemetry.metrics().advert_sent(&name),
                             Err(e) => {
                                 tracing::warn!(instance = %name, %dst, error = %e, "cannot send advert")

@@ -80,6 +80,26 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
     })
 }
 
+/// The unicast peers of `ri` split into real peers and this host's own addresses (its
+/// interfaces' addresses and the advert source), each as written.
+pub fn split_own_peers(
+    ri: &ResolvedInstance,
+    placement: &Placement,
+    interfaces: &[Interface],
+) -> (Vec<String>, Vec<String>) {
+    ri.unicast_peers.iter().cloned().partition(|p| {
+        let Ok(addr) = p.parse::<IpAddr>() else {
+            // Not an address: left for the core's validation to name.
+            return true;
+        };
+        addr != placement.primary
+            && !interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter())
+                .any(|a| a.address.addr() == addr)
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -158,6 +178,22 @@ pub(crate) mod tests {
             place(&r, &host()).unwrap().primary,
             "192.0.2.99".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn own_addresses_are_not_peers() {
+        let mut r = ri("192.0.2.200/24", None);
+        r.unicast_peers = vec![
+            "192.0.2.11".into(),
+            "192.0.2.12".into(),
+            "198.51.100.11".into(),
+            "192.0.2.99".into(),
+        ];
+        r.unicast_source = Some("192.0.2.99".into());
+        let p = place(&r, &host()).unwrap();
+        let (peers, own) = split_own_peers(&r, &p, &host());
+        assert_eq!(peers, vec!["192.0.2.12"]);
+        assert_eq!(own, vec!["192.0.2.11", "198.51.100.11", "192.0.2.99"]);
     }
 
     #[test]

@@ -217,6 +217,7 @@ pub fn node_facts(node_name: &str, interfaces: &[Interface]) -> NodeFacts {
     NodeFacts {
         name: node_name.to_owned(),
         interfaces: ifs.into_iter().map(Interface::facts).collect(),
+        addresses: Vec::new(),
     }
 }
 
