@@ -37,6 +37,25 @@ pub mod limits {
     pub const MAX_SPEC_BYTES: usize = 64 * 1024;
 }
 
+/// The MTU admission assumes (Ethernet's standard); the agent applies the real one.
+pub const STANDARD_MTU: u32 = 1500;
+
+/// Most addresses one advert can carry on a link of `mtu` bytes, keepalived's rule: the
+/// Ethernet, IP and VRRP headers (and VRRPv2's 8 bytes of authentication data) plus 4 or 16
+/// bytes per address must fit the MTU, and the count field allows 255. At the standard MTU
+/// that is 255 IPv4 addresses and 89 IPv6 addresses.
+pub fn max_advertised_addresses(ipv4: bool, version: u8, mtu: u32) -> usize {
+    let (header, per_address) = if ipv4 {
+        (14 + 20 + 8 + if version == 2 { 8 } else { 0 }, 4)
+    } else {
+        (14 + 40 + 8, 16)
+    };
+    let fit = mtu.saturating_sub(header) / per_address;
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .min(limits::MAX_ADDRESSES)
+}
+
 /// One validation problem: the field path (`spec.addresses[1]`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -341,6 +360,24 @@ fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
         spec.excluded_addresses.len(),
         limits::MAX_EXCLUDED_ADDRESSES,
     );
+    let first_v4 = spec
+        .addresses
+        .first()
+        .and_then(|a| parse_address(a))
+        .map(|a| a.addr().is_ipv4());
+    if let Some(v4) = first_v4 {
+        let max = max_advertised_addresses(v4, version, STANDARD_MTU);
+        if spec.addresses.len() > max && spec.addresses.len() <= limits::MAX_ADDRESSES {
+            p.push(
+                "spec.addresses",
+                format!(
+                    "{} addresses; an advert carries at most {max} {} addresses in a standard 1500-byte MTU; put the others in excludedAddresses (bound with the VIPs, not advertised)",
+                    spec.addresses.len(),
+                    if v4 { "IPv4" } else { "IPv6" }
+                ),
+            );
+        }
+    }
     let mut first_family: Option<bool> = None;
     let mut seen = BTreeSet::new();
     for (i, a) in spec.addresses.iter().enumerate() {

@@ -82,6 +82,9 @@ macro_rules! family_of {
     concat!("!has(self.nodes) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || self.nodes.all(n, !has(n.sourceAddress) || !isIP(n.sourceAddress) || ip(n.sourceAddress).family() == ", family_of!("self.addresses[0]"), ")")
 ).message("nodes: every sourceAddress must be of the family of the addresses").field_path(".nodes"))]
 #[x_kube(validation = Rule::new(
+    concat!("size(self.addresses) == 0 || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ", family_of!("self.addresses[0]"), " == 4 || size(self.addresses) <= 89")
+).message("addresses: an advert carries at most 89 IPv6 addresses in a standard 1500-byte MTU; put the others in excludedAddresses").field_path(".addresses"))]
+#[x_kube(validation = Rule::new(
     "!has(self.authentication) || (has(self.version) && self.version == 2)"
 ).message("authentication: only VRRPv2 has authentication; set version: 2 or remove it").field_path(".authentication"))]
 pub struct VirtualIPSpec {

@@ -422,6 +422,16 @@ impl Daemon {
         }
         let mut local = ri.clone();
         local.unicast_peers = peers;
+        let mtu = self
+            .interfaces
+            .iter()
+            .find(|i| i.index == placement.ifindex)
+            .and_then(|i| i.mtu)
+            .unwrap_or(crds::validate::STANDARD_MTU);
+        let moved = place::fit_advert(&mut local, placement.family, mtu);
+        if !moved.is_empty() {
+            tracing::warn!(instance = %ri.name, mtu, moved = ?moved, "({}) Number of VIPs ({}) exceeds maximum/space available in packet (max {} addresses) - excess moved to excluded addresses", ri.name, ri.addresses.len(), local.addresses.len());
+        }
         InstanceConfig::from_resolved(&local, &placement.ifname, placement.primary)
             .map_err(|e| e.to_string())
     }

@@ -100,6 +100,20 @@ pub fn split_own_peers(
     })
 }
 
+/// keepalived's rule for an advert that would not fit the link's MTU: the addresses beyond
+/// what fits are moved to the excluded ones (bound, not advertised). Returns those moved.
+pub fn fit_advert(ri: &mut ResolvedInstance, family: Family, mtu: u32) -> Vec<String> {
+    let max = crds::validate::max_advertised_addresses(family == Family::V4, ri.version, mtu);
+    if ri.addresses.len() <= max {
+        return Vec::new();
+    }
+    let moved = ri.addresses.split_off(max);
+    let mut excluded = moved.clone();
+    excluded.append(&mut ri.excluded_addresses);
+    ri.excluded_addresses = excluded;
+    moved
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -118,6 +132,7 @@ pub(crate) mod tests {
                 lower_up: true,
                 oper: OperState::Up,
             },
+            mtu: Some(1500),
             addresses: addrs
                 .iter()
                 .map(|a| InterfaceAddress {
@@ -194,6 +209,26 @@ pub(crate) mod tests {
         let (peers, own) = split_own_peers(&r, &p, &host());
         assert_eq!(peers, vec!["192.0.2.12"]);
         assert_eq!(own, vec!["192.0.2.11", "198.51.100.11", "192.0.2.99"]);
+    }
+
+    #[test]
+    fn addresses_beyond_the_mtu_become_excluded() {
+        let mut r = ri("2001:db8::1/64", None);
+        r.version = 3;
+        r.addresses = (1..=100).map(|i| format!("2001:db8::{i:x}/64")).collect();
+        r.excluded_addresses = vec!["192.0.2.9/24".into()];
+        let moved = fit_advert(&mut r, Family::V6, 1500);
+        assert_eq!(r.addresses.len(), 89);
+        assert_eq!(moved.len(), 11);
+        assert_eq!(moved[0], "2001:db8::5a/64");
+        assert_eq!(r.excluded_addresses.len(), 12);
+        assert_eq!(r.excluded_addresses.last().unwrap(), "192.0.2.9/24");
+        // Jumbo frames carry them all.
+        let mut r2 = ri("2001:db8::1/64", None);
+        r2.version = 3;
+        r2.addresses = (1..=100).map(|i| format!("2001:db8::{i:x}/64")).collect();
+        assert!(fit_advert(&mut r2, Family::V6, 9000).is_empty());
+        assert_eq!(r2.addresses.len(), 100);
     }
 
     #[test]

@@ -169,6 +169,8 @@ pub struct Interface {
     pub loopback: bool,
     /// Link state.
     pub state: LinkState,
+    /// The link's MTU, when reported.
+    pub mtu: Option<u32>,
     /// Addresses in the kernel's order (IPv4 primaries first within a subnet).
     pub addresses: Vec<InterfaceAddress>,
 }
@@ -664,6 +666,10 @@ fn interface_from(msg: &LinkMessage) -> Interface {
         mac,
         loopback: msg.header.flags.contains(LinkFlags::Loopback),
         state: LinkState::from_message(msg),
+        mtu: msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        }),
         addresses: Vec::new(),
     }
 }
@@ -772,6 +778,7 @@ mod tests {
                 lower_up: true,
                 oper: OperState::Up,
             },
+            mtu: Some(1500),
             addresses: vec![
                 addr("fe80::1/64", false, true),
                 addr("192.0.2.5/24", true, false),
