@@ -192,7 +192,12 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
         auth_pass,
         track: resolve_track(spec, input.virtual_ip.as_ref()),
         garp: resolve_garp(spec),
-        notify: resolve_notify(spec),
+        notify: resolve_notify(spec.notify.as_ref()),
+        sync_group_notify: if spec.sync_group.is_some() {
+            resolve_notify(spec.sync_group_notify.as_ref())
+        } else {
+            ResolvedNotify::default()
+        },
         sync_group: spec.sync_group.as_ref().map(|g| match &input.virtual_ip {
             Some(r) => format!("{}/{}", r.namespace, g),
             None => g.clone(),
@@ -305,8 +310,8 @@ fn resolve_garp(spec: &VirtualIPSpec) -> ResolvedGarp {
     }
 }
 
-fn resolve_notify(spec: &VirtualIPSpec) -> ResolvedNotify {
-    let Some(n) = &spec.notify else {
+fn resolve_notify(notify: Option<&crate::virtualip::Notify>) -> ResolvedNotify {
+    let Some(n) = notify else {
         return ResolvedNotify {
             timeout_ms: 30_000,
             ..Default::default()

@@ -151,6 +151,9 @@ fn good_examples_pass_every_validator() {
         with(json!({"garp": {"masterRefresh": "0s", "masterRepeat": 100}})),
         with(json!({"garp": {"masterRefresh": "1s", "masterRefreshRepeat": 100}})),
         with(json!({"addresses": v4_addresses(255)})),
+        with(
+            json!({"syncGroup": "db", "syncGroupNotify": {"master": "/bin/true", "any": "/usr/local/bin/group.sh"}}),
+        ),
         with(json!({"version": 3, "authentication": null, "addresses": v6_addresses(89)})),
         with(
             json!({"unicast": {"enabled": true, "sourceAddress": "192.0.2.11", "ttl": 64}, "nodes": [{"name": "a", "sourceAddress": "192.0.2.12"}]}),
@@ -421,6 +424,18 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             json!({"unicast": {"enabled": true, "ttl": 256}}),
             "/spec/unicast/ttl",
             "spec.unicast.ttl",
+        ),
+        (
+            "sync group scripts without a sync group",
+            json!({"syncGroupNotify": {"master": "/bin/true"}}),
+            "syncGroupNotify: set syncGroup too",
+            "spec.syncGroupNotify: set syncGroup too",
+        ),
+        (
+            "sync group script longer than 1024 bytes",
+            json!({"syncGroup": "db", "syncGroupNotify": {"any": "x".repeat(1025)}}),
+            "/spec/syncGroupNotify/any",
+            "spec.syncGroupNotify.any: command is 1025 bytes",
         ),
         (
             "preempt delay too long",

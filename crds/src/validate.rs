@@ -293,6 +293,30 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
             }
         }
     }
+    if let Some(n) = &spec.sync_group_notify {
+        if spec.sync_group.is_none() {
+            p.push(
+                "spec.syncGroupNotify",
+                "set syncGroup too; without a group these scripts never run",
+            );
+        }
+        if let Some(d) = n.timeout
+            && (d.is_negative() || crate::duration_ms(d) == 0)
+        {
+            p.push("spec.syncGroupNotify.timeout", "must be greater than 0");
+        }
+        for (field, cmd) in [
+            ("master", &n.master),
+            ("backup", &n.backup),
+            ("fault", &n.fault),
+            ("stop", &n.stop),
+            ("any", &n.any),
+        ] {
+            if let Some(cmd) = cmd {
+                check_command_len(&mut p, &format!("spec.syncGroupNotify.{field}"), cmd);
+            }
+        }
+    }
     if spec.sync_group.as_deref() == Some("") {
         p.push("spec.syncGroup", "must not be empty when set");
     }

@@ -85,6 +85,9 @@ macro_rules! family_of {
     concat!("size(self.addresses) == 0 || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ", family_of!("self.addresses[0]"), " == 4 || size(self.addresses) <= 89")
 ).message("addresses: an advert carries at most 89 IPv6 addresses in a standard 1500-byte MTU; put the others in excludedAddresses").field_path(".addresses"))]
 #[x_kube(validation = Rule::new(
+    "!has(self.syncGroupNotify) || has(self.syncGroup)"
+).message("syncGroupNotify: set syncGroup too; without a group these scripts never run").field_path(".syncGroupNotify"))]
+#[x_kube(validation = Rule::new(
     "!has(self.authentication) || (has(self.version) && self.version == 2)"
 ).message("authentication: only VRRPv2 has authentication; set version: 2 or remove it").field_path(".authentication"))]
 pub struct VirtualIPSpec {
@@ -186,6 +189,14 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub sync_group: Option<String>,
+
+    /// The sync group's own notify scripts (keepalived's `notify*` of `vrrp_sync_group`), run
+    /// on a node when the group as a whole enters MASTER (every member master), BACKUP (every
+    /// member backup), FAULT (any member in fault) or STOP; `any` gets `GROUP NAME STATE 0`
+    /// appended. Give the same scripts on every member: the agent runs those of the member
+    /// first by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_group_notify: Option<Notify>,
 }
 
 /// Initial state at start-up (keepalived `state`).

@@ -121,6 +121,9 @@ pub struct ResolvedInstance {
     /// Sync group name (scoped: `NAMESPACE/GROUP` in-cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_group: Option<String>,
+    /// The sync group's notify scripts (run when the group as a whole changes state).
+    #[serde(default, skip_serializing_if = "ResolvedNotify::is_empty")]
+    pub sync_group_notify: ResolvedNotify,
 }
 
 /// Namespace and name of a VirtualIP.

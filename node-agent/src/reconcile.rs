@@ -99,6 +99,10 @@ fn in_place_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static s
     check(a.garp != b.garp, "garp");
     check(a.notify != b.notify, "notify");
     check(a.sync_group != b.sync_group, "syncGroup");
+    check(
+        a.sync_group_notify != b.sync_group_notify,
+        "syncGroupNotify",
+    );
     f
 }
 

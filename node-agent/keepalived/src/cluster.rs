@@ -236,6 +236,9 @@ fn merge_group(
             |s| show(&s.notify),
         ),
         ("the vrrp_sync_group", &[], |s| show(&s.sync_group)),
+        ("the vrrp_sync_group's notify scripts", &[], |s| {
+            show(&s.sync_group_notify)
+        }),
     ];
     for m in &members[1..] {
         let spec = &m.item.virtual_ip.spec;

@@ -108,11 +108,6 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
             "vrrp_mcast_group4/6 are not supported: kube-vrrp advertises to 224.0.0.18 / ff02::12",
         );
     }
-    for g in &cfg.sync_groups {
-        if !g.notify.is_empty() {
-            d.warning(&g.span, format!("vrrp_sync_group {}: group notify scripts cannot be expressed in a VirtualIP; ignored", g.name));
-        }
-    }
 
     for inst in &cfg.instances {
         let base = dns1123_label(&inst.name);
@@ -286,18 +281,73 @@ fn spec_of(
         d.warning(&i.span, format!("{owner}: dont_track_primary is not supported; the VRRP interface's link state is always tracked"));
     }
 
+    let group = cfg.sync_group_of(&i.name);
+    // The group's trackers are every member's (one failing puts the whole group in FAULT).
+    let mut track_interface = i.track_interface.clone();
+    let mut track_script = i.track_script.clone();
+    let mut track_process = i.track_process.clone();
+    let mut track_file = i.track_file.clone();
+    if let Some(g) = group {
+        for t in &g.track_interface {
+            if !track_interface.iter().any(|x| x.name == t.name) {
+                track_interface.push(t.clone());
+            }
+        }
+        for (mine, theirs) in [
+            (&mut track_script, &g.track_script),
+            (&mut track_process, &g.track_process),
+            (&mut track_file, &g.track_file),
+        ] {
+            for r in theirs {
+                if !mine.iter().any(|x| x.name == r.name) {
+                    mine.push(r.clone());
+                }
+            }
+        }
+    }
+    // keepalived: in a sync group without sync_group_tracking_weight, tracker weights do not
+    // apply (an interface then means FAULT when down; a weighted script or file is dropped).
+    let unweighted = group.is_some_and(|g| !g.tracking_weight) && i.effective_priority() != 255;
+    let why = group.map_or(String::new(), |g| {
+        format!(
+            "vrrp_sync_group {} has no sync_group_tracking_weight, as keepalived does",
+            g.name
+        )
+    });
+
     let mut track = Track::default();
-    for t in &i.track_interface {
+    for t in &track_interface {
+        let mut t = t.clone();
+        if unweighted && t.weight.is_some_and(|w| w != 0) {
+            d.warning(
+                &t.span,
+                format!(
+                    "{owner}: track_interface {}: weight ignored (down means FAULT) because {why}",
+                    t.name
+                ),
+            );
+            t.weight = Some(0);
+        }
         track.interfaces.push(TrackInterface {
             name: t.name.clone(),
             weight: Some(t.weight.unwrap_or(0)),
             reverse: t.reverse.then_some(true),
         });
     }
-    for r in &i.track_script {
+    for r in &track_script {
         let Some(s) = cfg.script(&r.name) else {
             continue;
         };
+        if unweighted && r.weight.or(s.weight).unwrap_or(0) != 0 {
+            d.warning(
+                &r.span,
+                format!(
+                    "{owner}: track_script {} with a weight is ignored because {why}",
+                    r.name
+                ),
+            );
+            continue;
+        }
         let reverse = r.reverse.unwrap_or(s.reverse);
         track.scripts.push(TrackScript {
             name: s.name.clone(),
@@ -311,7 +361,7 @@ fn spec_of(
             user: s.user.clone(),
         });
     }
-    for r in &i.track_process {
+    for r in &track_process {
         let Some(p) = cfg.process(&r.name) else {
             continue;
         };
@@ -324,13 +374,30 @@ fn spec_of(
             reverse: reverse.then_some(true),
         });
     }
-    for r in &i.track_file {
+    for r in &track_file {
         let Some(f) = cfg.file(&r.name) else { continue };
         let reverse = r.reverse.unwrap_or(f.reverse);
+        let mut weight = r.weight.or(f.weight).unwrap_or(1);
+        if unweighted && weight == 1 {
+            d.warning(
+                &r.span,
+                format!("{owner}: track_file {}: the default weight 1 is ignored (non-zero means FAULT) because {why}", r.name),
+            );
+            weight = 0;
+        } else if unweighted && weight != 0 {
+            d.warning(
+                &r.span,
+                format!(
+                    "{owner}: track_file {} with weight {weight} is ignored because {why}",
+                    r.name
+                ),
+            );
+            continue;
+        }
         track.files.push(TrackFile {
             name: f.name.clone(),
             path: f.file.clone().unwrap_or_default(),
-            weight: Some(r.weight.or(f.weight).unwrap_or(1)),
+            weight: Some(weight),
             reverse: reverse.then_some(true),
         });
     }
@@ -362,7 +429,15 @@ fn spec_of(
             timeout: None,
         });
     }
-    spec.sync_group = cfg.sync_group_of(&i.name).map(|g| g.name.clone());
+    spec.sync_group = group.map(|g| g.name.clone());
+    spec.sync_group_notify = group.filter(|g| !g.notify.is_empty()).map(|g| Notify {
+        master: g.notify.master.clone(),
+        backup: g.notify.backup.clone(),
+        fault: g.notify.fault.clone(),
+        stop: g.notify.stop.clone(),
+        any: g.notify.any.clone(),
+        timeout: None,
+    });
     debug_assert!(advert_us >= TIMER_HZ / 100);
     (spec, auth_pass)
 }

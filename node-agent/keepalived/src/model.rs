@@ -121,6 +121,17 @@ pub struct SyncGroup {
     pub group: Vec<Named>,
     /// Group notify scripts.
     pub notify: Notify,
+    /// Group `track_interface`: tracked by every member.
+    pub track_interface: Vec<TrackInterface>,
+    /// Group `track_script`.
+    pub track_script: Vec<TrackRef>,
+    /// Group `track_process`.
+    pub track_process: Vec<TrackRef>,
+    /// Group `track_file`.
+    pub track_file: Vec<TrackRef>,
+    /// `sync_group_tracking_weight`: weights of the members' and the group's trackers apply
+    /// (otherwise keepalived ignores them in a sync group).
+    pub tracking_weight: bool,
 }
 
 /// A name with its position (a reference to something defined elsewhere).
@@ -441,6 +452,17 @@ impl Config {
             g.span = z();
             for m in &mut g.group {
                 m.span = z();
+            }
+            for t in &mut g.track_interface {
+                t.span = z();
+            }
+            for t in g
+                .track_script
+                .iter_mut()
+                .chain(g.track_process.iter_mut())
+                .chain(g.track_file.iter_mut())
+            {
+                t.span = z();
             }
         }
         for i in &mut c.instances {

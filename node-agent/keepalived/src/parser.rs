@@ -739,16 +739,25 @@ fn sync_group(n: &Node, name: String, d: &mut Diagnostics) -> Option<SyncGroup> 
         match c.keyword.as_str() {
             "group" => {
                 if had_group {
-                    d.warning(&c.span, format!("{owner}: group list already given; this one is ignored"));
+                    d.warning(
+                        &c.span,
+                        format!("{owner}: group list already given; this one is ignored"),
+                    );
                     continue;
                 }
                 had_group = true;
                 for m in needs_block(c, d) {
                     no_block(m, d);
-                    g.group.push(Named { name: m.keyword.clone(), span: m.span.clone() });
+                    g.group.push(Named {
+                        name: m.keyword.clone(),
+                        span: m.span.clone(),
+                    });
                     // Several names may share a line.
                     for (w, s) in &m.args {
-                        g.group.push(Named { name: w.clone(), span: s.clone() });
+                        g.group.push(Named {
+                            name: w.clone(),
+                            span: s.clone(),
+                        });
                     }
                 }
             }
@@ -757,11 +766,15 @@ fn sync_group(n: &Node, name: String, d: &mut Diagnostics) -> Option<SyncGroup> 
             "notify_backup" => set_script(&mut g.notify.backup, c, d),
             "notify_fault" => set_script(&mut g.notify.fault, c, d),
             "notify_stop" => set_script(&mut g.notify.stop, c, d),
-            "track_interface" | "track_script" | "track_file" | "track_process" | "track_bfd" => d.warning(
-                &c.span,
-                format!("`{}` on a sync group is not supported by kube-vrrp; put the trackers on the instances", c.keyword),
-            ),
-            "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" | "notify_priority_changes" => {
+            "track_interface" => g.track_interface.extend(track_interfaces(c, d)),
+            "track_script" => g.track_script.extend(track_refs(c, "track_script", d)),
+            "track_process" => g.track_process.extend(track_refs(c, "track_process", d)),
+            "track_file" => g.track_file.extend(track_refs(c, "track_file", d)),
+            "sync_group_tracking_weight" => {
+                no_args(c, d);
+                g.tracking_weight = true;
+            }
+            "track_bfd" | "smtp_alert" | "global_tracking" | "notify_priority_changes" => {
                 unsupported(c, &owner, d)
             }
             other => unknown(&c.span, other, &format!("in {owner}"), d),
@@ -850,6 +863,39 @@ fn vip_line(n: &Node, d: &mut Diagnostics) -> Option<VirtualAddress> {
         }
     }
     Some(v)
+}
+
+fn track_interfaces(n: &Node, d: &mut Diagnostics) -> Vec<TrackInterface> {
+    let mut out: Vec<TrackInterface> = Vec::new();
+    for t in needs_block(n, d) {
+        no_block(t, d);
+        let owner = format!("track_interface `{}`", t.keyword);
+        let (weight, reverse, ok) = weight_opts(&t.args, &owner, -254, 254, true, d);
+        if !ok {
+            continue;
+        }
+        if t.keyword.len() > 15 {
+            d.error(
+                &t.span,
+                format!("{owner}: not a valid interface name (at most 15 characters)"),
+            );
+            continue;
+        }
+        if out.iter().any(|x| x.name == t.keyword) {
+            d.warning(
+                &t.span,
+                format!("duplicate {owner}; ignored, as keepalived does"),
+            );
+            continue;
+        }
+        out.push(TrackInterface {
+            name: t.keyword.clone(),
+            weight,
+            reverse: reverse.unwrap_or(false),
+            span: t.span.clone(),
+        });
+    }
+    out
 }
 
 fn track_refs(n: &Node, kind: &str, d: &mut Diagnostics) -> Vec<TrackRef> {
@@ -1051,33 +1097,18 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                 }
             }
             "track_interface" => {
-                for t in needs_block(c, d) {
-                    no_block(t, d);
-                    let owner = format!("track_interface `{}`", t.keyword);
-                    let (weight, reverse, ok) = weight_opts(&t.args, &owner, -254, 254, true, d);
-                    if !ok {
-                        continue;
-                    }
-                    if t.keyword.len() > 15 {
-                        d.error(
-                            &t.span,
-                            format!("{owner}: not a valid interface name (at most 15 characters)"),
-                        );
-                        continue;
-                    }
-                    if i.track_interface.iter().any(|x| x.name == t.keyword) {
+                for t in track_interfaces(c, d) {
+                    if i.track_interface.iter().any(|x| x.name == t.name) {
                         d.warning(
                             &t.span,
-                            format!("duplicate {owner}; ignored, as keepalived does"),
+                            format!(
+                                "duplicate track_interface `{}`; ignored, as keepalived does",
+                                t.name
+                            ),
                         );
                         continue;
                     }
-                    i.track_interface.push(TrackInterface {
-                        name: t.keyword.clone(),
-                        weight,
-                        reverse: reverse.unwrap_or(false),
-                        span: t.span.clone(),
-                    });
+                    i.track_interface.push(t);
                 }
             }
             "track_script" => i.track_script.extend(track_refs(c, "track_script", d)),
@@ -1279,6 +1310,32 @@ fn check(cfg: &Config, d: &mut Diagnostics) {
                         b.name, a.name, a.span
                     ),
                 );
+            }
+        }
+    }
+
+    for g in &cfg.sync_groups {
+        let refs = [
+            (&g.track_script, &scripts, "track_script", "vrrp_script"),
+            (
+                &g.track_process,
+                &processes,
+                "track_process",
+                "vrrp_track_process",
+            ),
+            (&g.track_file, &files, "track_file", "track_file"),
+        ];
+        for (list, defined, kind, def) in refs {
+            for r in list {
+                if !defined.contains(r.name.as_str()) {
+                    d.error(
+                        &r.span,
+                        format!(
+                            "vrrp_sync_group {}: {kind} `{}`: no {def} named {} is defined",
+                            g.name, r.name, r.name
+                        ),
+                    );
+                }
             }
         }
     }

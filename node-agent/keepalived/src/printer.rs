@@ -290,6 +290,27 @@ pub fn print(cfg: &Config) -> String {
         }
         line(&mut out, 1, "}");
         notify(&mut out, 1, &g.notify);
+        if !g.track_interface.is_empty() {
+            line(&mut out, 1, "track_interface {");
+            for t in &g.track_interface {
+                line(
+                    &mut out,
+                    2,
+                    &format!(
+                        "{}{}",
+                        word(&t.name),
+                        weight_suffix(t.weight, t.reverse.then_some(true))
+                    ),
+                );
+            }
+            line(&mut out, 1, "}");
+        }
+        refs(&mut out, "track_script", &g.track_script);
+        refs(&mut out, "track_process", &g.track_process);
+        refs(&mut out, "track_file", &g.track_file);
+        if g.tracking_weight {
+            line(&mut out, 1, "sync_group_tracking_weight");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }

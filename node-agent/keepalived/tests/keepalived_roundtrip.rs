@@ -311,6 +311,7 @@ fn config() -> impl Strategy<Value = Config> {
                             })
                             .collect(),
                         notify,
+                        ..Default::default()
                     },
                 )
             })

@@ -120,6 +120,8 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// The state each sync group was last notified in.
+    group_states: BTreeMap<String, NotifyState>,
     /// When each (instance, sender, drop reason) was last logged.
     drop_logged: BTreeMap<(String, std::net::IpAddr, &'static str), Instant>,
     /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
@@ -178,6 +180,7 @@ impl Daemon {
             hooks,
             dirty: true,
             drop_logged: BTreeMap::new(),
+            group_states: BTreeMap::new(),
             sweep_pending,
         })
     }
@@ -778,7 +781,42 @@ impl Daemon {
         if let (Some(events), Some(vip)) = (&self.hooks.events, &io.resolved.virtual_ip) {
             events.transition(vip, to.to_crd(), &reason.to_string());
         }
+        if let Some(group) = io.resolved.sync_group.clone() {
+            self.notify_group(&group);
+        }
         self.dirty = true;
+    }
+
+    /// Run a sync group's own notify scripts when the group as a whole changed state (every
+    /// member MASTER, every member BACKUP, any member FAULT, every member stopped), as
+    /// keepalived does: `notify_*` as written, `notify` with `GROUP NAME STATE 0`.
+    fn notify_group(&mut self, group: &str) {
+        let mut members: Vec<(&String, State, &crds::vrrpnode::ResolvedNotify)> = self
+            .io
+            .iter()
+            .filter(|(_, io)| io.resolved.sync_group.as_deref() == Some(group))
+            .filter_map(|(id, io)| {
+                let st = self.router.get(*id)?.state();
+                Some((&io.resolved.name, st, &io.resolved.sync_group_notify))
+            })
+            .collect();
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let states: Vec<State> = members.iter().map(|m| m.1).collect();
+        let Some(state) = group_state(&states) else {
+            return;
+        };
+        if self.group_states.get(group) == Some(&state) {
+            return;
+        }
+        self.group_states.insert(group.to_string(), state);
+        tracing::info!(group, state = %state, "VRRP_Group({group}) entering {state} state");
+        let Some(scripts) = members.iter().map(|m| m.2).find(|n| !n.is_empty()) else {
+            return;
+        };
+        match NotifyScripts::from_resolved(scripts) {
+            Ok(scripts) => self.notifier.notify_group(group, &scripts, state),
+            Err(e) => tracing::error!(group, error = %e, "sync group notify scripts rejected"),
+        }
     }
 
     fn close_unused_sockets(&mut self) {
@@ -889,6 +927,24 @@ impl Daemon {
     }
 }
 
+/// A sync group's state from its members' (keepalived's rule): FAULT when any member is in
+/// FAULT, else MASTER / BACKUP / STOP when every member is; `None` while they differ (the
+/// group is changing) or before any member runs.
+pub fn group_state(members: &[State]) -> Option<NotifyState> {
+    let all = |s: State| !members.is_empty() && members.iter().all(|m| *m == s);
+    if members.contains(&State::Fault) {
+        Some(NotifyState::Fault)
+    } else if all(State::Master) {
+        Some(NotifyState::Master)
+    } else if all(State::Backup) {
+        Some(NotifyState::Backup)
+    } else if all(State::Stop) {
+        Some(NotifyState::Stop)
+    } else {
+        None
+    }
+}
+
 fn tracker_snapshot(t: &TrackerStatus) -> TrackerSnapshot {
     TrackerSnapshot {
         kind: t.kind.clone(),
@@ -965,4 +1021,21 @@ pub async fn serve_metrics(
             tracing::error!(error = %e, "metrics server failed");
         }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NotifyState, State, group_state};
+
+    #[test]
+    fn a_group_changes_state_when_all_its_members_have() {
+        use State::*;
+        assert_eq!(group_state(&[]), None);
+        assert_eq!(group_state(&[Master, Master]), Some(NotifyState::Master));
+        assert_eq!(group_state(&[Backup, Backup]), Some(NotifyState::Backup));
+        assert_eq!(group_state(&[Master, Backup]), None, "still moving");
+        assert_eq!(group_state(&[Master, Fault]), Some(NotifyState::Fault));
+        assert_eq!(group_state(&[Backup, Init]), None);
+        assert_eq!(group_state(&[Stop, Stop]), Some(NotifyState::Stop));
+    }
 }
