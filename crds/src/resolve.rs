@@ -177,7 +177,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
         advert_interval_ms: ms32(spec.advert_interval_ms()),
         preempt: spec.preempt_or_default(),
         preempt_delay_ms: spec.preempt_delay.map_or(0, |d| ms32(duration_ms(d))),
-        accept: spec.accept.unwrap_or(false),
+        accept: spec.accept.unwrap_or(true),
         addresses: addresses.iter().map(ToString::to_string).collect(),
         excluded_addresses: spec
             .excluded_addresses

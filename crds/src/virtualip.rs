@@ -137,7 +137,10 @@ pub struct VirtualIPSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('1000s')").message("preemptDelay must be between 0s and 1000s"))]
     pub preempt_delay: Option<kube::core::Duration>,
 
-    /// Accept packets addressed to the VIPs while master (keepalived `accept`). Default false.
+    /// Accept packets addressed to the VIPs while master (keepalived `accept`; `false` is
+    /// keepalived's `no_accept`: a master that is not the address owner, priority 255, drops
+    /// them, through nftables rules the agent writes). Default true, as keepalived outside
+    /// strict mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept: Option<bool>,
 

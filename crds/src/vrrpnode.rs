@@ -59,7 +59,7 @@ pub fn config_hash(instances: &[ResolvedInstance]) -> String {
 }
 
 /// One VRRP instance with every default applied and every reference resolved.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedInstance {
     /// Instance name: `NAMESPACE/NAME` of the VirtualIP, or the keepalived instance name.
@@ -86,8 +86,9 @@ pub struct ResolvedInstance {
     /// Delay before preempting after start, in milliseconds.
     #[serde(default)]
     pub preempt_delay_ms: u32,
-    /// keepalived `accept`.
-    #[serde(default)]
+    /// keepalived `accept`: when false, a master below priority 255 drops packets addressed
+    /// to the VIPs.
+    #[serde(default = "default_accept")]
     pub accept: bool,
     /// Virtual addresses as `IP/len` (length filled in: /32 or /128 when not given).
     pub addresses: Vec<String>,
@@ -124,6 +125,38 @@ pub struct ResolvedInstance {
     /// The sync group's notify scripts (run when the group as a whole changes state).
     #[serde(default, skip_serializing_if = "ResolvedNotify::is_empty")]
     pub sync_group_notify: ResolvedNotify,
+}
+
+impl Default for ResolvedInstance {
+    /// Empty, with keepalived's defaults where an empty value would differ from them
+    /// (accept on).
+    fn default() -> Self {
+        ResolvedInstance {
+            name: String::new(),
+            virtual_ip: None,
+            virtual_router_id: 0,
+            version: 0,
+            interface: None,
+            priority: 0,
+            initial_state: Default::default(),
+            advert_interval_ms: 0,
+            preempt: false,
+            preempt_delay_ms: 0,
+            accept: default_accept(),
+            addresses: Vec::new(),
+            excluded_addresses: Vec::new(),
+            unicast_source: None,
+            unicast_ttl: None,
+            unicast_peers: Vec::new(),
+            allow_lower_ttl: false,
+            auth_pass: None,
+            track: Default::default(),
+            garp: Default::default(),
+            notify: Default::default(),
+            sync_group: None,
+            sync_group_notify: Default::default(),
+        }
+    }
 }
 
 /// Namespace and name of a VirtualIP.
@@ -304,6 +337,10 @@ pub struct ResolvedNotify {
     /// Kill after this long, ms.
     #[serde(default = "default_notify_timeout_ms")]
     pub timeout_ms: u32,
+}
+
+fn default_accept() -> bool {
+    true
 }
 
 fn default_notify_timeout_ms() -> u32 {

@@ -120,6 +120,10 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// The nftables rules of keepalived's `no_accept` (None when nf_tables is unavailable).
+    firewall: Option<crate::net::nft::Firewall>,
+    /// The addresses the no_accept rules were last asked to drop.
+    firewall_wanted: Option<std::collections::BTreeSet<std::net::IpAddr>>,
     /// The state each sync group was last notified in.
     group_states: BTreeMap<String, NotifyState>,
     /// When each (instance, sender, drop reason) was last logged.
@@ -151,6 +155,20 @@ impl Daemon {
             tracing::info!(removed = ?report.removed, "removed VIPs left by an earlier run");
         }
         let garp = Arc::new(Gratuitous::new(netlink.clone())?);
+        // Rules left by an earlier life are removed before anything runs.
+        let firewall = match crate::net::nft::Firewall::open() {
+            Ok(mut fw) => match fw.apply(&std::collections::BTreeSet::new()) {
+                Ok(()) => Some(fw),
+                Err(e) => {
+                    tracing::warn!(error = %e, "nftables unavailable: `accept: false` (no_accept) cannot be enforced");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "nftables unavailable: `accept: false` (no_accept) cannot be enforced");
+                None
+            }
+        };
         let (obs_tx, obs_rx) = mpsc::channel(256);
         let (pkt_tx, pkt_rx) = mpsc::channel(1024);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
@@ -180,6 +198,8 @@ impl Daemon {
             hooks,
             dirty: true,
             drop_logged: BTreeMap::new(),
+            firewall,
+            firewall_wanted: None,
             group_states: BTreeMap::new(),
             sweep_pending,
         })
@@ -728,6 +748,40 @@ impl Daemon {
             }
         }
         self.close_unused_sockets();
+        self.sync_firewall();
+    }
+
+    /// keepalived's `no_accept`: a master that is not the address owner (priority 255) and
+    /// has `accept: false` drops the packets addressed to its VIPs.
+    fn sync_firewall(&mut self) {
+        let drop: std::collections::BTreeSet<std::net::IpAddr> = self
+            .io
+            .iter()
+            .filter(|(id, io)| {
+                !io.resolved.accept
+                    && io.resolved.priority != 255
+                    && self
+                        .router
+                        .get(**id)
+                        .is_some_and(|i| i.state() == State::Master)
+            })
+            .flat_map(|(_, io)| io.vips.iter().map(|v| v.address().addr()))
+            .collect();
+        if self.firewall_wanted.as_ref() == Some(&drop) {
+            return;
+        }
+        self.firewall_wanted = Some(drop.clone());
+        match &mut self.firewall {
+            Some(fw) => {
+                if let Err(e) = fw.apply(&drop) {
+                    tracing::error!(error = %e, addresses = ?drop, "cannot update the no_accept rules");
+                }
+            }
+            None if !drop.is_empty() => {
+                tracing::error!(addresses = ?drop, "accept is false but nftables is unavailable: traffic to these VIPs is not dropped");
+            }
+            None => {}
+        }
     }
 
     fn on_state_changed(

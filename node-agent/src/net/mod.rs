@@ -29,6 +29,7 @@
 
 pub mod garp;
 pub mod netlink;
+pub mod nft;
 pub mod socket;
 pub mod stale;
 pub mod timer;
