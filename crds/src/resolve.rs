@@ -186,6 +186,12 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             .map(|a| a.to_string())
             .collect(),
         unicast_source: unicast_source.map(|a| a.to_string()),
+        use_vmac: spec.virtual_mac.is_some(),
+        // keepalived: unicast on a virtual MAC always sends from the base interface.
+        vmac_xmit_base: spec
+            .virtual_mac
+            .as_ref()
+            .is_some_and(|v| v.xmit_base.unwrap_or(false) || !unicast_peers.is_empty()),
         unicast_ttl,
         unicast_peers,
         allow_lower_ttl,
@@ -519,6 +525,22 @@ mod tests {
         // TTL 255 is the default and is not written out.
         s.unicast.as_mut().unwrap().ttl = Some(255);
         assert_eq!(resolve(&input(&s, &b)).unwrap().unicast_ttl, None);
+    }
+
+    #[test]
+    fn a_virtual_mac_with_unicast_always_sends_from_the_base_interface() {
+        let mut s = spec();
+        s.virtual_mac = Some(crate::virtualip::VirtualMac::default());
+        let n = node("a");
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert!(r.use_vmac && !r.vmac_xmit_base);
+        s.unicast = Some(Unicast {
+            enabled: true,
+            peers: vec!["192.0.2.12".into()],
+            ..Default::default()
+        });
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert!(r.use_vmac && r.vmac_xmit_base, "keepalived's rule");
     }
 
     #[test]

@@ -151,6 +151,8 @@ fn good_examples_pass_every_validator() {
         with(json!({"garp": {"masterRefresh": "0s", "masterRepeat": 100}})),
         with(json!({"garp": {"masterRefresh": "1s", "masterRefreshRepeat": 100}})),
         with(json!({"addresses": v4_addresses(255)})),
+        with(json!({"virtualMAC": {}})),
+        with(json!({"virtualMAC": {"xmitBase": true}, "unicast": {"enabled": true}})),
         with(
             json!({"syncGroup": "db", "syncGroupNotify": {"master": "/bin/true", "any": "/usr/local/bin/group.sh"}}),
         ),

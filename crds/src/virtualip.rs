@@ -161,6 +161,17 @@ pub struct VirtualIPSpec {
     #[x_kube(validation = Rule::new("self.all(a, isIP(a) || isCIDR(a))").message("excludedAddresses: every entry must be an IP address or CIDR"))]
     pub excluded_addresses: Vec<String>,
 
+    /// Run on a virtual MAC (keepalived `use_vmac`): a macvlan interface `vrrp.VRID` on the
+    /// VRRP interface with the RFC's MAC 00-00-5E-00-01-{VRID} (IPv6: 00-00-5E-00-02-{VRID})
+    /// holds the VIPs; adverts and gratuitous ARPs come from that MAC, so after a takeover
+    /// clients and switches need no ARP update.
+    #[serde(
+        default,
+        rename = "virtualMAC",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_mac: Option<VirtualMac>,
+
     /// Unicast instead of multicast adverts (keepalived `unicast_peer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast: Option<Unicast>,
@@ -254,6 +265,16 @@ impl SecretKeyRef {
     pub fn key_or_default(&self) -> &str {
         self.key.as_deref().unwrap_or("password")
     }
+}
+
+/// Virtual MAC settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMac {
+    /// Send adverts from the VRRP interface itself rather than from the virtual MAC
+    /// (keepalived `vmac_xmit_base`); unicast always does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmit_base: Option<bool>,
 }
 
 /// Unicast mode.

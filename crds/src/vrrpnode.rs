@@ -99,6 +99,12 @@ pub struct ResolvedInstance {
     /// primary IPv4 or link-local IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast_source: Option<String>,
+    /// Run on the virtual MAC (keepalived `use_vmac`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_vmac: bool,
+    /// With `useVmac`: send adverts from the VRRP interface (keepalived `vmac_xmit_base`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vmac_xmit_base: bool,
     /// TTL / hop limit of unicast adverts (keepalived `unicast_ttl`); absent ⇒ 255.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast_ttl: Option<u8>,
@@ -146,6 +152,8 @@ impl Default for ResolvedInstance {
             addresses: Vec::new(),
             excluded_addresses: Vec::new(),
             unicast_source: None,
+            use_vmac: false,
+            vmac_xmit_base: false,
             unicast_ttl: None,
             unicast_peers: Vec::new(),
             allow_lower_ttl: false,

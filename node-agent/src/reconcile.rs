@@ -70,6 +70,8 @@ fn restart_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static st
         "excludedAddresses",
     );
     check(a.unicast_source != b.unicast_source, "unicastSource");
+    check(a.use_vmac != b.use_vmac, "useVmac");
+    check(a.vmac_xmit_base != b.vmac_xmit_base, "vmacXmitBase");
     f
 }
 

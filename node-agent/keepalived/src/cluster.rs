@@ -236,6 +236,11 @@ fn merge_group(
             |s| show(&s.notify),
         ),
         ("the vrrp_sync_group", &[], |s| show(&s.sync_group)),
+        (
+            "use_vmac / vmac_xmit_base",
+            &["use_vmac", "vmac_xmit_base"],
+            |s| show(&s.virtual_mac),
+        ),
         ("the vrrp_sync_group's notify scripts", &[], |s| {
             show(&s.sync_group_notify)
         }),

@@ -277,6 +277,24 @@ fn spec_of(
             .unwrap_or(&i.span);
         d.warning(span, format!("{owner}: unicast_src_ip {src} is this node's address and is not kept in the VirtualIP (each node sends from its own address); convert with --node, or convert every node's file together, to keep it as nodes[].sourceAddress"));
     }
+    if let Some(name) = &i.use_vmac {
+        let vrid = i.virtual_router_id.unwrap_or_default();
+        if let Some(n) = name
+            && *n != format!("vrrp.{vrid}")
+        {
+            let span = i.spans.get("use_vmac").unwrap_or(&i.span);
+            d.warning(span, format!("{owner}: use_vmac {n}: the virtual MAC interface is always named vrrp.{vrid} by kube-vrrp"));
+        }
+        spec.virtual_mac = Some(crds::virtualip::VirtualMac {
+            xmit_base: i.vmac_xmit_base.then_some(true),
+        });
+    } else if i.vmac_xmit_base {
+        let span = i.spans.get("vmac_xmit_base").unwrap_or(&i.span);
+        d.warning(
+            span,
+            format!("{owner}: vmac_xmit_base without use_vmac does nothing; ignored"),
+        );
+    }
     if i.dont_track_primary {
         d.warning(&i.span, format!("{owner}: dont_track_primary is not supported; the VRRP interface's link state is always tracked"));
     }

@@ -302,6 +302,10 @@ pub struct Instance {
     pub notify: Notify,
     /// `dont_track_primary`.
     pub dont_track_primary: bool,
+    /// `use_vmac [NAME]`: `Some(None)` without a name.
+    pub use_vmac: Option<Option<String>>,
+    /// `vmac_xmit_base`.
+    pub vmac_xmit_base: bool,
     /// Where each keyword of the block is written (the last time it is given), so a value can
     /// be traced back to its line.
     pub spans: std::collections::BTreeMap<String, Span>,

@@ -38,9 +38,7 @@ const SKIPPED_TOP: &[&str] = &[
 
 /// vrrp_instance keywords keepalived knows that kube-vrrp does not implement: warned and ignored.
 const INSTANCE_UNSUPPORTED: &[&str] = &[
-    "use_vmac",
     "use_vmac_addr",
-    "vmac_xmit_base",
     "use_ipvlan",
     "unicast_fault_no_peer",
     "old_unicast_checksum",
@@ -1138,6 +1136,17 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
             "dont_track_primary" => {
                 no_args(c, d);
                 i.dont_track_primary = true;
+            }
+            "use_vmac" => {
+                no_block(c, d);
+                if let Some((_, s)) = c.args.get(1) {
+                    d.warning(s, "extra words after `use_vmac NAME` are ignored");
+                }
+                i.use_vmac = Some(c.args.first().map(|(w, _)| w.clone()));
+            }
+            "vmac_xmit_base" => {
+                no_args(c, d);
+                i.vmac_xmit_base = true;
             }
             k if INSTANCE_UNSUPPORTED.contains(&k) => unsupported(c, &owner, d),
             other => unknown(&c.span, other, &format!("in {owner}"), d),

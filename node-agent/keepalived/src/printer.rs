@@ -275,6 +275,14 @@ pub fn print(cfg: &Config) -> String {
         if i.dont_track_primary {
             line(&mut out, 1, "dont_track_primary");
         }
+        match &i.use_vmac {
+            Some(Some(name)) => line(&mut out, 1, &format!("use_vmac {}", word(name))),
+            Some(None) => line(&mut out, 1, "use_vmac"),
+            None => {}
+        }
+        if i.vmac_xmit_base {
+            line(&mut out, 1, "vmac_xmit_base");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }

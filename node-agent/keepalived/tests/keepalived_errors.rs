@@ -207,9 +207,9 @@ fn warning_table() {
             ],
         ),
         (
-            inst("  use_vmac\n"),
+            inst("  use_ipvlan\n"),
             vec![
-                "k.conf:7:3: warning: `use_vmac` in vrrp_instance VI_1 is not supported by kube-vrrp; ignored",
+                "k.conf:7:3: warning: `use_ipvlan` in vrrp_instance VI_1 is not supported by kube-vrrp; ignored",
             ],
         ),
         (

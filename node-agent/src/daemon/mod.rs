@@ -120,6 +120,8 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// Virtual MAC interfaces this agent created (deleted when no instance uses them).
+    vmacs: std::collections::BTreeSet<String>,
     /// The nftables rules of keepalived's `no_accept` (None when nf_tables is unavailable).
     firewall: Option<crate::net::nft::Firewall>,
     /// The addresses the no_accept rules were last asked to drop.
@@ -200,6 +202,7 @@ impl Daemon {
             drop_logged: BTreeMap::new(),
             firewall,
             firewall_wanted: None,
+            vmacs: std::collections::BTreeSet::new(),
             group_states: BTreeMap::new(),
             sweep_pending,
         })
@@ -336,6 +339,7 @@ impl Daemon {
         self.router.shutdown(Instant::now());
         self.drain_actions().await;
         self.vips.flush().await;
+        self.cleanup_vmacs().await;
         if !self.notifier.flush(NOTIFY_FLUSH).await {
             tracing::warn!("notify scripts still running at exit");
         }
@@ -387,6 +391,12 @@ impl Daemon {
         self.applied = desired;
         self.router.start(now);
         self.dirty = true;
+        if !self.unused_vmacs().is_empty() {
+            // The VIPs leave the virtual MAC interface before it goes.
+            self.drain_actions().await;
+            self.vips.flush().await;
+            self.cleanup_vmacs().await;
+        }
     }
 
     fn find(&self, name: &str) -> Option<InstanceId> {
@@ -398,6 +408,13 @@ impl Daemon {
 
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
         self.unplaced.remove(&ri.name);
+        if ri.use_vmac
+            && let Err(reason) = self.ensure_vmac(&ri).await
+        {
+            tracing::error!(instance = %ri.name, %reason, "cannot create the virtual MAC interface");
+            self.unplaced.insert(ri.name.clone(), (ri, reason));
+            return;
+        }
         match self.add_instance(now, &ri) {
             Ok(()) => self.feed_interface_trackers(now),
             Err(reason) => {
@@ -407,9 +424,98 @@ impl Daemon {
         }
     }
 
+    /// keepalived's `use_vmac`: the macvlan `vrrp.VRID` with the RFC's virtual MAC on the
+    /// instance's interface (private mode, up), and the sysctls keepalived sets so that only
+    /// the virtual MAC answers ARP for the VIPs and the base interface keeps its own address.
+    async fn ensure_vmac(&mut self, ri: &ResolvedInstance) -> Result<(), String> {
+        let base = place(ri, &self.interfaces)?;
+        let name = place::vmac_name(base.family, ri.virtual_router_id);
+        if !self.interfaces.iter().any(|i| i.name == name) {
+            let mac = place::virtual_mac(base.family, ri.virtual_router_id);
+            self.netlink
+                .add_macvlan(&name, base.ifindex, mac)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(instance = %ri.name, interface = %name, base = %base.ifname, "created the virtual MAC interface");
+            self.vmacs.insert(name.clone());
+        }
+        for (ifname, key, value) in [
+            (name.as_str(), "accept_local", "1"),
+            (name.as_str(), "arp_ignore", "1"),
+            (name.as_str(), "rp_filter", "0"),
+            (base.ifname.as_str(), "arp_ignore", "1"),
+            (base.ifname.as_str(), "arp_filter", "1"),
+            // ARP requests the host sends from the base interface (e.g. to answer a client
+            // that pinged a VIP) name the base's own address, so no client learns the
+            // base MAC for a VIP.
+            (base.ifname.as_str(), "arp_announce", "2"),
+        ] {
+            let path = format!("/proc/sys/net/ipv4/conf/{ifname}/{key}");
+            if let Err(e) = std::fs::write(&path, value) {
+                tracing::warn!(%path, error = %e, "cannot set a virtual MAC sysctl");
+            }
+        }
+        self.refresh_interfaces().await;
+        Ok(())
+    }
+
+    /// The virtual MAC interfaces this agent created that no running instance uses.
+    fn unused_vmacs(&self) -> Vec<String> {
+        let used: std::collections::BTreeSet<&str> = self
+            .io
+            .iter()
+            .filter(|(id, _)| {
+                self.router
+                    .get(**id)
+                    .is_some_and(|i| i.state() != State::Stop)
+            })
+            .map(|(_, io)| io.placement.vip_ifname.as_str())
+            .collect();
+        self.vmacs
+            .iter()
+            .filter(|n| !used.contains(n.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Delete the virtual MAC interfaces this agent created that no instance uses any more.
+    async fn cleanup_vmacs(&mut self) {
+        let unused = self.unused_vmacs();
+        if unused.is_empty() {
+            return;
+        }
+        self.refresh_interfaces().await;
+        for name in unused {
+            self.vmacs.remove(&name);
+            let Some(index) = self
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.index)
+            else {
+                continue;
+            };
+            match self.netlink.delete_link(index).await {
+                Ok(()) => tracing::info!(interface = %name, "deleted the virtual MAC interface"),
+                Err(e) => {
+                    tracing::warn!(interface = %name, error = %e, "cannot delete the virtual MAC interface")
+                }
+            }
+        }
+    }
+
     /// Place the instance, open its socket and add it to the router.
     fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<(), String> {
-        let placement = place(ri, &self.interfaces)?;
+        let mut placement = place(ri, &self.interfaces)?;
+        if ri.use_vmac {
+            let name = place::vmac_name(placement.family, ri.virtual_router_id);
+            let vmac = self
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| format!("the virtual MAC interface {name} does not exist"))?;
+            placement = place::place_vmac(placement, vmac, ri.vmac_xmit_base)?;
+        }
         let cfg = self.core_config(ri, &placement)?;
         let vips = build_vips(ri, &placement)?;
         let notify = NotifyScripts::from_resolved(&ri.notify).map_err(|e| e.to_string())?;
@@ -717,7 +823,7 @@ impl Daemon {
                     // Queued behind the VIP additions, so nothing is announced before it is bound.
                     self.vips.announce(vips::Announcement {
                         instance: name.clone(),
-                        ifindex: io.placement.ifindex,
+                        ifindex: io.placement.vip_ifindex,
                         addresses,
                         repeat,
                     });
@@ -1015,7 +1121,7 @@ fn build_vips(ri: &ResolvedInstance, p: &Placement) -> Result<Vec<Vip>, String> 
         .map(|a| {
             let net = crds::validate::parse_address(a)
                 .ok_or_else(|| format!("address {a:?} is not an IP/CIDR"))?;
-            Vip::new(&p.ifname, p.ifindex, net, None).map_err(|e| e.to_string())
+            Vip::new(&p.vip_ifname, p.vip_ifindex, net, None).map_err(|e| e.to_string())
         })
         .collect()
 }

@@ -22,6 +22,57 @@ pub struct Placement {
     pub primary: IpAddr,
     /// Whether the link is up now.
     pub link_up: bool,
+    /// Interface the VIPs are bound on and announced from: the same as `ifname`, or the
+    /// virtual MAC interface.
+    pub vip_ifname: String,
+    /// Its index.
+    pub vip_ifindex: u32,
+}
+
+/// The virtual MAC of a VRID (RFC 9568 §7.3): 00-00-5E-00-01-{VRID}, IPv6 00-00-5E-00-02-{VRID}.
+pub fn virtual_mac(family: Family, vrid: u8) -> [u8; 6] {
+    let f = match family {
+        Family::V4 => 1,
+        Family::V6 => 2,
+    };
+    [0x00, 0x00, 0x5e, 0x00, f, vrid]
+}
+
+/// Name of the virtual MAC interface of a VRID (keepalived's `vrrp.VRID`; `vrrp6.VRID` for
+/// IPv6, so both families may use one VRID).
+pub fn vmac_name(family: Family, vrid: u8) -> String {
+    match family {
+        Family::V4 => format!("vrrp.{vrid}"),
+        Family::V6 => format!("vrrp6.{vrid}"),
+    }
+}
+
+/// [`place`] for an instance on its virtual MAC (`vmac`, already created on the base
+/// interface): adverts go from the virtual MAC (or from the base interface with
+/// `vmacXmitBase`), the VIPs are bound on it. The IPv4 source is the base interface's
+/// primary address; IPv6 adverts come from the virtual MAC's link-local address.
+pub fn place_vmac(base: Placement, vmac: &Interface, xmit_base: bool) -> Result<Placement, String> {
+    let primary = match (base.family, vmac.link_local_ipv6()) {
+        (Family::V6, Some(ll)) if !xmit_base => IpAddr::V6(ll),
+        _ => base.primary,
+    };
+    Ok(if xmit_base {
+        Placement {
+            vip_ifname: vmac.name.clone(),
+            vip_ifindex: vmac.index,
+            ..base
+        }
+    } else {
+        Placement {
+            ifname: vmac.name.clone(),
+            ifindex: vmac.index,
+            family: base.family,
+            primary,
+            link_up: vmac.state.is_up(),
+            vip_ifname: vmac.name.clone(),
+            vip_ifindex: vmac.index,
+        }
+    })
 }
 
 /// Find the interface and source address for `ri`, or say why there is none.
@@ -77,6 +128,8 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
         family,
         primary,
         link_up: iface.state.is_up(),
+        vip_ifname: iface.name.clone(),
+        vip_ifindex: iface.index,
     })
 }
 

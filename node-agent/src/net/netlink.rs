@@ -535,6 +535,43 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Create the macvlan interface `name` on `lower` (private mode, MAC `mac`) and bring it
+    /// up: keepalived's virtual MAC interface. An existing one of that name is kept.
+    pub async fn add_macvlan(&self, name: &str, lower: u32, mac: [u8; 6]) -> Result<(), Error> {
+        use rtnetlink::LinkMacVlan;
+        use rtnetlink::packet_route::link::MacVlanMode;
+        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_io(e);
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    Ok(())
+                } else {
+                    Err(Error::io(format!("creating macvlan {name}"), e))
+                }
+            }
+        }
+    }
+
+    /// Delete the link with index `ifindex` (a missing one is not an error).
+    pub async fn delete_link(&self, ifindex: u32) -> Result<(), Error> {
+        match self.handle.link().del(ifindex).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_io(e);
+                if e.raw_os_error() == Some(libc::ENODEV) {
+                    Ok(())
+                } else {
+                    Err(Error::io(format!("deleting link {ifindex}"), e))
+                }
+            }
+        }
+    }
+
     /// The interface with index `ifindex`, if it exists.
     pub async fn interface_by_index(&self, ifindex: u32) -> Result<Option<Interface>, Error> {
         Ok(self
