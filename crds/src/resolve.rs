@@ -15,7 +15,8 @@ use crate::validate::{Problems, parse_address, validate_spec};
 use crate::virtualip::{InitialState, VirtualIPSpec};
 use crate::vrrpnode::{
     ObjectRef, ResolvedGarp, ResolvedInstance, ResolvedNotify, ResolvedTrack, ResolvedTrackFile,
-    ResolvedTrackInterface, ResolvedTrackPods, ResolvedTrackProcess, ResolvedTrackScript,
+    ResolvedTrackHttp, ResolvedTrackInterface, ResolvedTrackPods, ResolvedTrackProcess,
+    ResolvedTrackScript,
 };
 
 /// One interface of a node and its addresses.
@@ -208,6 +209,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             Some(r) => format!("{}/{}", r.namespace, g),
             None => g.clone(),
         }),
+        adopt_static: false,
     })
 }
 
@@ -296,6 +298,28 @@ fn resolve_track(spec: &VirtualIPSpec, vip: Option<&ObjectRef>) -> ResolvedTrack
                 selector: selector_string(&x.selector),
                 weight: x.weight.unwrap_or(0),
                 quorum: x.quorum.unwrap_or(1),
+            })
+            .collect(),
+        http: t
+            .http
+            .iter()
+            .map(|x| {
+                let interval_ms = x.interval.map_or(1000, |d| ms32(duration_ms(d)));
+                ResolvedTrackHttp {
+                    name: tracker_name(vip, &x.name),
+                    url: x.url.clone(),
+                    expect_status: x.expect_status.unwrap_or(200),
+                    interval_ms,
+                    // As for scripts: without a timeout a check may take one interval.
+                    timeout_ms: x.timeout.map_or(interval_ms, |d| ms32(duration_ms(d))),
+                    rise: x.rise.unwrap_or(1),
+                    fall: x.fall.unwrap_or(1),
+                    weight: x.weight.unwrap_or(0),
+                    reverse: x.reverse.unwrap_or(false),
+                    ca_file: x.ca_file.clone(),
+                    server_name: x.server_name.clone(),
+                    insecure_skip_verify: x.insecure_skip_verify.unwrap_or(false),
+                }
             })
             .collect(),
     }
@@ -588,6 +612,37 @@ mod tests {
             (r.virtual_router_id, r.auth_pass.as_deref()),
             (7, Some("12345"))
         );
+    }
+
+    #[test]
+    fn http_defaults_and_scoped_names() {
+        let mut s = spec();
+        s.track = Some(crate::virtualip::Track {
+            http: vec![crate::virtualip::TrackHttp {
+                name: "readyz".into(),
+                url: "https://127.0.0.1:6443/readyz".into(),
+                interval: Some(std::time::Duration::from_millis(500).into()),
+                insecure_skip_verify: Some(true),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let n = node("a");
+        let r = resolve(&input(&s, &n)).unwrap();
+        let h = &r.track.http[0];
+        assert_eq!(h.name, "default/web/readyz");
+        assert_eq!(
+            (
+                h.expect_status,
+                h.interval_ms,
+                h.timeout_ms,
+                h.rise,
+                h.fall,
+                h.weight
+            ),
+            (200, 500, 500, 1, 1, 0)
+        );
+        assert!(h.insecure_skip_verify && !h.reverse && h.ca_file.is_none());
     }
 
     #[test]

@@ -115,6 +115,20 @@ fn scripts(n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// `n` distinct HTTP checks.
+fn http_checks(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"name": format!("h{i}"), "url": "http://127.0.0.1:8080/healthz"}))
+        .collect()
+}
+
+/// One HTTP check with `extra` fields merged in.
+fn http_check(extra: Value) -> Value {
+    let mut c = json!({"name": "readyz", "url": "https://127.0.0.1:6443/readyz"});
+    merge(&mut c, &extra);
+    json!({"track": {"http": [c]}})
+}
+
 /// A spec above 64 KiB that every per-field bound accepts: 256 node overrides with
 /// maximal (253-character) names.
 fn oversized_nodes() -> Vec<Value> {
@@ -164,6 +178,13 @@ fn good_examples_pass_every_validator() {
             json!({"version": 3, "authentication": null, "addresses": ["2001:db8::200/64"], "unicast": {"enabled": true, "sourceAddress": "2001:db8::11", "ttl": 255}}),
         ),
         with(json!({"excludedAddresses": v4_addresses(1024)})),
+        with(json!({"track": {"http": http_checks(16)}})),
+        with(
+            json!({"track": {"http": [{"name": "readyz", "url": "https://127.0.0.1:6443/readyz", "interval": "100ms", "timeout": "100ms", "expectStatus": 200, "rise": 2, "fall": 3, "weight": -50, "caFile": "/etc/kubernetes/pki/ca.crt", "serverName": "kubernetes"}]}}),
+        ),
+        with(
+            json!({"track": {"http": [{"name": "readyz", "url": "https://127.0.0.1:6443/readyz", "insecureSkipVerify": true}, {"name": "plain", "url": "http://[2001:db8::1]:8080/healthz"}]}}),
+        ),
     ];
     for (i, g) in goods.iter().enumerate() {
         assert_eq!(
@@ -558,6 +579,78 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             json!({"garp": {"masterDelay": "300s"}}),
             "garp.masterDelay must be between 0s and 255s",
             "spec.garp.masterDelay",
+        ),
+        (
+            "17 HTTP checks",
+            json!({"track": {"http": http_checks(17)}}),
+            "/spec/track/http",
+            "spec.track.http: 17 HTTP checks; at most 16",
+        ),
+        (
+            "duplicate HTTP check names",
+            json!({"track": {"http": [{"name": "a", "url": "http://x/"}, {"name": "a", "url": "http://y/"}]}}),
+            "track.http: names must be unique",
+            "spec.track.http[1].name",
+        ),
+        (
+            "HTTP check URL scheme",
+            http_check(json!({"url": "ftp://127.0.0.1/"})),
+            "url must start with http:// or https://",
+            "spec.track.http[0].url",
+        ),
+        (
+            "HTTP check URL too long",
+            http_check(json!({"url": format!("http://x/{}", "a".repeat(2048))})),
+            "/spec/track/http/0/url",
+            "spec.track.http[0].url: is 2057 bytes",
+        ),
+        (
+            "HTTP check interval below 100ms",
+            http_check(json!({"interval": "50ms"})),
+            "interval must be at least 100ms",
+            "spec.track.http[0].interval",
+        ),
+        (
+            "HTTP check timeout below 100ms",
+            http_check(json!({"timeout": "10ms"})),
+            "timeout must be at least 100ms",
+            "spec.track.http[0].timeout",
+        ),
+        (
+            "HTTP expected status out of range",
+            http_check(json!({"expectStatus": 600})),
+            "/spec/track/http/0/expectStatus",
+            "spec.track.http[0].expectStatus",
+        ),
+        (
+            "HTTP rise 0",
+            http_check(json!({"rise": 0})),
+            "/spec/track/http/0/rise",
+            "spec.track.http[0].rise",
+        ),
+        (
+            "HTTP weight out of range",
+            http_check(json!({"weight": 300})),
+            "/spec/track/http/0/weight",
+            "spec.track.http[0].weight",
+        ),
+        (
+            "caFile with http://",
+            http_check(json!({"url": "http://127.0.0.1/", "caFile": "/ca.pem"})),
+            "caFile is only used with an https:// url",
+            "spec.track.http[0].caFile",
+        ),
+        (
+            "insecureSkipVerify with caFile",
+            http_check(json!({"insecureSkipVerify": true, "caFile": "/ca.pem"})),
+            "caFile and serverName would be ignored",
+            "spec.track.http[0].insecureSkipVerify",
+        ),
+        (
+            "insecureSkipVerify with http://",
+            http_check(json!({"url": "http://127.0.0.1/", "insecureSkipVerify": true})),
+            "insecureSkipVerify is only used with an https:// url",
+            "spec.track.http[0].insecureSkipVerify",
         ),
     ]
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::virtualip::{Track, VirtualIPSpec};
+use crate::virtualip::{Track, TrackHttp, VirtualIPSpec};
 
 /// Tenant limits: a VirtualIP is written by a namespace tenant but expands into every eligible
 /// node's `VRRPNode` and into agent work (scripts run, GARP packets sent), so each dimension is
@@ -26,6 +26,12 @@ pub mod limits {
     pub const MAX_COMMAND_BYTES: usize = 1024;
     /// Shortest script `interval` / `timeout`, in ms (keepalived counts them in whole seconds).
     pub const MIN_SCRIPT_PERIOD_MS: u64 = 1000;
+    /// Most `spec.track.http` entries.
+    pub const MAX_HTTP_CHECKS: usize = 16;
+    /// Shortest HTTP check `interval` / `timeout`, in ms.
+    pub const MIN_HTTP_PERIOD_MS: u64 = 100;
+    /// Longest HTTP check URL, in bytes.
+    pub const MAX_URL_BYTES: usize = 2048;
     /// Shortest non-zero `garp.masterRefresh`, in ms.
     pub const MIN_GARP_REFRESH_MS: u64 = 1000;
     /// Most GARP packets per burst or refresh.
@@ -492,6 +498,17 @@ fn check_track(p: &mut Problems, t: &Track) {
         t.files.iter().map(|x| x.name.as_str()),
     );
     check_unique(p, "spec.track.pods", t.pods.iter().map(|x| x.name.as_str()));
+    check_unique(p, "spec.track.http", t.http.iter().map(|x| x.name.as_str()));
+    check_count(
+        p,
+        "spec.track.http",
+        "HTTP checks",
+        t.http.len(),
+        limits::MAX_HTTP_CHECKS,
+    );
+    for (i, x) in t.http.iter().enumerate() {
+        check_http(p, &format!("spec.track.http[{i}]"), x);
+    }
     for (i, x) in t.interfaces.iter().enumerate() {
         check_ifname(p, &format!("spec.track.interfaces[{i}].name"), &x.name);
         check_weight(p, format!("spec.track.interfaces[{i}].weight"), x.weight);
@@ -550,5 +567,324 @@ fn check_track(p: &mut Problems, t: &Track) {
         if x.quorum == Some(0) {
             p.push(format!("spec.track.pods[{i}].quorum"), "must be at least 1");
         }
+    }
+}
+
+/// The scheme, host and port of an `http://` or `https://` URL, or why it is not one. Only
+/// what the HTTP tracker needs: no user info, a host (name, IPv4 or bracketed IPv6) and an
+/// optional port; the path and query are kept as they are.
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err("must start with http:// or https://".into());
+    };
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let path = match tail.split('#').next().unwrap_or("") {
+        "" => "/".to_string(),
+        t if t.starts_with('?') => format!("/{t}"),
+        t => t.to_string(),
+    };
+    if authority.contains('@') {
+        return Err("must not carry user information (user@host)".into());
+    }
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
+        let Some((h, after)) = r.split_once(']') else {
+            return Err("has an unterminated [IPv6] host".into());
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("[{h}] is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => default_port,
+            p => parse_port(
+                p.strip_prefix(':')
+                    .ok_or("has text after the [IPv6] host")?,
+            )?,
+        };
+        (h.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), parse_port(p)?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if !host.contains(':')
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    {
+        return Err(format!("host {host:?} is not a DNS name or IP address"));
+    }
+    Ok(HttpUrl {
+        https,
+        host,
+        port,
+        path,
+    })
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("port {p:?} is not a number from 1 to 65535")),
+    }
+}
+
+/// A parsed HTTP(S) check URL ([`parse_http_url`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `https://` (else `http://`).
+    pub https: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Port (default 80 / 443).
+    pub port: u16,
+    /// Path and query, at least `/`.
+    pub path: String,
+}
+
+fn check_http(p: &mut Problems, base: &str, x: &TrackHttp) {
+    if x.url.len() > limits::MAX_URL_BYTES {
+        p.push(
+            format!("{base}.url"),
+            format!(
+                "is {} bytes; at most {} are allowed",
+                x.url.len(),
+                limits::MAX_URL_BYTES
+            ),
+        );
+    }
+    let https = match parse_http_url(&x.url) {
+        Ok(u) => u.https,
+        Err(why) => {
+            p.push(format!("{base}.url"), format!("{:?} {why}", x.url));
+            x.url.starts_with("https://")
+        }
+    };
+    if let Some(code) = x.expect_status
+        && !(100..=599).contains(&code)
+    {
+        p.push(
+            format!("{base}.expectStatus"),
+            format!("must be an HTTP status code from 100 to 599, not {code}"),
+        );
+    }
+    for (field, d) in [("interval", x.interval), ("timeout", x.timeout)] {
+        if let Some(d) = d
+            && (d.is_negative() || crate::duration_ms(d) < limits::MIN_HTTP_PERIOD_MS)
+        {
+            p.push(
+                format!("{base}.{field}"),
+                format!(
+                    "must be at least {}ms, so checks cannot load the node or the server",
+                    limits::MIN_HTTP_PERIOD_MS
+                ),
+            );
+        }
+    }
+    if x.rise == Some(0) {
+        p.push(format!("{base}.rise"), "must be at least 1");
+    }
+    if x.fall == Some(0) {
+        p.push(format!("{base}.fall"), "must be at least 1");
+    }
+    check_weight(p, format!("{base}.weight"), x.weight);
+    let insecure = x.insecure_skip_verify == Some(true);
+    if let Some(ca) = &x.ca_file {
+        if !https {
+            p.push(
+                format!("{base}.caFile"),
+                "is only used with an https:// url",
+            );
+        } else if !ca.starts_with('/') {
+            p.push(
+                format!("{base}.caFile"),
+                format!("{ca:?} must be an absolute path on the node"),
+            );
+        }
+    }
+    if let Some(n) = &x.server_name {
+        if !https {
+            p.push(
+                format!("{base}.serverName"),
+                "is only used with an https:// url",
+            );
+        } else if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':')
+        {
+            p.push(
+                format!("{base}.serverName"),
+                format!("{n:?} is not a DNS name or IP address"),
+            );
+        }
+    }
+    if insecure && !https {
+        p.push(
+            format!("{base}.insecureSkipVerify"),
+            "is only used with an https:// url",
+        );
+    }
+    if insecure && (x.ca_file.is_some() || x.server_name.is_some()) {
+        p.push(
+            format!("{base}.insecureSkipVerify"),
+            "skips certificate checks: caFile and serverName would be ignored, remove them or it",
+        );
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use crate::virtualip::Track;
+
+    fn spec_with(h: TrackHttp) -> VirtualIPSpec {
+        VirtualIPSpec {
+            addresses: vec!["192.0.2.200/24".into()],
+            track: Some(Track {
+                http: vec![h],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn check(name: &str, url: &str) -> TrackHttp {
+        TrackHttp {
+            name: name.into(),
+            url: url.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ms(n: u64) -> Option<kube::core::Duration> {
+        Some(std::time::Duration::from_millis(n).into())
+    }
+
+    #[test]
+    fn urls_parse_into_host_port_and_path() {
+        let u = parse_http_url("https://127.0.0.1:6443/readyz?verbose").unwrap();
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "127.0.0.1", 6443, "/readyz?verbose")
+        );
+        let u = parse_http_url("http://[2001:db8::1]/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("2001:db8::1", 80, "/")
+        );
+        let u = parse_http_url("https://api.example.com").unwrap();
+        assert_eq!((u.port, u.path.as_str()), (443, "/"));
+        for (bad, why) in [
+            ("ftp://x/", "must start with http"),
+            ("http://", "has no host"),
+            ("http://user@host/", "user information"),
+            ("http://host:0/", "port \"0\""),
+            ("http://host:99999/", "port \"99999\""),
+            ("http://[::1/", "unterminated"),
+            ("http://[zz]/", "not an IPv6"),
+            ("http://ho st/", "spaces"),
+            ("http://h%41/", "not a DNS name"),
+        ] {
+            let e = parse_http_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_valid_check_passes() {
+        let mut h = check("readyz", "https://127.0.0.1:6443/readyz");
+        h.interval = ms(100);
+        h.timeout = ms(100);
+        h.ca_file = Some("/etc/kubernetes/pki/ca.crt".into());
+        h.server_name = Some("kubernetes".into());
+        h.expect_status = Some(204);
+        assert!(validate_spec(&spec_with(h)).is_empty());
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        type Mutation = fn(&mut TrackHttp);
+        let cases: [(Mutation, &str, &str); 12] = [
+            (|h| h.url = "ftp://x".into(), "url", "must start with http"),
+            (
+                |h| h.url = format!("http://x/{}", "a".repeat(2048)),
+                "url",
+                "at most 2048",
+            ),
+            (|h| h.expect_status = Some(99), "expectStatus", "100 to 599"),
+            (|h| h.interval = ms(99), "interval", "at least 100ms"),
+            (|h| h.timeout = ms(50), "timeout", "at least 100ms"),
+            (|h| h.rise = Some(0), "rise", "at least 1"),
+            (|h| h.fall = Some(0), "fall", "at least 1"),
+            (|h| h.weight = Some(255), "weight", "between -254 and 254"),
+            (
+                |h| h.ca_file = Some("ca.pem".into()),
+                "caFile",
+                "absolute path",
+            ),
+            (
+                |h| {
+                    h.url = "http://127.0.0.1/".into();
+                    h.ca_file = Some("/ca.pem".into());
+                },
+                "caFile",
+                "only used with an https",
+            ),
+            (
+                |h| {
+                    h.insecure_skip_verify = Some(true);
+                    h.ca_file = Some("/ca.pem".into());
+                },
+                "insecureSkipVerify",
+                "would be ignored",
+            ),
+            (
+                |h| h.server_name = Some("a b".into()),
+                "serverName",
+                "not a DNS name",
+            ),
+        ];
+        for (mutate, field, why) in cases {
+            let mut h = check("readyz", "https://127.0.0.1:6443/readyz");
+            mutate(&mut h);
+            let p = validate_spec(&spec_with(h));
+            let path = format!("spec.track.http[0].{field}");
+            assert!(
+                p.iter().any(|x| x.path == path && x.message.contains(why)),
+                "{path}: {why}: got {p}"
+            );
+        }
+    }
+
+    #[test]
+    fn count_and_names_are_limited() {
+        let mut s = spec_with(check("a", "http://127.0.0.1/"));
+        let t = s.track.as_mut().unwrap();
+        t.http = (0..17)
+            .map(|i| check(&format!("c{i}"), "http://127.0.0.1/"))
+            .collect();
+        t.http[1].name = "c0".into();
+        let p = validate_spec(&s).to_string();
+        assert!(
+            p.contains("spec.track.http: 17 HTTP checks; at most 16"),
+            "{p}"
+        );
+        assert!(
+            p.contains("spec.track.http[1].name: duplicate tracker name \"c0\""),
+            "{p}"
+        );
     }
 }

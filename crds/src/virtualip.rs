@@ -12,6 +12,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// Annotation on a VirtualIP: `kubevrrp.io/adopt-static: "true"` makes each node's agent take
+/// over a static (standalone) agent's running instance of the same VRID and addresses, without
+/// a state change, when their configurations agree.
+pub const ADOPT_STATIC_ANNOTATION: &str = "kubevrrp.io/adopt-static";
+
 /// Rule helper: the address family (4 or 6) of an address written as `IP` or `IP/len`.
 macro_rules! family_of {
     ($a:literal) => {
@@ -364,6 +369,74 @@ pub struct Track {
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("track.pods: names must be unique"))]
     pub pods: Vec<TrackPods>,
+    /// HTTP(S) health checks made by the agent itself (no shell or curl needed), at most 16:
+    /// like a `vrrp_script` whose command is a GET of `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("track.http: names must be unique"))]
+    pub http: Vec<TrackHttp>,
+}
+
+/// An HTTP(S) health check: a GET of `url` every `interval`; the expected status code within
+/// `timeout` is a success, anything else (another code, a refused or reset connection, a TLS
+/// failure, the timeout) a failure. Rise, fall, weight and reverse work as for a script.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.caFile) || self.url.startsWith('https://')").message("caFile is only used with an https:// url").field_path(".caFile"))]
+#[x_kube(validation = Rule::new("!has(self.serverName) || self.url.startsWith('https://')").message("serverName is only used with an https:// url").field_path(".serverName"))]
+#[x_kube(validation = Rule::new("!has(self.insecureSkipVerify) || !self.insecureSkipVerify || self.url.startsWith('https://')").message("insecureSkipVerify is only used with an https:// url").field_path(".insecureSkipVerify"))]
+#[x_kube(validation = Rule::new("!has(self.insecureSkipVerify) || !self.insecureSkipVerify || (!has(self.caFile) && !has(self.serverName))").message("insecureSkipVerify skips certificate checks: caFile and serverName would be ignored, remove them or it").field_path(".insecureSkipVerify"))]
+pub struct TrackHttp {
+    /// Tracker name.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// What to GET: an `http://` or `https://` URL, e.g. `https://127.0.0.1:6443/readyz`.
+    /// At most 2048 bytes.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("url must start with http:// or https://"))]
+    pub url: String,
+    /// The status code that counts as success (default 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expect_status: Option<u16>,
+    /// How often to check, at least 100ms. Default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms')").message("interval must be at least 100ms"))]
+    pub interval: Option<kube::core::Duration>,
+    /// Count a failure when no response arrived after this long, at least 100ms. Default: the
+    /// interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms')").message("timeout must be at least 100ms"))]
+    pub timeout: Option<kube::core::Duration>,
+    /// Successes needed to count as up (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub rise: Option<u32>,
+    /// Failures needed to count as down (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub fall: Option<u32>,
+    /// Weight −254..254; 0 (default) ⇒ failure means FAULT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -254, max = 254))]
+    pub weight: Option<i16>,
+    /// Invert the meaning of the weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<bool>,
+    /// PEM file on the node with the CA certificates that may sign the server's certificate
+    /// (e.g. `/etc/kubernetes/pki/ca.crt`). Default: the system's trusted roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub ca_file: Option<String>,
+    /// The name the server's certificate must carry (and the TLS SNI), when it differs from
+    /// the URL's host: e.g. `kubernetes` for `https://127.0.0.1:6443`, whose certificate
+    /// kubeadm does not issue for 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+    /// Accept any server certificate (curl's `-k`). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// Tracked interface.

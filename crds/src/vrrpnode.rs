@@ -131,6 +131,10 @@ pub struct ResolvedInstance {
     /// The sync group's notify scripts (run when the group as a whole changes state).
     #[serde(default, skip_serializing_if = "ResolvedNotify::is_empty")]
     pub sync_group_notify: ResolvedNotify,
+    /// Take over a static (standalone) agent's running instance for the same VRID on this
+    /// node, when both agree (the VirtualIP annotation `kubevrrp.io/adopt-static: "true"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_static: bool,
 }
 
 impl Default for ResolvedInstance {
@@ -163,8 +167,98 @@ impl Default for ResolvedInstance {
             notify: Default::default(),
             sync_group: None,
             sync_group_notify: Default::default(),
+            adopt_static: false,
         }
     }
+}
+
+/// What must agree between a static (standalone) agent's instance and an in-cluster one for
+/// the in-cluster agent to take it over: everything that decides behaviour on the wire and on
+/// the node, with the names that only say where the instance came from taken out.
+///
+/// `interface` and `source` are where the agent placed the instance (its interface and the
+/// address its adverts come from), so an instance that names them and one that lets the agent
+/// pick compare equal when they land in the same place. Removed or normalised: the instance
+/// name, the VirtualIP reference, `adoptStatic`, the initial state (it only matters at
+/// start-up, and an adopted instance does not start up), the `NAMESPACE/NAME/` scope of
+/// tracker names and the `NAMESPACE/` scope of the sync group name.
+pub fn adoption_view(ri: &ResolvedInstance, interface: &str, source: &str) -> serde_json::Value {
+    let mut v = ri.clone();
+    let unscope = |name: &mut String, prefix: &str| {
+        if let Some(rest) = name.strip_prefix(prefix) {
+            *name = rest.to_string();
+        }
+    };
+    if let Some(r) = &ri.virtual_ip {
+        let p = format!("{}/{}/", r.namespace, r.name);
+        let t = &mut v.track;
+        for n in t.scripts.iter_mut().map(|x| &mut x.name) {
+            unscope(n, &p);
+        }
+        for n in t.processes.iter_mut().map(|x| &mut x.name) {
+            unscope(n, &p);
+        }
+        for n in t.files.iter_mut().map(|x| &mut x.name) {
+            unscope(n, &p);
+        }
+        for n in t.pods.iter_mut().map(|x| &mut x.name) {
+            unscope(n, &p);
+        }
+        for n in t.http.iter_mut().map(|x| &mut x.name) {
+            unscope(n, &p);
+        }
+        if let Some(g) = v.sync_group.as_mut() {
+            unscope(g, &format!("{}/", r.namespace));
+        }
+    }
+    v.name = String::new();
+    v.virtual_ip = None;
+    v.adopt_static = false;
+    v.initial_state = crate::virtualip::InitialState::Backup;
+    v.interface = Some(interface.to_string());
+    v.unicast_source = Some(source.to_string());
+    // Serialising plain derived structs cannot fail.
+    serde_json::to_value(&v).unwrap_or_default()
+}
+
+/// SHA-256 (hex) of an [`adoption_view`]: equal hashes ⇒ the instances agree.
+pub fn adoption_hash(view: &serde_json::Value) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(view).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+/// The fields in which two [`adoption_view`]s differ, as camelCase paths (`priority`,
+/// `track.http`), sorted; empty when they agree.
+pub fn adoption_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (ma, mb) = (
+        a.as_object().unwrap_or(&empty),
+        b.as_object().unwrap_or(&empty),
+    );
+    let mut keys: Vec<&String> = ma.keys().chain(mb.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out = Vec::new();
+    for k in keys {
+        let (x, y) = (ma.get(k), mb.get(k));
+        if x == y {
+            continue;
+        }
+        match (x.and_then(|v| v.as_object()), y.and_then(|v| v.as_object())) {
+            (Some(_), Some(_)) | (Some(_), None) | (None, Some(_)) if k == "track" => {
+                let nx = x.cloned().unwrap_or_default();
+                let ny = y.cloned().unwrap_or_default();
+                out.extend(
+                    adoption_differences(&nx, &ny)
+                        .into_iter()
+                        .map(|sub| format!("{k}.{sub}")),
+                );
+            }
+            _ => out.push(k.clone()),
+        }
+    }
+    out
 }
 
 /// Namespace and name of a VirtualIP.
@@ -197,6 +291,9 @@ pub struct ResolvedTrack {
     /// Pods (in-cluster only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<ResolvedTrackPods>,
+    /// HTTP(S) checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<ResolvedTrackHttp>,
 }
 
 impl ResolvedTrack {
@@ -207,6 +304,7 @@ impl ResolvedTrack {
             && self.processes.is_empty()
             && self.files.is_empty()
             && self.pods.is_empty()
+            && self.http.is_empty()
     }
 }
 
@@ -295,6 +393,40 @@ pub struct ResolvedTrackPods {
     pub weight: i16,
     /// Needed count of Ready pods.
     pub quorum: u32,
+}
+
+/// An HTTP(S) check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedTrackHttp {
+    /// Tracker name.
+    pub name: String,
+    /// URL to GET.
+    pub url: String,
+    /// Status code that counts as success.
+    pub expect_status: u16,
+    /// Check interval, ms.
+    pub interval_ms: u32,
+    /// Timeout, ms.
+    pub timeout_ms: u32,
+    /// Successes to become up.
+    pub rise: u32,
+    /// Failures to become down.
+    pub fall: u32,
+    /// Weight (0 ⇒ FAULT when down).
+    pub weight: i16,
+    /// Reverse the weight.
+    #[serde(default)]
+    pub reverse: bool,
+    /// PEM file of trusted CA certificates; absent ⇒ the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Name to verify the certificate against (and send as SNI); absent ⇒ the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// Accept any certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// GARP settings with defaults applied.
@@ -468,6 +600,64 @@ pub struct InstanceStatus {
     /// When MASTER after a takeover: how the takeover went, measured on this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub takeover: Option<TakeoverTiming>,
+    /// For an instance with `adoptStatic`: whether this node's agent took over the static
+    /// agent's instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adoption: Option<Adoption>,
+}
+
+/// How the takeover of a static instance went on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    /// `Adopted`, `NoStaticInstance`, `Mismatch` or `Failed`.
+    pub phase: AdoptionPhase,
+    /// What happened, e.g. which fields differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Outcome of adopting a static instance on one node.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    schemars::JsonSchema,
+)]
+pub enum AdoptionPhase {
+    /// Looking for the static agent's instance; the instance does not run here yet.
+    #[default]
+    Pending,
+    /// The static agent's instance was taken over in its state; the static agent no longer
+    /// runs it.
+    Adopted,
+    /// No static agent runs this VRID here: the instance runs on its own.
+    NoStaticInstance,
+    /// A static agent runs this VRID here with another configuration: nothing changed, the
+    /// static agent keeps it; `message` names the fields that differ.
+    Mismatch,
+    /// The static agent did not answer the handover: nothing changed; retried.
+    Failed,
+}
+
+impl std::fmt::Display for AdoptionPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AdoptionPhase::Pending => "Pending",
+            AdoptionPhase::Adopted => "Adopted",
+            AdoptionPhase::NoStaticInstance => "NoStaticInstance",
+            AdoptionPhase::Mismatch => "Mismatch",
+            AdoptionPhase::Failed => "Failed",
+        })
+    }
 }
 
 /// A takeover as measured by the new master, in milliseconds of its own monotonic clock.
@@ -490,7 +680,7 @@ pub struct TakeoverTiming {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrackerStatus {
-    /// `interface`, `script`, `process`, `file` or `pods`.
+    /// `interface`, `script`, `process`, `file`, `pods` or `http`.
     pub kind: String,
     /// Tracker name.
     pub name: String,

@@ -82,9 +82,14 @@ pub struct RunArgs {
 /// `standalone` options.
 #[derive(Debug, clap::Args)]
 pub struct StandaloneArgs {
-    /// keepalived.conf to run.
+    /// What to run: a keepalived.conf, or VirtualIP YAML (one or more documents, with Secrets
+    /// for passwords); the format is told by the content.
     #[arg(long, short = 'f')]
     pub config: PathBuf,
+    /// This node's name: selects the `spec.nodes` overrides of VirtualIP YAML, so one file
+    /// serves every node (default: the host name, which is also kubeadm's node name).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,

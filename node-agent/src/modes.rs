@@ -70,13 +70,17 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// `kube-vrrp-agent standalone --config FILE`: run a keepalived.conf. SIGHUP reloads it and
-/// applies only the difference.
+/// `kube-vrrp-agent standalone --config FILE`: run a keepalived.conf or VirtualIP YAML.
+/// SIGHUP reloads it and applies only the difference.
 pub async fn standalone(args: StandaloneArgs) -> Result<(), Error> {
     logging::init(args.common.log_format);
-    let node = host_name();
+    let node = args
+        .node_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(host_name);
     let initial = load_standalone(&args.config, &node).await?;
-    tracing::info!(config = %args.config.display(), instances = initial.len(), "starting standalone");
+    tracing::info!(config = %args.config.display(), node = %node, instances = initial.len(), "starting standalone");
     let (tx, rx) = watch::channel(initial);
     let mut hup =
         signal(SignalKind::hangup()).map_err(|e| Error::io("installing the SIGHUP handler", e))?;
@@ -102,7 +106,7 @@ pub async fn standalone(args: StandaloneArgs) -> Result<(), Error> {
     result
 }
 
-/// Parse and resolve a keepalived.conf for this host; every problem is reported.
+/// Parse and resolve the configuration for this host; every problem is reported.
 async fn load_standalone(path: &Path, node: &str) -> Result<Vec<ResolvedInstance>, Error> {
     let netlink = crate::net::Netlink::new()?;
     let interfaces = netlink.interfaces().await?;
@@ -114,8 +118,15 @@ async fn load_standalone(path: &Path, node: &str) -> Result<Vec<ResolvedInstance
 pub async fn run(args: RunArgs) -> Result<(), Error> {
     logging::init(args.common.log_format);
     let node = args.node_name.clone();
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
+        .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
+    config.read_timeout = Some(crate::kube::API_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    // No in-request retries (kube's default sleeps on Retry-After, up to 1000 s): watches,
+    // status reports and the Lease retry on their own within 2 s.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config)
         .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
     let cache = ConfigCache::new(&args.common.state_dir);
     let cached = match cache.load() {

@@ -572,10 +572,11 @@ async fn remove_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), E
 }
 
 /// Delay before retrying a VirtualIP after `failures` consecutive errors: 1 s doubling, at
-/// most 5 minutes.
+/// most 30 s (errors are API failures: after an outage every VirtualIP has failed many times,
+/// and none should wait minutes once the API answers; watch events bring retries forward too).
 pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(9);
-    Duration::from_secs(1u64 << exp).min(Duration::from_secs(300))
+    let exp = failures.saturating_sub(1).min(5);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(30))
 }
 
 /// Error policy: count, log, requeue with exponential backoff.
@@ -609,6 +610,9 @@ where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut seen: HashMap<(Option<String>, String), (Option<String>, u64)> = HashMap::new();
+    // Keys listed since the last `Init`: at `InitDone`, what the re-list no longer holds (deleted
+    // while the watch was down) is forgotten.
+    let mut relisted: Option<BTreeSet<(Option<String>, String)>> = None;
     events.try_filter_map(move |ev| {
         let out = match ev {
             watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
@@ -616,6 +620,9 @@ where
                     o.meta().namespace.clone(),
                     o.meta().name.clone().unwrap_or_default(),
                 );
+                if let Some(r) = relisted.as_mut() {
+                    r.insert(key.clone());
+                }
                 let value = (o.meta().uid.clone(), fingerprint(&o));
                 let changed = seen.insert(key, value.clone()) != Some(value);
                 if changed {
@@ -632,10 +639,16 @@ where
                 Some(o)
             }
             watcher::Event::InitDone => {
+                if let Some(r) = relisted.take() {
+                    seen.retain(|k, _| r.contains(k));
+                }
                 generation.fetch_add(1, Ordering::AcqRel);
                 None
             }
-            watcher::Event::Init => None,
+            watcher::Event::Init => {
+                relisted = Some(BTreeSet::new());
+                None
+            }
         };
         future::ready(Ok(out))
     })
@@ -648,14 +661,15 @@ fn hash_json<T: serde::Serialize>(v: &T) -> u64 {
     h.finish()
 }
 
-/// What the planner reads of a VirtualIP: spec, deletion, creation time (not status: the
-/// status it reads is its own output).
+/// What the planner reads of a VirtualIP: spec, deletion, creation time, the adoption
+/// annotation (not status: the status it reads is its own output).
 fn vip_fingerprint(v: &VirtualIP) -> u64 {
     hash_json(&(
         &v.spec,
         &v.metadata.deletion_timestamp,
         &v.metadata.creation_timestamp,
         &v.metadata.generation,
+        planner::adopts_static(v),
     ))
 }
 
@@ -773,18 +787,77 @@ where
         .try_flatten()
 }
 
-/// Retry delays of the operator's watches: 500 ms doubling to at most 2 s (reset on
+/// Server-side timeout of every watch, seconds: the API server ends a watch after this and
+/// the watcher resumes it from the last resource version (no re-list). kube-runtime also
+/// gives up on a watch that delivers nothing for this long plus 5 s, and the client's read
+/// timeout ([`API_READ_TIMEOUT`]) ends any request that hangs, so a connection that went
+/// silent (a dead peer, a stuck proxy) is replaced within about half a minute instead of
+/// kube-runtime's default five.
+pub const WATCH_TIMEOUT_SECS: u32 = 25;
+
+/// Read timeout of the operator's API client: longer than a watch may stay quiet
+/// ([`WATCH_TIMEOUT_SECS`]), far shorter than kube's default of none.
+pub const API_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The watch settings of every operator watch.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().timeout(WATCH_TIMEOUT_SECS)
+}
+
+/// Keeps watch errors away from the Controller and reports them.
+///
+/// kube-runtime's `Controller` pauses *all* its trigger streams whenever any of them yields
+/// an error, with its trigger backoff (client-go's: growing to 30 s, reset only after 120 s
+/// without errors), and a paused stream also stops feeding its reflector store. After an API
+/// server restart every watch fails for a moment (connection refused, 503 while it starts,
+/// then 410 Gone and a re-list), and that froze the operator for minutes (issue #19). Each
+/// watch retries on its own short [`WatchBackoff`]; here an error is logged once per outage,
+/// recorded for `/readyz` and `kube_vrrp_operator_watch_up`, and dropped.
+pub fn guarded<K, S>(
+    resource: &'static str,
+    metrics: Arc<Metrics>,
+    events: S,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Send,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
+{
+    events.filter_map(move |ev| {
+        let out = match ev {
+            Ok(e) => {
+                // `Init` is the watcher's own marker before it asks the server anything.
+                if !matches!(e, watcher::Event::Init) && metrics.watch_state(resource, true) {
+                    info!(resource, "watch delivers again");
+                }
+                Some(Ok(e))
+            }
+            Err(err) => {
+                if metrics.watch_state(resource, false) {
+                    warn!(resource, error = %err, "watch failing; retrying");
+                } else {
+                    debug!(resource, error = %err, "watch still failing");
+                }
+                None
+            }
+        };
+        future::ready(out)
+    })
+}
+
+/// Retry delays of the operator's watches: 250 ms doubling to at most 1 s (reset on
 /// success). kube-runtime's default grows to 30 s and only resets after 120 s quiet, so after
 /// an API outage of a few seconds the watches (agent Leases, VRRPNode reports) could stay
-/// down for many seconds more and status lag far behind the wire.
+/// down for many seconds more and status lag far behind the wire. An API restart costs each
+/// watch two retries (the connection, then the re-list after 410 Gone), so the cap bounds the
+/// catch-up; one operator retrying five watches every second costs the API nothing.
 #[derive(Debug, Clone)]
 pub struct WatchBackoff {
     next: Duration,
 }
 
 impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(500);
-    const MAX: Duration = Duration::from_secs(2);
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(1);
 }
 
 impl Default for WatchBackoff {
@@ -867,20 +940,28 @@ pub async fn run(
     ));
     let spec_generation = ctx.spec_generation.clone();
     let report_generation = ctx.report_generation.clone();
-    let wc = watcher::Config::default();
+    let wc = watch_config();
 
     let vip_stream = changes(
-        watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
-            .backoff(WatchBackoff::default())
-            .reflect(vip_writer),
+        guarded(
+            "virtualips",
+            metrics.clone(),
+            watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
+                .backoff(WatchBackoff::default())
+                .reflect(vip_writer),
+        ),
         vip_fingerprint,
         spec_generation.clone(),
         true,
     );
     let node_stream = changes(
-        watcher(Api::<Node>::all(client.clone()), wc.clone())
-            .backoff(WatchBackoff::default())
-            .reflect(node_writer),
+        guarded(
+            "nodes",
+            metrics.clone(),
+            watcher(Api::<Node>::all(client.clone()), wc.clone())
+                .backoff(WatchBackoff::default())
+                .reflect(node_writer),
+        ),
         node_fingerprint,
         spec_generation.clone(),
         false,
@@ -889,27 +970,37 @@ pub async fn run(
         Api::namespaced(client.clone(), &ctx.settings.agent_lease_namespace);
     let lease_stream = liveness_changes(
         ctx.clone(),
-        watcher(
-            lease_api,
-            watcher::Config::default().labels(AGENT_LEASE_SELECTOR),
-        )
-        .backoff(WatchBackoff::default()),
+        guarded(
+            "leases",
+            metrics.clone(),
+            watcher(lease_api, wc.clone().labels(AGENT_LEASE_SELECTOR))
+                .backoff(WatchBackoff::default()),
+        ),
     );
     let vn_stream = changes(
-        watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
-            .backoff(WatchBackoff::default())
-            .reflect(vn_writer),
+        guarded(
+            "vrrpnodes",
+            metrics.clone(),
+            watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
+                .backoff(WatchBackoff::default())
+                .reflect(vn_writer),
+        ),
         vrrp_node_fingerprint,
         report_generation,
         false,
     );
+    let secret_metrics = metrics.clone();
     let secret_stream =
         futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
             |(api, writer)| {
                 changes(
-                    watcher(api, wc.clone())
-                        .backoff(WatchBackoff::default())
-                        .reflect(writer),
+                    guarded(
+                        "secrets",
+                        secret_metrics.clone(),
+                        watcher(api, wc.clone())
+                            .backoff(WatchBackoff::default())
+                            .reflect(writer),
+                    ),
                     secret_fingerprint,
                     spec_generation.clone(),
                     false,
@@ -963,6 +1054,9 @@ pub async fn run(
                 .map(|v| KubeRef::from_obj(&**v))
                 .collect::<Vec<_>>()
         })
+        // No error reaches the Controller (see [`guarded`]); should one still, it pauses the
+        // triggers only as briefly as a watch retries.
+        .trigger_backoff(WatchBackoff::default())
         .with_config(
             ControllerConfig::default()
                 .concurrency(concurrency)

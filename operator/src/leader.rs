@@ -147,6 +147,7 @@ where
             }
         };
         metrics.leader.set(0);
+        metrics.clear_watches();
         metrics.set_ready(true);
         match outcome {
             Outcome::Lost => {

@@ -123,6 +123,15 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let config = kube::Config::infer()
         .await
         .map_err(|e| Error::Config(e.to_string()))?;
+    let mut config = config;
+    // A request that hangs (a half-dead connection) fails instead of blocking a reconcile.
+    config.read_timeout = Some(operator::controller::API_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    // kube's default retry honours Retry-After and grows to 1000 s over 15 attempts: right
+    // after an API server restart the CRD endpoints answer 503 with Retry-After, and each
+    // watch then slept 5 s inside one request. Every caller here retries on its own short
+    // backoff (watches, reconcile requeues), so requests fail fast instead.
+    config.default_retry = false;
     let default_ns = config.default_namespace.clone();
     // Client-side rate limit on request starts (watches count once, when opened).
     let client = kube::client::ClientBuilder::try_from(config)?

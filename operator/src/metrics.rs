@@ -4,9 +4,10 @@
 //! label, reconcile and planning duration, API writes by kind, events by reason, leadership),
 //! and the axum router for `/metrics`, `/healthz` and `/readyz`.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -31,6 +32,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label set with one `resource` label (which watch).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    /// The watched resource (`virtualips`, `nodes`, `vrrpnodes`, `leases`, `secrets`).
+    pub resource: String,
+}
+
 /// All operator metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -49,7 +57,11 @@ pub struct Metrics {
     pub events: Family<KindLabel, Counter>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    /// Per watch: 1 while it delivers, 0 while it fails (API outage, expired resource
+    /// version being re-listed, forbidden).
+    pub watch_up: Family<ResourceLabel, Gauge>,
     ready: AtomicBool,
+    failing_watches: Mutex<BTreeSet<&'static str>>,
 }
 
 impl Default for Metrics {
@@ -69,6 +81,7 @@ impl Metrics {
         let writes = Family::<KindLabel, Counter>::default();
         let events = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
+        let watch_up = Family::<ResourceLabel, Gauge>::default();
         registry.register(
             "reconciles",
             "VirtualIP reconciles started",
@@ -100,6 +113,11 @@ impl Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        registry.register(
+            "watch_up",
+            "1 while the watch on a resource delivers, 0 while it fails",
+            watch_up.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -109,7 +127,9 @@ impl Metrics {
             writes,
             events,
             leader,
+            watch_up,
             ready: AtomicBool::new(false),
+            failing_watches: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -132,9 +152,48 @@ impl Metrics {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether `/readyz` answers 200.
+    /// Whether `/readyz` answers 200: marked ready and no watch failing (a leader whose
+    /// watches fail is not reconciling what the cluster holds now).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.failing_watches().is_empty()
+    }
+
+    /// Note whether the watch on `resource` delivers (`up`) or fails. Returns true when this
+    /// changes its state.
+    pub fn watch_state(&self, resource: &'static str, up: bool) -> bool {
+        self.watch_up
+            .get_or_create(&ResourceLabel {
+                resource: resource.into(),
+            })
+            .set(i64::from(up));
+        let mut failing = self
+            .failing_watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if up {
+            failing.remove(resource)
+        } else {
+            failing.insert(resource)
+        }
+    }
+
+    /// The watches failing now.
+    pub fn failing_watches(&self) -> Vec<&'static str> {
+        self.failing_watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Forget every watch (the controller stopped: a standby replica runs none).
+    pub fn clear_watches(&self) {
+        self.watch_up.clear();
+        self.failing_watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// The registry in the Prometheus text format.

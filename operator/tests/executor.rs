@@ -710,9 +710,9 @@ async fn errors_back_off_exponentially() {
     assert_eq!(controller::backoff(1), Duration::from_secs(1));
     assert_eq!(controller::backoff(2), Duration::from_secs(2));
     assert_eq!(controller::backoff(5), Duration::from_secs(16));
-    assert_eq!(controller::backoff(9), Duration::from_secs(256));
-    assert_eq!(controller::backoff(10), Duration::from_secs(300));
-    assert_eq!(controller::backoff(u32::MAX), Duration::from_secs(300));
+    assert_eq!(controller::backoff(6), Duration::from_secs(30));
+    assert_eq!(controller::backoff(10), Duration::from_secs(30));
+    assert_eq!(controller::backoff(u32::MAX), Duration::from_secs(30));
 
     // The policy counts failures per VirtualIP; a success resets the count.
     let v = Arc::new(with_finalizer(vip("ns", "v", 0, spec("192.0.2.10/24"))));

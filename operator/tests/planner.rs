@@ -1240,3 +1240,123 @@ fn quiet_master_claims_are_not_split_brain() {
     w.agents.insert("n1".into(), Fresh);
     assert_eq!(phase(&plan_settled(&w), "ns", "v"), Phase::SplitBrain);
 }
+
+fn adopt_vip() -> crds::VirtualIP {
+    let mut s = spec("192.0.2.100/24");
+    s.virtual_router_id = Some(51);
+    let mut v = vip("kube-system", "api", 0, s);
+    v.metadata.annotations = Some(
+        [(
+            crds::virtualip::ADOPT_STATIC_ANNOTATION.to_string(),
+            "true".to_string(),
+        )]
+        .into(),
+    );
+    v
+}
+
+/// `node` reports `state` for kube-system/api with the adoption outcome `phase`.
+fn adoption_report(
+    node: &str,
+    state: crds::vrrpnode::VrrpState,
+    phase: crds::vrrpnode::AdoptionPhase,
+    message: &str,
+) -> Arc<crds::VRRPNode> {
+    let mut r = (*report(node, &[("kube-system/api", state, 100)])).clone();
+    if let Some(st) = r.status.as_mut() {
+        st.instances[0].adoption = Some(crds::vrrpnode::Adoption {
+            phase,
+            message: Some(message.into()),
+        });
+    }
+    Arc::new(r)
+}
+
+#[test]
+fn adopt_annotation_marks_the_instances_and_only_then() {
+    let nodes = three_nodes();
+    let p = plan(&world(vec![adopt_vip()], nodes.clone()));
+    for n in ["n1", "n2", "n3"] {
+        assert!(inst(&p, n, "kube-system/api").unwrap().adopt_static, "{n}");
+    }
+    assert!(
+        p.virtual_ips[&key("kube-system", "api")]
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Adopted"),
+        "annotated: the Adopted condition is there"
+    );
+    let mut plain = adopt_vip();
+    plain.metadata.annotations.as_mut().unwrap().insert(
+        crds::virtualip::ADOPT_STATIC_ANNOTATION.into(),
+        "yes".into(),
+    );
+    let p = plan(&world(vec![plain], nodes));
+    assert!(!inst(&p, "n1", "kube-system/api").unwrap().adopt_static);
+    assert!(
+        !p.virtual_ips[&key("kube-system", "api")]
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Adopted"),
+        "only \"true\" counts"
+    );
+}
+
+#[test]
+fn adopted_condition_follows_the_nodes_reports() {
+    use crds::vrrpnode::AdoptionPhase::{Adopted, Mismatch, NoStaticInstance, Pending};
+    let nodes = three_nodes();
+    let mut w = world(vec![adopt_vip()], nodes);
+    // Nobody reported yet.
+    let c = cond(&plan(&w), "kube-system", "api", "Adopted").clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", "AdoptionPending")
+    );
+    // One node still negotiating.
+    w.vrrp_nodes = vec![
+        adoption_report("n1", Master, Adopted, "took over"),
+        adoption_report("n2", Backup, Pending, "asking"),
+        adoption_report("n3", Backup, NoStaticInstance, "none"),
+    ];
+    let c = cond(&plan(&w), "kube-system", "api", "Adopted").clone();
+    assert_eq!(c.status, "Unknown");
+    assert!(c.message.contains("1 still negotiating"), "{}", c.message);
+    // A mismatch anywhere: False, with that node's differing fields.
+    w.vrrp_nodes[1] = adoption_report(
+        "n2",
+        Backup,
+        Mismatch,
+        "the static instance VI_1 on this node differs in priority, track.http",
+    );
+    let c = cond(&plan(&w), "kube-system", "api", "Adopted").clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "StaticConfigMismatch")
+    );
+    assert!(
+        c.message
+            .contains("n2: the static instance VI_1 on this node differs in priority, track.http"),
+        "{}",
+        c.message
+    );
+    // Everyone done: True, saying where.
+    w.vrrp_nodes[1] = adoption_report("n2", Backup, Adopted, "took over");
+    let p = plan(&w);
+    let c = cond(&p, "kube-system", "api", "Adopted").clone();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Adopted"));
+    assert_eq!(
+        c.message,
+        "took over the static instance on n1, n2; no static instance on n3"
+    );
+    // And the master is the one the agents report, as for any VirtualIP.
+    assert_eq!(
+        p.virtual_ips[&key("kube-system", "api")]
+            .status
+            .master
+            .as_deref(),
+        Some("n1")
+    );
+}

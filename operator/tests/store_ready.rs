@@ -31,11 +31,11 @@ async fn store_ready_survives_a_later_waiter() {
 }
 
 #[test]
-fn watch_backoff_is_capped_at_two_seconds_and_resets() {
+fn watch_backoff_is_capped_at_one_second_and_resets() {
     use kube::runtime::utils::Backoff as _;
     let mut b = operator::controller::WatchBackoff::default();
     let got: Vec<u64> = b.by_ref().take(5).map(|d| d.as_millis() as u64).collect();
-    assert_eq!(got, vec![500, 1000, 2000, 2000, 2000]);
+    assert_eq!(got, vec![250, 500, 1000, 1000, 1000]);
     b.reset();
-    assert_eq!(b.next(), Some(Duration::from_millis(500)));
+    assert_eq!(b.next(), Some(Duration::from_millis(250)));
 }

@@ -289,6 +289,18 @@ impl Agent {
 
     /// Like [`Agent::start`] with an explicit binary.
     pub fn start_with(lab: &Lab, node: &Node, conf: &str, bin: &Path) -> Result<Self> {
+        Self::start_with_args(lab, node, conf, bin, &[])
+    }
+
+    /// Like [`Agent::start_with`], adding `extra` arguments to `standalone` (e.g.
+    /// `--node-name h1`).
+    pub fn start_with_args(
+        lab: &Lab,
+        node: &Node,
+        conf: &str,
+        bin: &Path,
+        extra: &[String],
+    ) -> Result<Self> {
         let bin = bin.to_path_buf();
         if !bin.exists() {
             return Err(LabError::Daemon {
@@ -308,7 +320,7 @@ impl Agent {
         let bin_s = bin.to_string_lossy().into_owned();
         let conf_s = conf_path.to_string_lossy().into_owned();
         let state_s = state.to_string_lossy().into_owned();
-        let argv = [
+        let mut argv = vec![
             bin_s.as_str(),
             "standalone",
             "--config",
@@ -318,6 +330,7 @@ impl Agent {
             "--metrics-addr",
             AGENT_METRICS,
         ];
+        argv.extend(extra.iter().map(String::as_str));
         let mut cmd = crate::netns::command_in(&node.netns, &argv);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");

@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod http;
+pub mod kubelab;
 pub mod netns;
 pub mod ping;
 pub mod proc;

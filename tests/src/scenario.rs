@@ -136,6 +136,9 @@ pub struct Cluster {
     /// Configuration text to run instead of rendering `confs[i]` (e.g. a user's file verbatim);
     /// `confs[i]` must still describe it (priority, VRID, version) for the checks.
     pub conf_text: Vec<Option<String>>,
+    /// Extra `standalone` arguments for each [`DaemonKind::Agent`] host (default none), e.g.
+    /// `--node-name` for a VirtualIP file with per-node overrides.
+    pub agent_args: Vec<Vec<String>>,
     /// The agent binary used for [`DaemonKind::Agent`] hosts (default: [`agent_bin`]).
     ///
     /// [`agent_bin`]: crate::daemon::agent_bin
@@ -181,6 +184,7 @@ impl Cluster {
             dead: vec![false; kinds.len()],
             expect_fault: vec![false; kinds.len()],
             agent_bin: crate::daemon::agent_bin(),
+            agent_args: vec![Vec::new(); kinds.len()],
             conf_text: vec![None; kinds.len()],
             lab,
         })
@@ -207,9 +211,13 @@ impl Cluster {
             .unwrap_or_else(|| self.confs[i].render());
         let d: Box<dyn VrrpDaemon> = match self.kinds[i] {
             DaemonKind::Keepalived => Box::new(Keepalived::start(&self.lab, node, &text)?),
-            DaemonKind::Agent => {
-                Box::new(Agent::start_with(&self.lab, node, &text, &self.agent_bin)?)
-            }
+            DaemonKind::Agent => Box::new(Agent::start_with_args(
+                &self.lab,
+                node,
+                &text,
+                &self.agent_bin,
+                &self.agent_args[i],
+            )?),
         };
         self.daemons[i] = Some(d);
         Ok(())

@@ -1,5 +1,6 @@
 //! Offline checks of the install story: the Helm chart (`charts/kube-vrrp`), the plain manifests
-//! and kustomization (`deploy/`), the image build files, and the CRDs they ship.
+//! and kustomization (`deploy/`), the control-plane static pod and its VirtualIP
+//! (`deploy/control-plane/`), the image build files, and the CRDs they ship.
 //!
 //! Uses the real tools, pinned: helm 4.3.1, kubectl 1.37.1 (its built-in kustomize) and
 //! `kubernetes-validate` (strict, the schemas of the oldest supported Kubernetes, 1.31, and of the
@@ -1004,8 +1005,11 @@ fn find_flags(v: &Value, path: &str, hits: &mut Vec<String>) {
 
 /// The hardening every container shares; `caps` is the exact set of added capabilities.
 fn assert_hardened(workload: &Value, caps: &[&str]) {
-    let pod = pod_spec(workload);
-    let wname = name(workload);
+    assert_pod_hardened(pod_spec(workload), name(workload), caps);
+}
+
+/// [`assert_hardened`] for a pod spec (a workload's template, or a bare Pod's `spec`).
+fn assert_pod_hardened(pod: &Value, wname: &str, caps: &[&str]) {
     assert_eq!(
         pod["securityContext"]["seccompProfile"]["type"].as_str(),
         Some("RuntimeDefault"),
@@ -1803,5 +1807,184 @@ fn chart_readme_documents_every_value() {
     assert!(
         stale.is_empty(),
         "README documents values that do not exist: {stale:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/control-plane/: the static pod for the API server's VIP
+
+fn control_plane_pod() -> Value {
+    let docs = parse_docs(&read("deploy/control-plane/kube-vrrp-static.yaml"));
+    assert_eq!(docs.len(), 1, "one Pod");
+    docs.into_iter().next().expect("one document")
+}
+
+#[test]
+fn control_plane_static_pod_validates_against_kubernetes_1_31_and_1_37() {
+    let pod = control_plane_pod();
+    assert_eq!(kind(&pod), "Pod");
+    assert_eq!(kubernetes_validate(std::slice::from_ref(&pod), &[]), 1);
+    assert_eq!(
+        kubernetes_validate_for(NEWEST_KUBE_VERSION, std::slice::from_ref(&pod), &[]),
+        1
+    );
+}
+
+#[test]
+fn control_plane_static_pod_has_the_chart_agents_privileges_only() {
+    let pod = control_plane_pod();
+    let mut hits = Vec::new();
+    find_flags(&pod, "Pod/kube-vrrp-static", &mut hits);
+    assert!(hits.is_empty(), "privileged/hostIPC set: {hits:?}");
+    // Exactly the capabilities of the chart's agent, read from the rendered chart.
+    let objs = render(&[]);
+    let chart_agent = container(find(&objs, "DaemonSet", "kube-vrrp-agent"), "agent");
+    let mut chart_caps = strs(&chart_agent["securityContext"]["capabilities"]["add"]);
+    chart_caps.sort_unstable();
+    let spec = &pod["spec"];
+    assert_pod_hardened(spec, "kube-vrrp-static", &chart_caps);
+    assert_eq!(spec["hostNetwork"].as_bool(), Some(true));
+    assert!(!is_true(&spec["hostPID"]), "no hostPID");
+    assert!(
+        spec["serviceAccountName"].is_null(),
+        "a static pod has no API access"
+    );
+    assert!(
+        spec["terminationGracePeriodSeconds"]
+            .as_i64()
+            .is_some_and(|s| s >= 30),
+        "time for the priority-0 handover"
+    );
+    let agent = &spec["containers"][0];
+    assert_eq!(
+        agent["securityContext"]["runAsUser"],
+        chart_agent["securityContext"]["runAsUser"]
+    );
+    assert_eq!(
+        agent["image"].as_str(),
+        chart_agent["image"].as_str(),
+        "same image as the chart"
+    );
+    assert_eq!(strs(&agent["command"]), strs(&chart_agent["command"]));
+}
+
+#[test]
+fn control_plane_static_pod_runs_standalone_on_the_host_path_config() {
+    use clap::Parser as _;
+    let pod = control_plane_pod();
+    let spec = &pod["spec"];
+    let agent = &spec["containers"][0];
+    let mut argv = vec!["kube-vrrp-agent".to_string()];
+    argv.extend(
+        strs(&agent["args"])
+            .into_iter()
+            .map(|a| a.replace("$(NODE_NAME)", "cp-1")),
+    );
+    let cli = agent::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("the agent rejects the static pod's arguments {argv:?}:\n{e}"));
+    let agent::cli::Command::Standalone(args) = cli.command else {
+        panic!("the static pod does not run `kube-vrrp-agent standalone`");
+    };
+    assert_eq!(args.node_name.as_deref(), Some("cp-1"));
+    assert_eq!(env_field_ref(agent, "NODE_NAME"), Some("spec.nodeName"));
+    let volume = |n: &str| {
+        spec["volumes"]
+            .as_sequence()
+            .and_then(|v| v.iter().find(|v| v["name"].as_str() == Some(n)))
+            .unwrap_or_else(|| panic!("volume {n}"))
+            .clone()
+    };
+    let mount = |n: &str| {
+        agent["volumeMounts"]
+            .as_sequence()
+            .and_then(|v| v.iter().find(|v| v["name"].as_str() == Some(n)))
+            .unwrap_or_else(|| panic!("mount {n}"))
+            .clone()
+    };
+    // The config: a host file, mounted read-only exactly where --config points.
+    let config = volume("config");
+    assert_eq!(config["hostPath"]["type"].as_str(), Some("File"));
+    assert_eq!(
+        mount("config")["mountPath"].as_str().map(Path::new),
+        Some(args.config.as_path())
+    );
+    assert_eq!(mount("config")["readOnly"].as_bool(), Some(true));
+    assert_eq!(
+        config["hostPath"]["path"].as_str().map(Path::new),
+        Some(args.config.as_path())
+    );
+    // Its own state directory and metrics port: the DaemonSet's agent runs on the same node.
+    let state = volume("state");
+    assert_eq!(
+        state["hostPath"]["path"].as_str().map(Path::new),
+        Some(args.common.state_dir.as_path())
+    );
+    assert_eq!(
+        mount("state")["mountPath"].as_str().map(Path::new),
+        Some(args.common.state_dir.as_path())
+    );
+    assert_ne!(args.common.state_dir, Path::new("/var/lib/kube-vrrp"));
+    let metrics = args.common.metrics_addr.expect("--metrics-addr");
+    assert_ne!(metrics.port(), 9741, "the chart agent's port");
+    assert!(
+        metrics.ip().is_loopback(),
+        "metrics on loopback only: {metrics}"
+    );
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &agent[probe]["httpGet"];
+        assert_eq!(get["host"].as_str(), Some("127.0.0.1"), "{probe}");
+        assert_eq!(
+            get["port"].as_u64(),
+            Some(u64::from(metrics.port())),
+            "{probe}"
+        );
+    }
+}
+
+#[test]
+fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
+    let text = read("deploy/control-plane/api-vip.yaml");
+    let docs = parse_docs(&text);
+    assert_eq!(docs.len(), 1);
+    let vip: crds::VirtualIP = serde_yaml::from_value(docs[0].clone()).expect("a VirtualIP");
+    let problems = crds::validate::validate_spec(&vip.spec);
+    assert!(problems.is_empty(), "{problems}");
+    assert_eq!(
+        vip.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crds::virtualip::ADOPT_STATIC_ANNOTATION))
+            .map(String::as_str),
+        Some("true")
+    );
+    let http = &vip.spec.track.as_ref().expect("track").http;
+    assert!(
+        http.iter()
+            .any(|h| h.url == "https://127.0.0.1:6443/readyz"),
+        "{http:?}"
+    );
+    // The static pods read the same file: each node gets its own priority from it.
+    let mut priorities = Vec::new();
+    for n in &vip.spec.nodes {
+        let host = crds::resolve::NodeFacts {
+            name: n.name.clone(),
+            ..Default::default()
+        };
+        let (instances, warnings) = agent::standalone::resolve_virtual_ips(&text, &host)
+            .unwrap_or_else(|e| panic!("{}: {}", n.name, e.join("; ")));
+        assert_eq!(instances.len(), 1);
+        assert!(
+            warnings.iter().all(|w| w.contains("nodeSelector")),
+            "{warnings:?}"
+        );
+        priorities.push(instances[0].priority);
+    }
+    let mut distinct = priorities.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        priorities.len(),
+        "distinct priorities: {priorities:?}"
     );
 }

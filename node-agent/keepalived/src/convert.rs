@@ -5,7 +5,9 @@
 //! interval, preempt, accept), because the CRD's own defaults differ from keepalived's (e.g. the
 //! CRD defaults to VRRPv3, keepalived to v2). Trackers are inlined. Names become DNS-1123 labels
 //! (reported when changed). What a VirtualIP cannot express is reported as a warning; a spec that
-//! fails [`crds::validate::validate_spec`] is an error.
+//! fails [`crds::validate::validate_spec`] is an error. A `vrrp_script` that is a plain curl or
+//! wget health check becomes a `track.http` check ([`super::httpcheck`]), with a warning saying
+//! so and what changes; any other script stays a script.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,11 +15,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::diag::Diagnostics;
+use super::httpcheck::{self, Recognised};
 use super::model::{AuthType, Config, Instance, TIMER_HZ};
 use crds::validate::validate_spec;
 use crds::virtualip::{
     AuthType as CrdAuthType, Authentication, Garp, NodeOverride, Notify, SecretKeyRef, Track,
-    TrackFile, TrackInterface, TrackProcess, TrackScript, Unicast, VirtualIP, VirtualIPSpec,
+    TrackFile, TrackHttp, TrackInterface, TrackProcess, TrackScript, Unicast, VirtualIP,
+    VirtualIPSpec,
 };
 
 /// Options of the conversion.
@@ -367,6 +371,60 @@ fn spec_of(
             continue;
         }
         let reverse = r.reverse.unwrap_or(s.reverse);
+        let command = s.script.clone().unwrap_or_default();
+        match httpcheck::recognise(&command) {
+            Recognised::Http(h) => {
+                let interval = s.interval.unwrap_or(1);
+                // The shorter of keepalived's timeout and the tool's own, at least 100 ms.
+                let limit = match (s.timeout.map(f64::from), h.max_time_secs) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let timeout = limit.map(|secs| {
+                    let ms = (secs * 1000.0).round().clamp(100.0, 3_600_000.0) as u64;
+                    kube::core::Duration::from(std::time::Duration::from_millis(ms))
+                });
+                let mut notes = h.notes.clone();
+                if s.user.is_some() {
+                    notes.push("its `user` is not needed (the agent makes the request)".into());
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("; note: {}", notes.join("; "))
+                };
+                d.warning(
+                    &s.span,
+                    format!(
+                        "{owner}: vrrp_script {} (`{command}`) becomes track.http {}: the agent makes the request itself, no curl or wget needed{notes}",
+                        s.name, s.name
+                    ),
+                );
+                track.http.push(TrackHttp {
+                    name: s.name.clone(),
+                    url: h.url,
+                    expect_status: None,
+                    interval: Some(secs(interval)),
+                    timeout,
+                    rise: Some(s.rise.unwrap_or(1)),
+                    fall: Some(s.fall.unwrap_or(1)),
+                    weight: Some(r.weight.or(s.weight).unwrap_or(0)),
+                    reverse: reverse.then_some(true),
+                    ca_file: h.ca_file,
+                    server_name: None,
+                    insecure_skip_verify: h.insecure.then_some(true),
+                });
+                continue;
+            }
+            Recognised::NotConvertible(why) => d.warning(
+                &s.span,
+                format!(
+                    "{owner}: vrrp_script {} runs curl or wget, but {why}: kept as a script (the kube-vrrp image has no curl or wget; build an image FROM it that adds them, or use track.http)",
+                    s.name
+                ),
+            ),
+            Recognised::Other => {}
+        }
         track.scripts.push(TrackScript {
             name: s.name.clone(),
             script: s.script.clone().unwrap_or_default(),
@@ -487,5 +545,84 @@ mod tests {
         assert_eq!(dns1123_label("___"), "instance");
         assert_eq!(dns1123_label(&"a".repeat(100)).len(), 63);
         assert_eq!(secret_name("vi-1"), "vi-1-auth");
+    }
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    const CONF: &str = r#"
+vrrp_script chk_apiserver {
+    script "curl -o /dev/null -kLs --max-time 2 https://localhost:6443/readyz"
+    interval 3
+    timeout 5
+    rise 2
+    fall 3
+    weight -20
+}
+vrrp_script chk_headers {
+    script "curl -sf -H 'Host: api' http://127.0.0.1:6443/healthz"
+}
+vrrp_script chk_haproxy {
+    script "killall -0 haproxy"
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 101
+    advert_int 1
+    virtual_ipaddress {
+        192.0.2.100/24
+    }
+    track_script {
+        chk_apiserver
+        chk_headers
+        chk_haproxy
+    }
+}
+"#;
+
+    #[test]
+    fn curl_checks_become_track_http_and_the_rest_stay_scripts() {
+        let cfg = crate::parse_str("keepalived.conf", CONF)
+            .into_result()
+            .unwrap()
+            .0;
+        let conv = convert(&cfg, &ConvertOptions::default());
+        assert!(!conv.diagnostics.has_errors(), "{:?}", conv.diagnostics);
+        let t = conv.items[0].virtual_ip.spec.track.clone().unwrap();
+        assert_eq!(t.http.len(), 1);
+        let h = &t.http[0];
+        assert_eq!(h.name, "chk_apiserver");
+        assert_eq!(h.url, "https://localhost:6443/readyz");
+        assert_eq!(h.insecure_skip_verify, Some(true));
+        assert_eq!((h.rise, h.fall, h.weight), (Some(2), Some(3), Some(-20)));
+        assert_eq!(h.interval.map(crds::duration_ms), Some(3000));
+        assert_eq!(
+            h.timeout.map(crds::duration_ms),
+            Some(2000),
+            "curl's --max-time is shorter"
+        );
+        let scripts: Vec<&str> = t.scripts.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(scripts, ["chk_headers", "chk_haproxy"]);
+        let warnings: Vec<String> = conv.diagnostics.warnings().map(|w| w.to_string()).collect();
+        assert!(
+            warnings.iter().any(|w| w.contains("vrrp_script chk_apiserver (`curl -o /dev/null -kLs --max-time 2 https://localhost:6443/readyz`) becomes track.http chk_apiserver")
+                && w.contains("without --fail")
+                && w.contains("does not follow redirects")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("vrrp_script chk_headers runs curl or wget, but option -H has no track.http equivalent: kept as a script")),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.contains("chk_haproxy")),
+            "{warnings:?}"
+        );
+        // The converted object passes the CRD validation.
+        assert!(crds::validate::validate_spec(&conv.items[0].virtual_ip.spec).is_empty());
     }
 }

@@ -8,7 +8,8 @@
 //! - [`lexer`] → [`syntax`] (statements and blocks, `include` expanded) → [`parser`] (the typed
 //!   [`model::Config`], every problem reported as `file:line:column: message`).
 //! - [`printer`]: the model back to keepalived.conf text.
-//! - [`convert`]: the model → `VirtualIP` objects (and a `Secret` per PASS password).
+//! - [`convert`]: the model → `VirtualIP` objects (and a `Secret` per PASS password); curl and
+//!   wget health-check scripts become `track.http` where [`httpcheck`] can express them.
 //! - [`standalone`]: the model × facts about this host → the [`crds::ResolvedInstance`]s the
 //!   agent runs.
 //!
@@ -18,6 +19,7 @@
 pub mod cluster;
 pub mod convert;
 pub mod diag;
+pub mod httpcheck;
 pub mod lexer;
 pub mod model;
 pub mod parser;

@@ -17,7 +17,19 @@
 //! - [`place`](mod@place): which interface and source address an instance uses on this host.
 //! - [`resolved`]: the API's instance types ↔ the core's (config in, status out).
 //! - [`vips`]: the worker that binds and announces VIPs off the protocol loop.
+//! - [`handover`]: one agent per instance per host (claims), and the hand-over of a running
+//!   instance between two agents on one host (a static pod's and the DaemonSet's).
+//!
+//! **Claims and adoption.** An instance runs only while this agent holds its claim
+//! ([`handover::Claim`]). If another agent on the host holds it, the instance is *held*: not
+//! run, reported with the reason, and retried every [`HELD_RETRY`]. An instance with
+//! `adoptStatic` instead asks the holder to hand it over; when their adoption views agree the
+//! instance continues here in the holder's state ([`crate::vrrp::Instance::start_inherited`]),
+//! otherwise it is held with the differing fields as reason (`adoption` in the status). An
+//! agent that handed an instance over holds it itself (it takes it back only once the claim is
+//! free again, [`HANDED_OVER_RETRY`] at the earliest).
 
+pub mod handover;
 pub mod hooks;
 pub mod place;
 pub mod resolved;
@@ -29,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crds::vrrpnode::TrackerStatus;
+use crds::vrrpnode::{Adoption, AdoptionPhase, TrackerStatus};
 use crds::{ResolvedInstance, VRRPNodeStatus};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -48,6 +60,7 @@ use crate::vrrp::{
 };
 use crate::{Error, metrics};
 
+use handover::{Claim, ClaimError, ClaimKey, ClaimRequest};
 pub use hooks::{Hooks, PodsReady, TransitionSink};
 use place::{Placement, place};
 use resolved::{ConfigFromResolved, StateToCrd, ToStatus};
@@ -61,6 +74,32 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// How long shutdown waits for STOP notify scripts.
 const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
+
+/// How often a held instance tries its claim (and, with `adoptStatic`, the hand-over) again.
+pub const HELD_RETRY: Duration = Duration::from_secs(2);
+
+/// How long after handing an instance over this agent waits before it tries to take the
+/// claim back (the successor binds it right after the reply; this only covers its death).
+pub const HANDED_OVER_RETRY: Duration = Duration::from_secs(10);
+
+/// An instance this agent does not run now because another agent on the host holds its claim.
+struct Held {
+    resolved: ResolvedInstance,
+    /// Why, for status and logs.
+    reason: String,
+    /// For `adoptStatic` instances: how the hand-over went.
+    adoption: Option<Adoption>,
+    /// What the holder said about its instance, when it was asked.
+    offer: Option<handover::Offer>,
+    retry_at: Instant,
+}
+
+/// The result of a hand-over negotiation, back to the loop.
+struct Negotiated {
+    resolved: ResolvedInstance,
+    key: ClaimKey,
+    result: handover::Negotiation,
+}
 
 /// Daemon options.
 #[derive(Debug, Clone)]
@@ -89,6 +128,9 @@ enum Input {
     Pods(PodsReady),
     Timer(crate::net::Wakeup),
     Milestone(String, vips::Milestone, Instant),
+    Claim(ClaimRequest),
+    Negotiated(Box<Negotiated>),
+    RetryHeld,
     Shutdown,
 }
 
@@ -133,6 +175,18 @@ pub struct Daemon {
     /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
     /// configured VIPs once the first configuration with an instance is applied.
     sweep_pending: bool,
+    /// The claims of the instances that run here, by instance name.
+    claims: BTreeMap<String, Claim>,
+    claim_tx: mpsc::Sender<ClaimRequest>,
+    claim_rx: mpsc::Receiver<ClaimRequest>,
+    /// Instances another agent on this host runs (see [`Held`]).
+    held: BTreeMap<String, Held>,
+    /// `adoptStatic` instances waiting for the hand-over negotiation, by name.
+    negotiating: BTreeMap<String, ResolvedInstance>,
+    negotiated_tx: mpsc::UnboundedSender<Negotiated>,
+    negotiated_rx: mpsc::UnboundedReceiver<Negotiated>,
+    /// How the adoption went for running `adoptStatic` instances.
+    adoptions: BTreeMap<String, Adoption>,
 }
 
 fn family_key(f: Family) -> u8 {
@@ -174,6 +228,8 @@ impl Daemon {
         let (obs_tx, obs_rx) = mpsc::channel(256);
         let (pkt_tx, pkt_rx) = mpsc::channel(1024);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
+        let (claim_tx, claim_rx) = mpsc::channel(16);
+        let (negotiated_tx, negotiated_rx) = mpsc::unbounded_channel();
         Ok(Self {
             opts,
             router: Router::new(),
@@ -205,6 +261,14 @@ impl Daemon {
             vmacs: std::collections::BTreeSet::new(),
             group_states: BTreeMap::new(),
             sweep_pending,
+            claims: BTreeMap::new(),
+            claim_tx,
+            claim_rx,
+            held: BTreeMap::new(),
+            negotiating: BTreeMap::new(),
+            negotiated_tx,
+            negotiated_rx,
+            adoptions: BTreeMap::new(),
         })
     }
 
@@ -228,6 +292,7 @@ impl Daemon {
             }
             self.publish_status();
             let deadline = self.router.poll_timeout();
+            let retry = self.held.values().map(|h| h.retry_at).min();
             let input = tokio::select! {
                 // Packets before timers: an advert that arrived before the master down timer
                 // fired must count, or a busy moment would cause a spurious takeover. Each
@@ -240,6 +305,9 @@ impl Daemon {
                 Some(obs) = self.obs_rx.recv() => Input::Tracker(obs),
                 Some(p) = recv_opt(&mut self.hooks.pods) => Input::Pods(p),
                 Some((i, m, at)) = self.milestone_rx.recv() => Input::Milestone(i, m, at),
+                Some(n) = self.negotiated_rx.recv() => Input::Negotiated(Box::new(n)),
+                Some(req) = self.claim_rx.recv() => Input::Claim(req),
+                _ = sleep_until_opt(retry) => Input::RetryHeld,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
@@ -275,6 +343,9 @@ impl Daemon {
                     self.apply(now, next).await;
                 }
                 Input::DesiredClosed => desired_open = false,
+                Input::Claim(req) => self.on_claim_request(now, req).await,
+                Input::Negotiated(n) => self.on_negotiated(*n).await,
+                Input::RetryHeld => self.retry_held(now).await,
                 Input::Milestone(instance, m, at) => {
                     if let Some(took) = self.takeovers.reached(&instance, m, at) {
                         self.telemetry.metrics().takeover(took);
@@ -344,6 +415,7 @@ impl Daemon {
             tracing::warn!("notify scripts still running at exit");
         }
         self.trackers.stop_all();
+        self.claims.clear();
         self.publish_status();
     }
 
@@ -373,7 +445,7 @@ impl Daemon {
                 }
                 Change::Stop { name } => {
                     tracing::info!(instance = %name, "stopping instance: no longer configured");
-                    self.stop_instance(now, &name);
+                    self.stop_instance(now, &name, false);
                 }
                 Change::UpdateInPlace { new, fields } => {
                     tracing::info!(instance = %new.name, ?fields, "updating instance in place");
@@ -381,7 +453,7 @@ impl Daemon {
                 }
                 Change::Restart { new, fields } => {
                     tracing::info!(instance = %new.name, ?fields, "restarting instance: these fields cannot change on a running router");
-                    self.stop_instance(now, &new.name);
+                    self.stop_instance(now, &new.name, true);
                     self.drain_actions().await;
                     self.start_instance(now, new).await;
                 }
@@ -408,6 +480,8 @@ impl Daemon {
 
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
         self.unplaced.remove(&ri.name);
+        self.held.remove(&ri.name);
+        self.negotiating.remove(&ri.name);
         if ri.use_vmac
             && let Err(reason) = self.ensure_vmac(&ri).await
         {
@@ -415,10 +489,61 @@ impl Daemon {
             self.unplaced.insert(ri.name.clone(), (ri, reason));
             return;
         }
-        match self.add_instance(now, &ri) {
-            Ok(()) => self.feed_interface_trackers(now),
+        let placement = match place(&ri, &self.interfaces) {
+            Ok(p) => p,
             Err(reason) => {
                 tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
+                self.claims.remove(&ri.name);
+                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                return;
+            }
+        };
+        let key = ClaimKey::new(&placement.ifname, placement.family, ri.virtual_router_id);
+        let own = self
+            .claims
+            .get(&ri.name)
+            .is_some_and(|c| c.key() == &key && c.is_held());
+        if !own {
+            self.claims.remove(&ri.name);
+            match Claim::acquire(&key, &ri.name, self.claim_tx.clone()) {
+                Ok(claim) => {
+                    self.claims.insert(ri.name.clone(), claim);
+                }
+                Err(ClaimError::Held) if ri.adopt_static => {
+                    self.negotiate(&ri, &placement, key);
+                    return;
+                }
+                Err(ClaimError::Held) => {
+                    let reason = format!(
+                        "{key} is run by another agent on this host; this instance runs once that agent stops, or takes it over with the VirtualIP annotation {}: \"true\"",
+                        crds::virtualip::ADOPT_STATIC_ANNOTATION
+                    );
+                    tracing::warn!(instance = %ri.name, "{reason}");
+                    self.hold(now, ri, reason, None, None, HELD_RETRY);
+                    return;
+                }
+                Err(ClaimError::Io(e)) => {
+                    // A safety net, not a precondition: run the instance anyway.
+                    tracing::warn!(instance = %ri.name, claim = %key, error = %e, "cannot bind the instance's claim socket; running it without");
+                }
+            }
+        }
+        if ri.adopt_static && !self.adoptions.contains_key(&ri.name) {
+            self.adoptions.insert(
+                ri.name.clone(),
+                Adoption {
+                    phase: AdoptionPhase::NoStaticInstance,
+                    message: Some(format!(
+                        "no other agent on this node runs {key}; the instance runs here from the start"
+                    )),
+                },
+            );
+        }
+        match self.add_instance(now, &ri) {
+            Ok(_) => self.feed_interface_trackers(now),
+            Err(reason) => {
+                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
+                self.claims.remove(&ri.name);
                 self.unplaced.insert(ri.name.clone(), (ri, reason));
             }
         }
@@ -504,8 +629,280 @@ impl Daemon {
         }
     }
 
-    /// Place the instance, open its socket and add it to the router.
-    fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<(), String> {
+    /// Park an instance another agent runs; it is retried after `retry`.
+    fn hold(
+        &mut self,
+        now: Instant,
+        ri: ResolvedInstance,
+        reason: String,
+        adoption: Option<Adoption>,
+        offer: Option<handover::Offer>,
+        retry: Duration,
+    ) {
+        self.held.insert(
+            ri.name.clone(),
+            Held {
+                resolved: ri,
+                reason,
+                adoption,
+                offer,
+                retry_at: now + retry,
+            },
+        );
+        self.dirty = true;
+    }
+
+    /// Ask the holder of `key` to hand `ri` over; the answer arrives as `Input::Negotiated`.
+    fn negotiate(&mut self, ri: &ResolvedInstance, placement: &Placement, key: ClaimKey) {
+        let view =
+            crds::vrrpnode::adoption_view(ri, &placement.ifname, &placement.primary.to_string());
+        let hash = crds::vrrpnode::adoption_hash(&view);
+        tracing::info!(instance = %ri.name, claim = %key, "another agent on this host runs this VRID: asking it to hand the instance over");
+        self.negotiating.insert(ri.name.clone(), ri.clone());
+        let tx = self.negotiated_tx.clone();
+        let resolved = ri.clone();
+        tokio::spawn(async move {
+            let result = handover::negotiate(&key, &view, &hash).await;
+            let _ = tx.send(Negotiated {
+                resolved,
+                key,
+                result,
+            });
+        });
+        self.dirty = true;
+    }
+
+    /// A hand-over negotiation ended.
+    async fn on_negotiated(&mut self, n: Negotiated) {
+        let now = Instant::now();
+        let name = n.resolved.name.clone();
+        let wanted = self.applied.iter().find(|r| r.name == name).cloned();
+        let current = self.negotiating.get(&name) == Some(&n.resolved);
+        if current {
+            self.negotiating.remove(&name);
+        }
+        match n.result {
+            handover::Negotiation::Adopted {
+                offer,
+                inherited,
+                at,
+            } => {
+                // The holder has stopped: whatever we want now, we run what it handed over.
+                let ri = n.resolved;
+                let claim = match Claim::acquire(&n.key, &name, self.claim_tx.clone()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(instance = %name, claim = %n.key, error = ?e, "took the instance over but cannot bind its claim");
+                        None
+                    }
+                };
+                let id = match self.add_instance(now, &ri) {
+                    Ok(id) => id,
+                    Err(reason) => {
+                        tracing::error!(instance = %name, %reason, "the other agent handed the instance over, but it cannot run here");
+                        self.unplaced.insert(name, (ri, reason));
+                        return;
+                    }
+                };
+                if let Some(c) = claim {
+                    self.claims.insert(name.clone(), c);
+                }
+                let scope = handover::tracker_scope(&ri);
+                let inheritance = inherited.to_core(at, scope.as_deref());
+                self.router.start_inherited(now, id, &inheritance);
+                self.feed_interface_trackers(now);
+                tracing::info!(instance = %name, from = %offer.instance, state = %inherited.state, priority = offer.effective_priority, "took over the running instance of the other agent on this host");
+                self.adoptions.insert(
+                    name.clone(),
+                    Adoption {
+                        phase: AdoptionPhase::Adopted,
+                        message: Some(format!(
+                            "took over the static instance {} in state {} (priority {}) without a state change",
+                            offer.instance, inherited.state, offer.effective_priority
+                        )),
+                    },
+                );
+                self.drain_actions().await;
+                match wanted {
+                    Some(w) if w != ri => self.update_instance(now, w).await,
+                    Some(_) => {}
+                    None => self.stop_instance(now, &name, false),
+                }
+            }
+            _ if !current => {}
+            handover::Negotiation::Free => {
+                if let Some(w) = wanted {
+                    self.start_instance(now, w).await;
+                }
+            }
+            handover::Negotiation::Mismatch { offer, differences } => {
+                let message = format!(
+                    "the static instance {} on this node differs in {}; nothing changed, it keeps running there",
+                    offer.instance,
+                    if differences.is_empty() {
+                        "its configuration".to_string()
+                    } else {
+                        differences.join(", ")
+                    }
+                );
+                tracing::warn!(instance = %name, "{message}");
+                self.hold(
+                    now,
+                    n.resolved,
+                    message.clone(),
+                    Some(Adoption {
+                        phase: AdoptionPhase::Mismatch,
+                        message: Some(message),
+                    }),
+                    Some(offer),
+                    HELD_RETRY,
+                );
+            }
+            handover::Negotiation::Failed(why) => {
+                tracing::warn!(instance = %name, reason = %why, "hand-over failed; nothing changed, retrying");
+                self.hold(
+                    now,
+                    n.resolved,
+                    why.clone(),
+                    Some(Adoption {
+                        phase: AdoptionPhase::Failed,
+                        message: Some(why),
+                    }),
+                    None,
+                    HELD_RETRY,
+                );
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Try the held instances whose time has come again.
+    async fn retry_held(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.retry_at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let Some(h) = self.held.remove(&name) else {
+                continue;
+            };
+            let placement = place(&h.resolved, &self.interfaces);
+            let key = placement
+                .as_ref()
+                .map(|p| ClaimKey::new(&p.ifname, p.family, h.resolved.virtual_router_id));
+            match key {
+                // Still held and not ours to take over: only refresh the retry time, quietly.
+                Ok(k) if !h.resolved.adopt_static => {
+                    match Claim::acquire(&k, &name, self.claim_tx.clone()) {
+                        Ok(claim) => {
+                            tracing::info!(instance = %name, claim = %k, "the other agent released this VRID: starting the instance");
+                            self.claims.insert(name.clone(), claim);
+                            self.start_instance(now, h.resolved).await;
+                        }
+                        Err(_) => {
+                            let mut h = h;
+                            h.retry_at = now + HELD_RETRY;
+                            self.held.insert(name, h);
+                        }
+                    }
+                }
+                _ => self.start_instance(now, h.resolved).await,
+            }
+        }
+        self.router.start(now);
+        self.dirty = true;
+    }
+
+    /// A request from one of our claims: describe an instance, or hand it over.
+    async fn on_claim_request(&mut self, now: Instant, req: ClaimRequest) {
+        match req {
+            ClaimRequest::Describe { instance, reply } => {
+                let _ = reply.send(self.offer(&instance));
+            }
+            ClaimRequest::HandOver {
+                instance,
+                hash,
+                reply,
+            } => {
+                let result = self.hand_over(now, &instance, &hash).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// What we say about a running instance to an agent that wants to take it over.
+    fn offer(&self, name: &str) -> Option<handover::Offer> {
+        let id = self.find(name)?;
+        let (inst, io) = (self.router.get(id)?, self.io.get(&id)?);
+        let view = crds::vrrpnode::adoption_view(
+            &io.resolved,
+            &io.placement.ifname,
+            &io.placement.primary.to_string(),
+        );
+        Some(handover::Offer {
+            instance: name.to_string(),
+            state: inst.state().to_crd().to_string(),
+            effective_priority: inst.effective_priority(),
+            hash: crds::vrrpnode::adoption_hash(&view),
+            view,
+        })
+    }
+
+    /// Stop a running instance without leaving and return what the successor continues from.
+    async fn hand_over(
+        &mut self,
+        now: Instant,
+        name: &str,
+        hash: &str,
+    ) -> Result<handover::Inherited, String> {
+        let offer = self
+            .offer(name)
+            .ok_or_else(|| format!("instance {name} is not running"))?;
+        if offer.hash != hash {
+            return Err(format!(
+                "instance {name} changed since it was described; describe it again"
+            ));
+        }
+        let id = self
+            .find(name)
+            .ok_or_else(|| format!("instance {name} is not running"))?;
+        let (resolved, vips) = match self.io.get(&id) {
+            Some(io) => (io.resolved.clone(), io.vips.clone()),
+            None => return Err(format!("instance {name} is not running")),
+        };
+        let inheritance = self
+            .router
+            .hand_over(now, id)
+            .ok_or_else(|| format!("instance {name} is not running"))?;
+        // The VIPs stay bound; they are the successor's now, so our record lets go of them
+        // (durably, before the successor hears of it).
+        self.vips.forget(name, vips);
+        self.vips.flush().await;
+        self.drain_actions().await;
+        self.telemetry.metrics().remove_instance(name);
+        // The claim's task releases the name itself, then answers; it must not be aborted.
+        if let Some(claim) = self.claims.remove(name) {
+            claim.detach();
+        }
+        let scope = handover::tracker_scope(&resolved);
+        let inherited =
+            handover::Inherited::from_core(&inheritance, Instant::now(), scope.as_deref());
+        tracing::info!(instance = %name, state = %inherited.state, "handing the instance over to another agent on this host (no priority-0 advert, VIPs stay)");
+        self.hold(
+            now,
+            resolved,
+            "handed over to another agent on this host".into(),
+            None,
+            None,
+            HANDED_OVER_RETRY,
+        );
+        Ok(inherited)
+    }
+
+    /// Place the instance, open its socket and add it to the router (not started).
+    fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<InstanceId, String> {
         let mut placement = place(ri, &self.interfaces)?;
         if ri.use_vmac {
             let name = place::vmac_name(placement.family, ri.virtual_router_id);
@@ -534,7 +931,7 @@ impl Daemon {
         if !link_up {
             self.router.handle_link(now, &ifname, false);
         }
-        Ok(())
+        Ok(id)
     }
 
     /// The core's configuration of `ri` placed on this host. Unicast peers that are this
@@ -565,8 +962,16 @@ impl Daemon {
             .map_err(|e| e.to_string())
     }
 
-    fn stop_instance(&mut self, now: Instant, name: &str) {
+    /// Stop an instance (priority-0 advert and VIP removal when master). `keep_claim`: it is
+    /// about to start again (a restart), so its claim is not released in between.
+    fn stop_instance(&mut self, now: Instant, name: &str, keep_claim: bool) {
         self.unplaced.remove(name);
+        self.held.remove(name);
+        self.negotiating.remove(name);
+        if !keep_claim {
+            self.claims.remove(name);
+            self.adoptions.remove(name);
+        }
         if let Some(id) = self.find(name) {
             self.router.remove(now, id);
             self.telemetry.metrics().remove_instance(name);
@@ -600,7 +1005,7 @@ impl Daemon {
             }
             Ok(crate::vrrp::ConfigUpdate::RestartRequired(fields)) => {
                 tracing::info!(instance = %new.name, ?fields, "restarting instance: the core cannot change these in place");
-                self.stop_instance(now, &new.name);
+                self.stop_instance(now, &new.name, true);
                 self.drain_actions().await;
                 self.start_instance(now, new).await;
             }
@@ -768,6 +1173,9 @@ impl Daemon {
             TrackObservation::FileValue { tracker, value } => {
                 (tracker.clone(), Observation::FileValue(value.unwrap_or(0)))
             }
+            TrackObservation::Http {
+                tracker, success, ..
+            } => (tracker.clone(), Observation::HttpResult(*success)),
         };
         self.router.handle_tracker(now, &name, core_obs);
         self.dirty = true;
@@ -935,7 +1343,12 @@ impl Daemon {
             State::Stop => Some(NotifyState::Stop),
             State::Init => None,
         };
-        if let Some(ns) = notify_state {
+        // A hand-over changes nothing on the node: no notify scripts on either side.
+        let handover = matches!(
+            reason,
+            crate::vrrp::Reason::Inherited { .. } | crate::vrrp::Reason::HandedOver
+        );
+        if let Some(ns) = notify_state.filter(|_| !handover) {
             self.notifier.notify(&name, &io.notify, ns, priority);
         }
         if let (Some(events), Some(vip)) = (&self.hooks.events, &io.resolved.virtual_ip) {
@@ -1014,6 +1427,7 @@ impl Daemon {
                 st.previous_master = t.previous_master.map(|a| a.to_string());
                 st.takeover = Some(t.timing());
             }
+            st.adoption = self.adoptions.get(&io.resolved.name).cloned();
             let since = self.since.get(&io.resolved.name);
             st.last_transition_time =
                 since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -1051,6 +1465,54 @@ impl Daemon {
                 state: Some(crds::vrrpnode::VrrpState::Fault),
                 fault_reason: Some(why.clone()),
                 reason: Some(why.clone()),
+                ..Default::default()
+            });
+        }
+        let waiting = self.negotiating.values().map(|ri| {
+            let reason = "asking the other agent on this host to hand the instance over";
+            (
+                ri,
+                None,
+                reason.to_string(),
+                Some(Adoption {
+                    phase: AdoptionPhase::Pending,
+                    message: Some(reason.into()),
+                }),
+            )
+        });
+        let held = self.held.values().map(|h| {
+            (
+                &h.resolved,
+                h.offer.as_ref(),
+                h.reason.clone(),
+                h.adoption.clone(),
+            )
+        });
+        for (ri, offer, reason, adoption) in held.chain(waiting) {
+            // What runs here is the other agent's instance: report its state, as seen.
+            let state = offer
+                .and_then(|o| {
+                    serde_json::from_value(serde_json::Value::String(o.state.clone())).ok()
+                })
+                .unwrap_or(crds::vrrpnode::VrrpState::Init);
+            let priority = offer.map(|o| o.effective_priority);
+            snapshots.push(InstanceSnapshot {
+                name: ri.name.clone(),
+                state,
+                effective_priority: priority.unwrap_or(0),
+                base_priority: ri.priority,
+                vips: vec![],
+                master_address: None,
+                trackers: vec![],
+                since: None,
+                reason: Some(reason.clone()),
+            });
+            statuses.push(crds::vrrpnode::InstanceStatus {
+                name: ri.name.clone(),
+                state: Some(state),
+                effective_priority: priority,
+                reason: Some(reason),
+                adoption,
                 ..Default::default()
             });
         }

@@ -132,6 +132,17 @@ impl ConfigFromResolved for InstanceConfig {
                 rule: Rule::File,
             });
         }
+        for t in &ri.track.http {
+            trackers.push(TrackerSpec {
+                name: t.name.clone(),
+                weight: t.weight,
+                reverse: t.reverse,
+                rule: Rule::Http {
+                    rise: t.rise,
+                    fall: t.fall,
+                },
+            });
+        }
         for t in &ri.track.pods {
             trackers.push(TrackerSpec {
                 name: t.name.clone(),
@@ -216,6 +227,7 @@ impl ToStatus for Instance {
             fault_reason: self.fault_reason().map(|r| r.to_string()),
             previous_master: None,
             takeover: None,
+            adoption: None,
         }
     }
 }

@@ -38,6 +38,7 @@ enum Command {
     Add(String, Vec<Vip>),
     Milestone(String, Milestone),
     Remove(String, Vec<Vip>),
+    Forget(Vec<Vip>),
     Announce(Announcement),
     Flush(oneshot::Sender<()>),
 }
@@ -81,6 +82,11 @@ impl VipWorker {
                             VipOp::Remove,
                         );
                     }
+                    Command::Forget(vips) => {
+                        if let Err(e) = manager.forget(&vips).await {
+                            tracing::warn!(error = %e, "cannot take handed-over VIPs out of the VIP record");
+                        }
+                    }
                     Command::Announce(a) => announce(&garp, a, &telemetry).await,
                     Command::Milestone(instance, m) => {
                         let _ = milestones.send((instance, m, std::time::Instant::now()));
@@ -102,6 +108,13 @@ impl VipWorker {
     /// Remove `vips` of `instance` (after earlier commands).
     pub fn remove(&self, instance: &str, vips: Vec<Vip>) {
         let _ = self.tx.send(Command::Remove(instance.to_owned(), vips));
+    }
+
+    /// Take `vips` of `instance` out of the VIP record without removing them (another agent on
+    /// this host took them over); after earlier commands.
+    pub fn forget(&self, instance: &str, vips: Vec<Vip>) {
+        tracing::debug!(instance, count = vips.len(), "forgetting handed-over VIPs");
+        let _ = self.tx.send(Command::Forget(vips));
     }
 
     /// Send gratuitous ARP / NA (after earlier commands, so after the VIPs are bound).

@@ -33,7 +33,7 @@ pub fn count_ready<'a>(pods: impl IntoIterator<Item = &'a Arc<Pod>>) -> u32 {
 
 /// The watcher configuration for a tracker on `node`.
 pub fn watcher_config(node: &str, tracker: &ResolvedTrackPods) -> watcher::Config {
-    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
+    let cfg = super::watch_config().fields(&format!("spec.nodeName={node}"));
     if tracker.selector.is_empty() {
         cfg
     } else {
@@ -51,7 +51,7 @@ pub async fn run(
     let api: Api<Pod> = Api::namespaced(client, &tracker.namespace);
     let (reader, writer) = reflector::store();
     let mut stream = reflector(writer, watcher(api, watcher_config(&node, &tracker)))
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .boxed();
     let mut last = None;
     while let Some(item) = stream.next().await {

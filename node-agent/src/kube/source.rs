@@ -58,7 +58,7 @@ impl ApiHealth {
 
 /// The watcher configuration for node `node`: its own object only.
 pub fn watcher_config(node: &str) -> watcher::Config {
-    watcher::Config::default().fields(&format!("metadata.name={node}"))
+    super::watch_config().fields(&format!("metadata.name={node}"))
 }
 
 /// What the watch stream means for the desired spec (pure).
@@ -102,7 +102,7 @@ pub async fn run(
 ) {
     let mut tracker = SpecTracker::default();
     let mut stream = watcher(api, watcher_config(&node))
-        .default_backoff()
+        .backoff(super::watch_backoff())
         .boxed();
     while let Some(item) = stream.next().await {
         match item {

@@ -21,7 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::track::{Observation, RunExit};
+use crate::track::{HttpOutcome, Observation, RunExit};
 use crate::vrrp::{Delivery, DropReason};
 
 pub use http::{Limits, bind, router, serve, serve_router};
@@ -126,6 +126,7 @@ pub struct Metrics {
     unknown_vrid: Family<InterfaceLabels, Counter>,
     announcements: Family<AnnounceLabels, Counter>,
     script_results: Family<ScriptLabels, Counter>,
+    http_results: Family<ScriptLabels, Counter>,
     process_counts: Family<TrackerLabels, Gauge>,
     file_values: Family<TrackerLabels, Gauge>,
     timer_lateness: Histogram,
@@ -211,6 +212,12 @@ impl Metrics {
             "vrrp_script runs by tracker and result",
             script_results.clone(),
         );
+        let http_results = Family::<ScriptLabels, Counter>::default();
+        registry.register(
+            "http_check_results",
+            "track.http checks by tracker and result (success, status: another code, timeout, error: no response)",
+            http_results.clone(),
+        );
         let process_counts = Family::<TrackerLabels, Gauge>::default();
         registry.register(
             "tracked_processes",
@@ -285,6 +292,7 @@ impl Metrics {
             unknown_vrid,
             announcements,
             script_results,
+            http_results,
             process_counts,
             file_values,
             timer_lateness,
@@ -442,6 +450,23 @@ impl Metrics {
                 self.process_counts
                     .get_or_create(&labels)
                     .set(i64::from(*count));
+            }
+            Observation::Http {
+                tracker,
+                detail,
+                success,
+            } => {
+                let result = match detail.outcome {
+                    HttpOutcome::Status(_) if *success => "success",
+                    HttpOutcome::Status(_) => "status",
+                    HttpOutcome::TimedOut => "timeout",
+                    HttpOutcome::Failed(_) => "error",
+                };
+                let labels = ScriptLabels {
+                    tracker: tracker.clone(),
+                    result: result.into(),
+                };
+                self.http_results.get_or_create(&labels).inc();
             }
             Observation::FileValue { tracker, value } => {
                 let labels = TrackerLabels {

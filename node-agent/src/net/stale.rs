@@ -384,6 +384,13 @@ impl VipManager {
         results
     }
 
+    /// Takes VIPs out of the record without touching the kernel (they were handed over to
+    /// another agent, which records them itself).
+    pub async fn forget(&self, vips: &[Vip]) -> Result<(), Error> {
+        let entries: Vec<RecordedVip> = vips.iter().map(RecordedVip::from).collect();
+        self.update_record(entries, false).await
+    }
+
     async fn update_record(&self, entries: Vec<RecordedVip>, add: bool) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());

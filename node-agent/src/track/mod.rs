@@ -13,6 +13,8 @@
 //!   names longer than the kernel's 15-byte `comm` are confirmed against the basename of
 //!   `argv[0]`. In a pod the agent must share the host PID namespace (`hostPID: true`),
 //!   otherwise it only sees the pod's own processes and every count is 0.
+//! - [`http`]: GETs a URL every `interval` (no shell, no curl) and reports every check
+//!   (the expected status code in time = success); scheduled like a script.
 //! - [`file`](mod@file): reads the integer in a file (keepalived's `strtol(…, 0)` forms: decimal,
 //!   `0x` hex, leading-`0` octal, optional sign, surrounding whitespace) and reports it on every
 //!   change; a missing, unreadable, empty or non-numeric file is reported as `None`.
@@ -24,6 +26,7 @@
 
 pub mod exec;
 pub mod file;
+pub mod http;
 pub mod process;
 pub mod script;
 
@@ -37,6 +40,7 @@ use tokio::task::JoinHandle;
 use crate::Error;
 pub use exec::{CommandLine, RunExit, RunOutcome};
 pub use file::FileSpec;
+pub use http::{HttpDetail, HttpOutcome, HttpSpec};
 pub use process::ProcessSpec;
 pub use script::ScriptSpec;
 
@@ -76,6 +80,15 @@ pub enum Observation {
         /// The integer in the file; `None` when the file is missing, unreadable or not a number.
         value: Option<i64>,
     },
+    /// An HTTP check finished (sent after every check).
+    Http {
+        /// The `track.http` name.
+        tracker: String,
+        /// The expected status arrived in time.
+        success: bool,
+        /// How the check ended.
+        detail: HttpDetail,
+    },
 }
 
 impl Observation {
@@ -84,7 +97,8 @@ impl Observation {
         match self {
             Observation::Script { tracker, .. }
             | Observation::ProcessCount { tracker, .. }
-            | Observation::FileValue { tracker, .. } => tracker,
+            | Observation::FileValue { tracker, .. }
+            | Observation::Http { tracker, .. } => tracker,
         }
     }
 
@@ -94,6 +108,7 @@ impl Observation {
             Observation::Script { .. } => TrackerKind::Script,
             Observation::ProcessCount { .. } => TrackerKind::Process,
             Observation::FileValue { .. } => TrackerKind::File,
+            Observation::Http { .. } => TrackerKind::Http,
         }
     }
 }
@@ -110,6 +125,8 @@ pub struct TrackerSet {
     pub processes: BTreeMap<String, ProcessSpec>,
     /// `track_file`s by name.
     pub files: BTreeMap<String, FileSpec>,
+    /// HTTP checks by name.
+    pub http: BTreeMap<String, HttpSpec>,
     /// Which instances track each (kind, name), in configuration order: where the driver
     /// delivers an [`Observation`].
     pub tracked_by: BTreeMap<(TrackerKind, String), Vec<String>>,
@@ -148,6 +165,7 @@ impl TrackerSet {
     ) -> Result<Self, Error> {
         let mut set = TrackerSet::default();
         let (mut s_own, mut p_own, mut f_own) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let mut h_own = BTreeMap::new();
         for inst in instances {
             let mut used_by = |kind: TrackerKind, name: &str| {
                 let users = set.tracked_by.entry((kind, name.to_owned())).or_default();
@@ -163,6 +181,9 @@ impl TrackerSet {
             }
             for f in &inst.track.files {
                 used_by(TrackerKind::File, &f.name);
+            }
+            for h in &inst.track.http {
+                used_by(TrackerKind::Http, &h.name);
             }
             for s in &inst.track.scripts {
                 let spec = ScriptSpec::from_resolved(s).map_err(|e| in_instance(&inst.name, e))?;
@@ -197,6 +218,10 @@ impl TrackerSet {
                     spec,
                 )?;
             }
+            for h in &inst.track.http {
+                let spec = HttpSpec::from_resolved(h).map_err(|e| in_instance(&inst.name, e))?;
+                merge(&mut set.http, &mut h_own, "http", &h.name, &inst.name, spec)?;
+            }
         }
         Ok(set)
     }
@@ -211,7 +236,10 @@ impl TrackerSet {
 
     /// True when there is nothing to run.
     pub fn is_empty(&self) -> bool {
-        self.scripts.is_empty() && self.processes.is_empty() && self.files.is_empty()
+        self.scripts.is_empty()
+            && self.processes.is_empty()
+            && self.files.is_empty()
+            && self.http.is_empty()
     }
 }
 
@@ -271,6 +299,7 @@ pub struct Trackers {
     opts: TrackerOptions,
     scripts: BTreeMap<String, (ScriptSpec, Task)>,
     files: BTreeMap<String, (FileSpec, Task)>,
+    http: BTreeMap<String, (HttpSpec, Task)>,
     processes: Option<(BTreeMap<String, ProcessSpec>, Task)>,
 }
 
@@ -282,6 +311,7 @@ impl Trackers {
             opts,
             scripts: BTreeMap::new(),
             files: BTreeMap::new(),
+            http: BTreeMap::new(),
             processes: None,
         }
     }
@@ -310,6 +340,13 @@ impl Trackers {
                     self.tx.clone(),
                 ))
             },
+        );
+        reconcile(
+            &mut self.http,
+            &set.http,
+            TrackerKind::Http,
+            &mut report,
+            |spec| tokio::spawn(http::run_tracker(spec.clone(), self.tx.clone())),
         );
         let current = self
             .processes
@@ -358,6 +395,7 @@ impl Trackers {
             out.extend(specs.keys().map(|n| (TrackerKind::Process, n.clone())));
         }
         out.extend(self.files.keys().map(|n| (TrackerKind::File, n.clone())));
+        out.extend(self.http.keys().map(|n| (TrackerKind::Http, n.clone())));
         out
     }
 
@@ -365,6 +403,7 @@ impl Trackers {
     pub fn stop_all(&mut self) {
         self.scripts.clear();
         self.files.clear();
+        self.http.clear();
         self.processes = None;
     }
 }

@@ -321,6 +321,11 @@ impl Capture {
         }
     }
 
+    /// The socket, for a reader of its own (100 ms receive timeout).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// Frames received until `want` of them match `filter` or `timeout` passes.
     pub fn collect(
         &self,

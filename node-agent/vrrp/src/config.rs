@@ -243,12 +243,16 @@ impl InstanceConfig {
                     ),
                 );
             }
-            if let Rule::Script { rise, fall } = t.rule
+            if let Rule::Script { rise, fall } | Rule::Http { rise, fall } = t.rule
                 && (rise == 0 || fall == 0)
             {
                 return err(
                     "track",
-                    format!("script {:?}: rise and fall must be at least 1", t.name),
+                    format!(
+                        "{} {:?}: rise and fall must be at least 1",
+                        t.kind(),
+                        t.name
+                    ),
                 );
             }
         }

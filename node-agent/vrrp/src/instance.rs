@@ -23,6 +23,11 @@
 //! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
 //!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
 //! - shutdown: MASTER sends priority 0 and then removes the VIPs.
+//! - hand-over ([`Instance::hand_over`] / [`Instance::start_inherited`]): another process on
+//!   the same host continues the instance. The old one stops without a priority-0 advert and
+//!   leaves its VIPs bound; the new one starts directly in the state handed over (MASTER keeps
+//!   the advert cadence, BACKUP the master it heard), with the trackers' observations, so the
+//!   wire sees no change at all.
 //!
 //! Action order within one call: [`Action::StateChanged`] first, then the effects in the
 //! order they are to be performed (advert, VIP changes, gratuitous ARP/NA).
@@ -38,7 +43,7 @@ use super::config::{ConfigError, InstanceConfig, StartState};
 use super::counters::{Counters, DropReason};
 use super::packet::{Advert, Family, Interval, Version};
 use super::timers::{master_down_interval, skew_time};
-use super::track::{Effect, Observation, Tracker, TrackerKind, effective_priority};
+use super::track::{Effect, Observation, Tracker, TrackerKind, TrackerMemory, effective_priority};
 
 /// Instance state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,6 +126,15 @@ pub enum Reason {
     },
     /// Shut down.
     Shutdown,
+    /// Continued in the state another process on this host handed over
+    /// ([`Instance::start_inherited`]).
+    Inherited {
+        /// The state taken over.
+        state: State,
+    },
+    /// Handed over to another process on this host, which continues it
+    /// ([`Instance::hand_over`]).
+    HandedOver,
 }
 
 impl std::fmt::Display for Reason {
@@ -156,6 +170,10 @@ impl std::fmt::Display for Reason {
                 write!(f, "sync group {group}: member {member} entered {state}")
             }
             Reason::Shutdown => f.write_str("shutdown"),
+            Reason::Inherited { state } => {
+                write!(f, "took over the running instance in state {state}")
+            }
+            Reason::HandedOver => f.write_str("handed over to another agent on this host"),
         }
     }
 }
@@ -176,6 +194,8 @@ impl Reason {
             Reason::FaultCleared => "FaultCleared",
             Reason::SyncGroup { .. } => "SyncGroup",
             Reason::Shutdown => "Shutdown",
+            Reason::Inherited { .. } => "Inherited",
+            Reason::HandedOver => "HandedOver",
         }
     }
 }
@@ -254,6 +274,22 @@ pub enum ConfigUpdate {
     Applied,
     /// Not applied: these fields can only change by removing and re-adding the instance.
     RestartRequired(Vec<&'static str>),
+}
+
+/// What a process continuing an instance needs from the one that ran it
+/// ([`Instance::hand_over`] → [`Instance::start_inherited`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inheritance {
+    /// The state at the hand-over.
+    pub state: State,
+    /// MASTER: when the next advert is due (keeps the cadence across the hand-over).
+    pub next_advert: Option<Instant>,
+    /// BACKUP: the master heard last.
+    pub master_address: Option<IpAddr>,
+    /// Master_Adver_Interval in use (a v3 backup's learned interval).
+    pub master_adver_interval: Interval,
+    /// Every tracker's observations.
+    pub trackers: Vec<TrackerMemory>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -547,6 +583,84 @@ impl Instance {
             self.link_up = up;
             self.reevaluate(now);
         }
+    }
+
+    /// Stop without leaving: another process on this host continues the instance from the
+    /// returned [`Inheritance`]. No priority-0 advert, no VIP removal, no timers; the only
+    /// action is the change to STOP (reason [`Reason::HandedOver`]). Final.
+    pub fn hand_over(&mut self, now: Instant) -> Inheritance {
+        let inheritance = Inheritance {
+            state: self.state,
+            next_advert: self.timers[Timer::Advert as usize]
+                .filter(|_| self.state == State::Master)
+                .map(|t| t.max(now)),
+            master_address: self.master_address,
+            master_adver_interval: self.master_adver_interval,
+            trackers: self.trackers.iter().map(Tracker::memory).collect(),
+        };
+        if self.state != State::Stop {
+            let from = self.state;
+            self.state = State::Stop;
+            self.push_state_changed(from, State::Stop, Reason::HandedOver);
+        }
+        self.timers = [None; 4];
+        inheritance
+    }
+
+    /// Start in the state handed over by [`Instance::hand_over`] (of an instance with the same
+    /// configuration in another process) instead of INIT. Trackers take over the predecessor's
+    /// observations by kind and name. A MASTER sends its next advert when the predecessor's
+    /// was due and binds its VIPs again (they are bound already: the driver records them),
+    /// without a gratuitous burst, since nothing moved; a BACKUP waits Master_Down_Interval
+    /// for the master it heard. No preempt delay applies: this is not a start-up. INIT,
+    /// FAULT or STOP handed over start as [`Instance::start`] does; so does an instance
+    /// already started. Fault conditions still apply afterwards as usual.
+    pub fn start_inherited(&mut self, now: Instant, inh: &Inheritance) {
+        if self.started || self.state == State::Stop {
+            return;
+        }
+        for m in &inh.trackers {
+            if let Some(t) = self
+                .trackers
+                .iter_mut()
+                .find(|t| t.spec().kind() == m.kind && t.spec().name == m.name)
+            {
+                t.restore(m);
+            }
+        }
+        self.effective_priority = effective_priority(self.cfg.priority, &self.trackers);
+        self.started = true;
+        self.preempt_allowed_at = Some(now);
+        let reason = Reason::Inherited { state: inh.state };
+        match inh.state {
+            State::Master => {
+                self.state = State::Master;
+                self.push_state_changed(State::Init, State::Master, reason);
+                let next = inh.next_advert.unwrap_or(now).max(now);
+                let cap = now + self.cfg.advert_interval.duration();
+                self.timers[Timer::Advert as usize] = Some(next.min(cap));
+                self.actions.push_back(Action::AddVips(self.all_vips()));
+                let g = self.cfg.garp;
+                self.timers[Timer::GarpRefresh as usize] =
+                    (!g.master_refresh.is_zero()).then(|| now + g.master_refresh);
+            }
+            State::Backup => {
+                self.state = State::Backup;
+                self.push_state_changed(State::Init, State::Backup, reason);
+                self.master_address = inh.master_address;
+                if self.cfg.version == Version::V3 {
+                    self.master_adver_interval = inh.master_adver_interval;
+                }
+                if let Some(m) = inh.master_address {
+                    self.last_heard = Some((m, now));
+                }
+                self.arm_master_down(now);
+            }
+            State::Init | State::Fault | State::Stop => {
+                self.preempt_allowed_at = Some(now + self.cfg.preempt_delay);
+            }
+        }
+        self.reevaluate(now);
     }
 
     /// Stop: a master sends a priority-0 advert and removes its VIPs. Final.

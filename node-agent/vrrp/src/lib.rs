@@ -173,7 +173,9 @@ mod scenarios;
 pub use checksum::{ChecksumKind, V3Ipv4Checksum};
 pub use config::{ConfigError, GarpConfig, InstanceConfig, StartState};
 pub use counters::{Counters, DropReason};
-pub use instance::{Action, ConfigUpdate, GratuitousKind, Instance, Reason, RxInfo, State};
+pub use instance::{
+    Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, Reason, RxInfo, State,
+};
 pub use packet::{Advert, Auth, EmitError, Family, Interval, Packet, ParseError, Version};
 pub use router::{Delivery, InstanceId, Received, Router, RouterAction};
-pub use track::{Effect, Observation, Rule, Tracker, TrackerKind, TrackerSpec};
+pub use track::{Effect, Observation, Rule, Tracker, TrackerKind, TrackerMemory, TrackerSpec};

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use super::config::{ConfigError, InstanceConfig};
 use super::counters::{Counters, DropReason};
-use super::instance::{Action, ConfigUpdate, Instance, Reason, RxInfo, State};
+use super::instance::{Action, ConfigUpdate, Inheritance, Instance, Reason, RxInfo, State};
 use super::packet::{Advert, Family};
 use super::track::{Observation, TrackerKind};
 
@@ -133,6 +133,35 @@ impl Router {
             self.propagate(now, &g, t);
         }
         Ok(r)
+    }
+
+    /// Hand an instance over to another process on this host and remove it: no priority-0
+    /// advert, its VIPs stay bound ([`Instance::hand_over`]). Returns what the successor
+    /// needs, or `None` for an unknown id.
+    pub fn hand_over(&mut self, now: Instant, id: InstanceId) -> Option<Inheritance> {
+        let mut inst = self.slots.get_mut(id.0)?.take()?;
+        let inheritance = inst.hand_over(now);
+        while let Some(action) = inst.poll_action() {
+            self.actions.push_back(RouterAction {
+                instance: id,
+                action,
+            });
+        }
+        if let Some(g) = inst.config().sync_group.clone() {
+            let t = self.sync_holds(now, &g);
+            self.propagate(now, &g, t);
+        }
+        Some(inheritance)
+    }
+
+    /// Start one instance, not yet started, in the state another process handed over
+    /// ([`Instance::start_inherited`]). Call it before [`Router::start`], which would start
+    /// the instance from INIT.
+    pub fn start_inherited(&mut self, now: Instant, id: InstanceId, inheritance: &Inheritance) {
+        if let Some(inst) = self.slots.get_mut(id.0).and_then(Option::as_mut) {
+            inst.start_inherited(now, inheritance);
+            self.settle(now, id.0);
+        }
     }
 
     /// Start every instance not yet started (idempotent; call again after adding).

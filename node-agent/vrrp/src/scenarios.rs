@@ -646,3 +646,155 @@ fn unknown_vrid_counted_by_router() {
             >= 5
     );
 }
+
+/// Hand node `n`'s instance 0 over to a fresh instance with configuration `cfg` in the same
+/// router (as another process on that host would continue it); returns the new instance.
+fn hand_over_to(sim: &mut Sim, n: usize, cfg: super::config::InstanceConfig) -> InstanceId {
+    let mut id = None;
+    sim.with_router(n, |r, now| {
+        let inh = r.hand_over(now, I0).expect("instance 0 runs");
+        let new = r.add(cfg).expect("the successor's config is valid");
+        r.start_inherited(now, new, &inh);
+        id = Some(new);
+    });
+    id.expect("handed over")
+}
+
+#[test]
+fn hand_over_of_a_master_keeps_cadence_vips_and_the_backup_still() {
+    let mut sim = pair(200, 100, true);
+    sim.start_all();
+    sim.run_to(10.3);
+    let mut succ = cfg(Version::V3, 200, v4(1));
+    succ.name = "default/api".into();
+    let new = hand_over_to(&mut sim, 0, succ);
+    sim.run_to(20.0);
+    // The backup never noticed: no transition after its start-up.
+    assert!(sim.entered(1, I0, State::Master).is_empty());
+    assert_eq!(sim.max_masters_since(51, t(4, 0)), 1);
+    // Adverts kept their one-second grid across the hand-over (10.0 by the old instance,
+    // 11.0 by the new one), always at priority 200.
+    let adverts = sim.adverts(0);
+    let times: Vec<Duration> = adverts
+        .iter()
+        .map(|(t0, _)| *t0)
+        .filter(|t0| *t0 >= t(9, 0))
+        .collect();
+    assert_eq!(times[..3], [t(9, 0), t(10, 0), t(11, 0)]);
+    assert!(
+        times.windows(2).all(|w| w[1] - w[0] == t(1, 0)),
+        "{times:?}"
+    );
+    assert!(adverts.iter().all(|(_, p)| *p == 200), "{adverts:?}");
+    // VIPs never removed; the successor re-binds (idempotent) and sends no gratuitous burst.
+    let after: Vec<&Action> = sim.nodes[0]
+        .log
+        .iter()
+        .filter(|(t0, _, _)| *t0 >= t(10, 300_000))
+        .map(|(_, _, a)| a)
+        .collect();
+    assert!(!after.iter().any(|a| matches!(a, Action::RemoveVips(_))));
+    assert!(
+        !after
+            .iter()
+            .any(|a| matches!(a, Action::SendGratuitous { .. }))
+    );
+    assert!(matches!(
+        after[0],
+        Action::StateChanged {
+            from: State::Master,
+            to: State::Stop,
+            reason: Reason::HandedOver,
+            ..
+        }
+    ));
+    assert!(matches!(
+        after[1],
+        Action::StateChanged {
+            from: State::Init,
+            to: State::Master,
+            reason: Reason::Inherited {
+                state: State::Master
+            },
+            ..
+        }
+    ));
+    assert!(!sim.nodes[0].vips.is_empty());
+    assert_eq!(sim.state_of(0, new), State::Master);
+    assert_eq!(
+        Reason::Inherited {
+            state: State::Master
+        }
+        .to_string(),
+        "took over the running instance in state MASTER"
+    );
+}
+
+#[test]
+fn hand_over_of_a_backup_keeps_waiting_for_the_same_master() {
+    let mut sim = pair(200, 100, true);
+    sim.start_all();
+    sim.run_to(10.3);
+    let new = hand_over_to(&mut sim, 1, cfg(Version::V3, 100, v4(2)));
+    assert_eq!(sim.state_of(1, new), State::Backup);
+    let inst = sim.nodes[1].router.get(new).unwrap();
+    assert_eq!(inst.master_address(), Some(v4(1)));
+    sim.run_to(12.5);
+    assert_eq!(
+        sim.masters(51),
+        vec![0],
+        "no takeover while the master advertises"
+    );
+    // The master dies: the successor takes over one Master_Down_Interval after its last advert.
+    sim.crash(0);
+    sim.run_to(20.0);
+    let log: Vec<Duration> = sim.nodes[1]
+        .log
+        .iter()
+        .filter_map(|(t0, i, a)| match a {
+            Action::StateChanged {
+                to: State::Master, ..
+            } if *i == new => Some(*t0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(log, vec![t(15, 610_375)]);
+}
+
+#[test]
+fn hand_over_carries_tracker_results_so_the_priority_does_not_dip() {
+    // A runs at 190 + 20 while its check is up, above B's 200; a successor that started its
+    // check from scratch would advertise 190 and lose the mastership to B.
+    let spec = TrackerSpec {
+        name: "readyz".into(),
+        weight: 20,
+        reverse: false,
+        rule: Rule::Http { rise: 2, fall: 2 },
+    };
+    let mut sim = tracker_sim(190, spec.clone(), 200);
+    sim.start_all();
+    sim.with_router(0, |r, now| {
+        r.handle_tracker(now, "readyz", Observation::HttpResult(true));
+    });
+    sim.run_to(10.3);
+    assert_eq!(sim.masters(51), vec![0]);
+    let mut succ = cfg(Version::V2, 190, v4(1));
+    succ.auth = Auth::pass(b"12345").unwrap();
+    succ.trackers = vec![spec];
+    let new = hand_over_to(&mut sim, 0, succ);
+    assert_eq!(
+        sim.nodes[0].router.get(new).unwrap().effective_priority(),
+        210
+    );
+    sim.run_to(20.0);
+    assert!(sim.entered(1, I0, State::Master).is_empty());
+    assert_eq!(sim.masters(51), vec![0]);
+    // The counter came along too: one failure (fall 2) does not yet take it down.
+    sim.with_router(0, |r, now| {
+        r.handle_tracker(now, "readyz", Observation::HttpResult(false));
+    });
+    assert_eq!(
+        sim.nodes[0].router.get(new).unwrap().effective_priority(),
+        210
+    );
+}

@@ -11,7 +11,7 @@
 //!   −254 means FAULT. With weight 0 a non-zero value means FAULT (a zero value with reverse).
 //! - **vrrp_script rise/fall**: `rise` consecutive successes to become up, `fall` consecutive
 //!   failures to become down; before its first result a script is in keepalived's init state
-//!   where one result decides.
+//!   where one result decides. HTTP checks count the same way.
 //! - **process / pods**: up while the count is at least the quorum.
 //!
 //! A weight-0 tracker that has not reported yet holds its instance in INIT (keepalived keeps
@@ -32,6 +32,8 @@ pub enum TrackerKind {
     File,
     /// Ready pods (Kubernetes-native).
     Pods,
+    /// An HTTP(S) check made by the agent (a `vrrp_script` without a process).
+    Http,
 }
 
 impl TrackerKind {
@@ -43,6 +45,7 @@ impl TrackerKind {
             TrackerKind::Process => "process",
             TrackerKind::File => "file",
             TrackerKind::Pods => "pods",
+            TrackerKind::Http => "http",
         }
     }
 }
@@ -77,6 +80,13 @@ pub enum Rule {
         /// Needed count.
         quorum: u32,
     },
+    /// HTTP check results with rise/fall counting as for scripts (both ≥ 1).
+    Http {
+        /// Successes to become up.
+        rise: u32,
+        /// Failures to become down.
+        fall: u32,
+    },
 }
 
 impl Rule {
@@ -88,6 +98,7 @@ impl Rule {
             Rule::Process { .. } => TrackerKind::Process,
             Rule::File => TrackerKind::File,
             Rule::Pods { .. } => TrackerKind::Pods,
+            Rule::Http { .. } => TrackerKind::Http,
         }
     }
 }
@@ -125,6 +136,8 @@ pub enum Observation {
     FileValue(i64),
     /// Number of Ready pods.
     PodsReady(u32),
+    /// One HTTP check: `true` when the expected status arrived in time.
+    HttpResult(bool),
 }
 
 impl Observation {
@@ -136,6 +149,7 @@ impl Observation {
             Observation::ProcessCount(_) => TrackerKind::Process,
             Observation::FileValue(_) => TrackerKind::File,
             Observation::PodsReady(_) => TrackerKind::Pods,
+            Observation::HttpResult(_) => TrackerKind::Http,
         }
     }
 }
@@ -171,7 +185,7 @@ impl Tracker {
     /// A tracker that has not observed anything yet.
     pub fn new(spec: TrackerSpec) -> Tracker {
         let script_result = match spec.rule {
-            Rule::Script { rise, .. } => rise.saturating_sub(1),
+            Rule::Script { rise, .. } | Rule::Http { rise, .. } => rise.saturating_sub(1),
             _ => 0,
         };
         Tracker {
@@ -210,7 +224,8 @@ impl Tracker {
             (Rule::Process { quorum }, Observation::ProcessCount(n)) => self.up = Some(n >= quorum),
             (Rule::Pods { quorum }, Observation::PodsReady(n)) => self.up = Some(n >= quorum),
             (Rule::File, Observation::FileValue(v)) => self.file_value = Some(v),
-            (Rule::Script { rise, fall }, Observation::ScriptResult(ok)) => {
+            (Rule::Script { rise, fall }, Observation::ScriptResult(ok))
+            | (Rule::Http { rise, fall }, Observation::HttpResult(ok)) => {
                 self.script_step(rise, fall, ok)
             }
             _ => return false,
@@ -235,6 +250,35 @@ impl Tracker {
             self.script_result = 0;
             self.up = Some(false);
         }
+    }
+
+    /// What this tracker has observed, for a successor that takes over the instance
+    /// ([`crate::Instance::hand_over`]).
+    pub fn memory(&self) -> TrackerMemory {
+        TrackerMemory {
+            kind: self.spec.kind(),
+            name: self.spec.name.clone(),
+            up: self.up,
+            script_result: self.script_result,
+            file_value: self.file_value,
+        }
+    }
+
+    /// Continue from what a predecessor observed. Ignored (returns `false`) when the memory
+    /// is of another kind, or its counter does not fit this tracker's rise/fall.
+    pub fn restore(&mut self, m: &TrackerMemory) -> bool {
+        if m.kind != self.spec.kind() {
+            return false;
+        }
+        if let Rule::Script { rise, fall } | Rule::Http { rise, fall } = self.spec.rule
+            && m.script_result > rise + fall - 1
+        {
+            return false;
+        }
+        self.up = m.up;
+        self.script_result = m.script_result;
+        self.file_value = m.file_value;
+        true
     }
 
     /// The current effect.
@@ -277,6 +321,21 @@ impl Tracker {
             Some(up) => Effect::Delta(if up { w.max(0) } else { w.min(0) } * mult),
         }
     }
+}
+
+/// What a tracker has observed so far ([`Tracker::memory`]), keyed by kind and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackerMemory {
+    /// Kind.
+    pub kind: TrackerKind,
+    /// Name.
+    pub name: String,
+    /// Up/down; `None` before the first observation.
+    pub up: Option<bool>,
+    /// The rise/fall counter of scripts and HTTP checks.
+    pub script_result: u32,
+    /// The last value of a file tracker.
+    pub file_value: Option<i64>,
 }
 
 /// Effective priority: owners stay 255; others base + Σ deltas clamped to 1..=254.
@@ -409,6 +468,46 @@ mod tests {
         assert_eq!(tr.effect(), Effect::Delta(-20));
         tr.observe(Observation::ScriptResult(true));
         assert_eq!(tr.effect(), Effect::Delta(0));
+    }
+
+    #[test]
+    fn http_counts_like_a_script_and_ignores_script_results() {
+        let mut tr = t(Rule::Http { rise: 2, fall: 2 }, 0, false);
+        assert_eq!(tr.spec().kind(), TrackerKind::Http);
+        assert!(!tr.observe(Observation::ScriptResult(true)), "other kind");
+        assert_eq!(tr.effect(), Effect::Pending);
+        assert!(tr.observe(Observation::HttpResult(true)));
+        assert!(!tr.observe(Observation::HttpResult(false)));
+        assert!(tr.observe(Observation::HttpResult(false)));
+        assert_eq!(tr.effect(), Effect::Fault);
+        assert!(!tr.observe(Observation::HttpResult(true)));
+        assert!(tr.observe(Observation::HttpResult(true)));
+        assert_eq!(tr.effect(), Effect::Delta(0));
+    }
+
+    #[test]
+    fn memory_restores_the_counter() {
+        let mut a = t(Rule::Http { rise: 3, fall: 3 }, -10, false);
+        a.observe(Observation::HttpResult(true));
+        a.observe(Observation::HttpResult(false));
+        let mem = a.memory();
+        assert_eq!((mem.up, mem.script_result), (Some(true), 4));
+        let mut b = t(Rule::Http { rise: 3, fall: 3 }, -10, false);
+        assert!(b.restore(&mem));
+        assert_eq!((b.is_up(), b.effect()), (a.is_up(), a.effect()));
+        // Two more failures take both down at the same moment.
+        for tr in [&mut a, &mut b] {
+            tr.observe(Observation::HttpResult(false));
+            tr.observe(Observation::HttpResult(false));
+        }
+        assert_eq!(b.effect(), Effect::Delta(-10));
+        assert_eq!(a, b);
+        // A counter beyond this tracker's rise + fall, or another kind, is not taken.
+        let mut small = t(Rule::Http { rise: 1, fall: 1 }, 0, false);
+        assert!(!small.restore(&mem));
+        let mut link = t(Rule::Link, 0, false);
+        assert!(!link.restore(&mem));
+        assert_eq!(link.effect(), Effect::Pending);
     }
 
     #[test]

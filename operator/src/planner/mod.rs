@@ -38,6 +38,9 @@
 //!    a Node's `status.addresses` is its own: resolve leaves them out of its peers, so one
 //!    peer list written for the whole cluster works on every node. The interface is left for
 //!    the agent when neither an override nor the spec names one.
+//!    With the annotation `kubevrrp.io/adopt-static: "true"` the instances carry
+//!    `adoptStatic`: each node's agent takes over a static agent's running instance of the
+//!    same VRID when they agree ([`adopts_static`]).
 //! 7. **Status** ([`status`]) from the VRRPNode reports, with conditions and events.
 //!
 //! VirtualIPs being deleted keep their VRID claim but are deployed nowhere; their plan tells
@@ -153,6 +156,16 @@ pub enum Blocker {
         /// Human-readable message.
         message: String,
     },
+}
+
+/// Whether a VirtualIP asks its agents to take over static instances: the annotation
+/// `kubevrrp.io/adopt-static` is `"true"`.
+pub fn adopts_static(vip: &VirtualIP) -> bool {
+    vip.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crds::virtualip::ADOPT_STATIC_ANNOTATION))
+        .is_some_and(|v| v == "true")
 }
 
 /// The instance name used in VRRPNode specs and reports: `NAMESPACE/NAME`.
@@ -770,6 +783,7 @@ fn place<'n>(
         if let Some(v) = w.vrid {
             inst.virtual_router_id = v;
         }
+        inst.adopt_static = adopts_static(w.vip);
         let configured = inst.priority;
         // A draining node goes below everyone, overrides included.
         if node.draining {

@@ -13,7 +13,11 @@
 //!   does not count, and reason `NodeNotReady` or `Draining` where that applies.
 //! - Two live MASTERs are `SplitBrain` only after overlapping for [`split_brain_settle`];
 //!   meanwhile the master VRRP elects is shown.
-//! - Conditions `Degraded`, `Ready`, `SplitBrain`, `VRIDConflict` (sorted by type). A condition
+//! - Conditions `Degraded`, `Ready`, `SplitBrain`, `VRIDConflict` (sorted by type), and
+//!   `Adopted` for VirtualIPs annotated `kubevrrp.io/adopt-static: "true"`: `True` once every
+//!   reporting node took the static instance over or runs without one, `False` with reason
+//!   `StaticConfigMismatch` (the differing fields per node) while a node's static instance
+//!   differs, `Unknown` while nodes are still negotiating or have not reported. A condition
 //!   keeps its `lastTransitionTime` while its status stays the same.
 //! - Events fire on transitions only: `MasterElected` (no master → one), `Failover` (master
 //!   moved), `SplitBrain` (phase entered), `VRIDConflict` (condition became true),
@@ -37,6 +41,17 @@ pub const SPLIT_BRAIN: &str = "SplitBrain";
 pub const VRID_CONFLICT: &str = "VRIDConflict";
 /// Condition type: some node reports FAULT.
 pub const DEGRADED: &str = "Degraded";
+/// Condition type: the static instances were taken over (only with the adopt annotation).
+pub const ADOPTED: &str = "Adopted";
+
+/// Reason: every node took over its static instance or runs without one.
+pub const REASON_ADOPTED: &str = "Adopted";
+/// Reason: a node's static instance differs from the VirtualIP.
+pub const REASON_STATIC_MISMATCH: &str = "StaticConfigMismatch";
+/// Reason: a node could not talk to its static agent.
+pub const REASON_HANDOVER_FAILED: &str = "HandOverFailed";
+/// Reason: nodes are still negotiating or have not reported.
+pub const REASON_ADOPTION_PENDING: &str = "AdoptionPending";
 
 /// Reason: the spec is invalid (also an event reason).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
@@ -498,12 +513,31 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             last_transition_time: since,
         }
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition(DEGRADED, degraded),
         condition(READY, (ready, ready_reason, ready_msg)),
         condition(SPLIT_BRAIN, split),
         condition(VRID_CONFLICT, conflict),
     ];
+    if super::adopts_static(input.vip) {
+        let (status, reason, message) = adoption(input, &evidence);
+        let since = old_conditions
+            .iter()
+            .find(|c| c.type_ == ADOPTED && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(input.now));
+        conditions.insert(
+            0,
+            Condition {
+                type_: ADOPTED.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                observed_generation: generation,
+                last_transition_time: since,
+            },
+        );
+    }
 
     let last_failover = match (old.and_then(|s| s.master.as_deref()), master.as_deref()) {
         (Some(from), Some(to)) if from != to => {
@@ -535,6 +569,67 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
         last_failover,
     };
     (status, recheck_after)
+}
+
+/// The `Adopted` condition from the nodes' `adoption` reports: (status, reason, message).
+fn adoption(
+    input: &StatusInput<'_>,
+    evidence: &Evidence<'_>,
+) -> (&'static str, &'static str, String) {
+    use crds::vrrpnode::AdoptionPhase as P;
+    let mut by_phase: BTreeMap<P, Vec<String>> = BTreeMap::new();
+    let mut mismatch = Vec::new();
+    let mut failed = Vec::new();
+    for r in &evidence.counted {
+        let Some(a) = &r.status.adoption else {
+            continue;
+        };
+        by_phase.entry(a.phase).or_default().push(r.node.clone());
+        let note = a.message.clone().unwrap_or_default();
+        match a.phase {
+            P::Mismatch => mismatch.push(format!("{}: {note}", r.node)),
+            P::Failed => failed.push(format!("{}: {note}", r.node)),
+            _ => {}
+        }
+    }
+    let list = |p: P| by_phase.get(&p).map(|v| v.join(", ")).unwrap_or_default();
+    if !mismatch.is_empty() {
+        return (
+            "False",
+            REASON_STATIC_MISMATCH,
+            format!(
+                "the static instance differs from this VirtualIP, nothing changed there: {}",
+                mismatch.join("; ")
+            ),
+        );
+    }
+    if !failed.is_empty() {
+        return ("False", REASON_HANDOVER_FAILED, failed.join("; "));
+    }
+    let reporting: usize = by_phase.values().map(Vec::len).sum();
+    let pending = by_phase.get(&P::Pending).map_or(0, Vec::len);
+    let placed = input.placement.placed.len();
+    if placed == 0 || reporting < placed || pending > 0 {
+        return (
+            "Unknown",
+            REASON_ADOPTION_PENDING,
+            format!("{reporting} of {placed} node(s) reported, {pending} still negotiating"),
+        );
+    }
+    let mut parts = Vec::new();
+    if by_phase.contains_key(&P::Adopted) {
+        parts.push(format!(
+            "took over the static instance on {}",
+            list(P::Adopted)
+        ));
+    }
+    if by_phase.contains_key(&P::NoStaticInstance) {
+        parts.push(format!(
+            "no static instance on {}",
+            list(P::NoStaticInstance)
+        ));
+    }
+    ("True", REASON_ADOPTED, parts.join("; "))
 }
 
 fn find<'a>(s: Option<&'a VirtualIPStatus>, type_: &str) -> Option<&'a Condition> {
