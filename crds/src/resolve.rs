@@ -35,6 +35,20 @@ pub struct NodeFacts {
     pub name: String,
     /// Interfaces; empty when unknown (the operator's view), then the agent picks the interface.
     pub interfaces: Vec<InterfaceFacts>,
+    /// Further addresses of the node whose interface is not known (the operator's view: the
+    /// Node's `status.addresses`). With the interfaces' addresses, these are the node's own
+    /// addresses, never used as its unicast peers.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl NodeFacts {
+    /// Every address known to be the node's own.
+    pub fn own_addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.interfaces
+            .iter()
+            .flat_map(|i| i.addresses.iter().map(IpNet::addr))
+            .chain(self.addresses.iter().copied())
+    }
 }
 
 /// Inputs of [`resolve`] besides the spec.
@@ -54,7 +68,8 @@ pub struct ResolveInput<'a> {
     /// distinct-priority scheme); `None` ⇒ the spec's priority.
     pub default_priority: Option<u8>,
     /// Addresses of the other eligible nodes, used as unicast peers when unicast is enabled
-    /// without an explicit list.
+    /// without an explicit list (the caller gives each node's `sourceAddress` override rather
+    /// than its InternalIPs when it has one).
     pub peer_node_addresses: Vec<IpAddr>,
     /// The password read from the referenced Secret, when authentication is configured.
     pub auth_pass: Option<String>,
@@ -120,15 +135,21 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
                 .and_then(|a| interface_for(input.node, a.addr()))
         });
 
-    let (unicast_peers, allow_lower_ttl) = match &spec.unicast {
+    let unicast_source: Option<IpAddr> = node_override
+        .and_then(|n| n.source_address.as_deref())
+        .or_else(|| {
+            spec.unicast
+                .as_ref()
+                .and_then(|u| u.source_address.as_deref())
+        })
+        .and_then(|a| a.parse().ok());
+
+    let (unicast_peers, allow_lower_ttl, unicast_ttl) = match &spec.unicast {
         Some(u) if u.enabled || !u.peers.is_empty() => {
             let v4 = addresses.first().is_none_or(|a| a.addr().is_ipv4());
-            let own: Vec<IpAddr> = input
-                .node
-                .interfaces
-                .iter()
-                .flat_map(|i| i.addresses.iter().map(IpNet::addr))
-                .collect();
+            // One peer list is usually written for the whole cluster: each node leaves out
+            // its own addresses (a node never advertises to itself).
+            let own: Vec<IpAddr> = input.node.own_addresses().chain(unicast_source).collect();
             let mut peers: Vec<IpAddr> = if u.peers.is_empty() {
                 input.peer_node_addresses.clone()
             } else {
@@ -140,9 +161,10 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             (
                 peers.iter().map(ToString::to_string).collect(),
                 u.allow_lower_ttl.unwrap_or(false),
+                u.ttl.filter(|&t| t != 255),
             )
         }
-        _ => (Vec::new(), false),
+        _ => (Vec::new(), false, None),
     };
 
     Ok(ResolvedInstance {
@@ -156,7 +178,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
         advert_interval_ms: ms32(spec.advert_interval_ms()),
         preempt: spec.preempt_or_default(),
         preempt_delay_ms: spec.preempt_delay.map_or(0, |d| ms32(duration_ms(d))),
-        accept: spec.accept.unwrap_or(false),
+        accept: spec.accept.unwrap_or(true),
         addresses: addresses.iter().map(ToString::to_string).collect(),
         excluded_addresses: spec
             .excluded_addresses
@@ -164,13 +186,25 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             .filter_map(|a| parse_address(a))
             .map(|a| a.to_string())
             .collect(),
-        unicast_source: None,
+        unicast_source: unicast_source.map(|a| a.to_string()),
+        use_vmac: spec.virtual_mac.is_some(),
+        // keepalived: unicast on a virtual MAC always sends from the base interface.
+        vmac_xmit_base: spec
+            .virtual_mac
+            .as_ref()
+            .is_some_and(|v| v.xmit_base.unwrap_or(false) || !unicast_peers.is_empty()),
+        unicast_ttl,
         unicast_peers,
         allow_lower_ttl,
         auth_pass,
         track: resolve_track(spec, input.virtual_ip.as_ref()),
         garp: resolve_garp(spec),
-        notify: resolve_notify(spec),
+        notify: resolve_notify(spec.notify.as_ref()),
+        sync_group_notify: if spec.sync_group.is_some() {
+            resolve_notify(spec.sync_group_notify.as_ref())
+        } else {
+            ResolvedNotify::default()
+        },
         sync_group: spec.sync_group.as_ref().map(|g| match &input.virtual_ip {
             Some(r) => format!("{}/{}", r.namespace, g),
             None => g.clone(),
@@ -306,8 +340,8 @@ fn resolve_garp(spec: &VirtualIPSpec) -> ResolvedGarp {
     }
 }
 
-fn resolve_notify(spec: &VirtualIPSpec) -> ResolvedNotify {
-    let Some(n) = &spec.notify else {
+fn resolve_notify(notify: Option<&crate::virtualip::Notify>) -> ResolvedNotify {
+    let Some(n) = notify else {
         return ResolvedNotify {
             timeout_ms: 30_000,
             ..Default::default()
@@ -370,6 +404,7 @@ mod tests {
                     addresses: vec!["192.0.2.11/24".parse().unwrap()],
                 },
             ],
+            addresses: vec![],
         }
     }
 
@@ -412,7 +447,7 @@ mod tests {
         s.addresses = vec!["192.0.2.200".into()];
         let n = NodeFacts {
             name: "a".into(),
-            interfaces: vec![],
+            ..Default::default()
         };
         let r = resolve(&input(&s, &n)).unwrap();
         assert_eq!(r.addresses, vec!["192.0.2.200/32"]);
@@ -464,6 +499,87 @@ mod tests {
             r.unicast_peers,
             vec!["192.0.2.12", "192.0.2.13"],
             "own address and other family dropped"
+        );
+    }
+
+    #[test]
+    fn one_peer_list_for_the_cluster_leaves_out_each_nodes_own_addresses() {
+        let mut s = spec();
+        s.unicast = Some(Unicast {
+            enabled: true,
+            peers: vec![
+                "192.0.2.11".into(),
+                "192.0.2.12".into(),
+                "192.0.2.13".into(),
+                "192.0.2.14".into(),
+            ],
+            ttl: Some(64),
+            ..Default::default()
+        });
+        s.nodes = vec![NodeOverride {
+            name: "a".into(),
+            source_address: Some("192.0.2.14".into()),
+            ..Default::default()
+        }];
+        // Node a: 192.0.2.11 on eth1, 192.0.2.12 known from the Node object, 192.0.2.14 its
+        // source address.
+        let mut n = node("a");
+        n.addresses = vec!["192.0.2.12".parse().unwrap()];
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert_eq!(r.unicast_peers, vec!["192.0.2.13"]);
+        assert_eq!(r.unicast_source.as_deref(), Some("192.0.2.14"));
+        assert_eq!(r.unicast_ttl, Some(64));
+        // Node b has no override: the spec-wide source (unset) and every other address.
+        let b = NodeFacts {
+            name: "b".into(),
+            addresses: vec!["192.0.2.13".parse().unwrap()],
+            ..Default::default()
+        };
+        let r = resolve(&input(&s, &b)).unwrap();
+        assert_eq!(
+            r.unicast_peers,
+            vec!["192.0.2.11", "192.0.2.12", "192.0.2.14"]
+        );
+        assert_eq!(r.unicast_source, None);
+        // A spec-wide source address applies where no node override says otherwise.
+        s.unicast.as_mut().unwrap().source_address = Some("192.0.2.12".into());
+        let r = resolve(&input(&s, &b)).unwrap();
+        assert_eq!(r.unicast_source.as_deref(), Some("192.0.2.12"));
+        assert_eq!(r.unicast_peers, vec!["192.0.2.11", "192.0.2.14"]);
+        // TTL 255 is the default and is not written out.
+        s.unicast.as_mut().unwrap().ttl = Some(255);
+        assert_eq!(resolve(&input(&s, &b)).unwrap().unicast_ttl, None);
+    }
+
+    #[test]
+    fn a_virtual_mac_with_unicast_always_sends_from_the_base_interface() {
+        let mut s = spec();
+        s.virtual_mac = Some(crate::virtualip::VirtualMac::default());
+        let n = node("a");
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert!(r.use_vmac && !r.vmac_xmit_base);
+        s.unicast = Some(Unicast {
+            enabled: true,
+            peers: vec!["192.0.2.12".into()],
+            ..Default::default()
+        });
+        let r = resolve(&input(&s, &n)).unwrap();
+        assert!(r.use_vmac && r.vmac_xmit_base, "keepalived's rule");
+    }
+
+    #[test]
+    fn source_address_of_the_other_family_is_refused() {
+        let mut s = spec();
+        s.nodes = vec![NodeOverride {
+            name: "a".into(),
+            source_address: Some("2001:db8::1".into()),
+            ..Default::default()
+        }];
+        let n = node("a");
+        let text = resolve(&input(&s, &n)).unwrap_err().to_string();
+        assert!(
+            text.contains("spec.nodes[0].sourceAddress: 2001:db8::1 is not of the family"),
+            "{text}"
         );
     }
 

@@ -103,6 +103,11 @@ fn v4_addresses(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `n` distinct IPv6 addresses.
+fn v6_addresses(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("2001:db8::{:x}", i + 1)).collect()
+}
+
 /// `n` distinct tracker scripts.
 fn scripts(n: usize) -> Vec<Value> {
     (0..n)
@@ -160,6 +165,18 @@ fn good_examples_pass_every_validator() {
         with(json!({"garp": {"masterRefresh": "0s", "masterRepeat": 100}})),
         with(json!({"garp": {"masterRefresh": "1s", "masterRefreshRepeat": 100}})),
         with(json!({"addresses": v4_addresses(255)})),
+        with(json!({"virtualMAC": {}})),
+        with(json!({"virtualMAC": {"xmitBase": true}, "unicast": {"enabled": true}})),
+        with(
+            json!({"syncGroup": "db", "syncGroupNotify": {"master": "/bin/true", "any": "/usr/local/bin/group.sh"}}),
+        ),
+        with(json!({"version": 3, "authentication": null, "addresses": v6_addresses(89)})),
+        with(
+            json!({"unicast": {"enabled": true, "sourceAddress": "192.0.2.11", "ttl": 64}, "nodes": [{"name": "a", "sourceAddress": "192.0.2.12"}]}),
+        ),
+        with(
+            json!({"version": 3, "authentication": null, "addresses": ["2001:db8::200/64"], "unicast": {"enabled": true, "sourceAddress": "2001:db8::11", "ttl": 255}}),
+        ),
         with(json!({"excludedAddresses": v4_addresses(1024)})),
         with(json!({"track": {"http": http_checks(16)}})),
         with(
@@ -396,6 +413,54 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             "spec.unicast.peers[0]",
         ),
         (
+            "unicast source not an IP",
+            json!({"unicast": {"enabled": true, "sourceAddress": "nope"}}),
+            "unicast.sourceAddress must be an IP address",
+            "spec.unicast.sourceAddress",
+        ),
+        (
+            "unicast source of the other family",
+            json!({"unicast": {"enabled": true, "sourceAddress": "2001:db8::1"}}),
+            "unicast.sourceAddress: must be of the family of the addresses",
+            "spec.unicast.sourceAddress: 2001:db8::1 is not of the family",
+        ),
+        (
+            "node source not an IP",
+            json!({"nodes": [{"name": "a", "sourceAddress": "192.0.2.300"}]}),
+            "nodes[].sourceAddress must be an IP address",
+            "spec.nodes[0].sourceAddress",
+        ),
+        (
+            "node source of the other family",
+            json!({"nodes": [{"name": "a"}, {"name": "b", "sourceAddress": "2001:db8::1"}]}),
+            "nodes: every sourceAddress must be of the family of the addresses",
+            "spec.nodes[1].sourceAddress: 2001:db8::1 is not of the family",
+        ),
+        (
+            "unicast ttl 0",
+            json!({"unicast": {"enabled": true, "ttl": 0}}),
+            "/spec/unicast/ttl",
+            "spec.unicast.ttl",
+        ),
+        (
+            "unicast ttl 256",
+            json!({"unicast": {"enabled": true, "ttl": 256}}),
+            "/spec/unicast/ttl",
+            "spec.unicast.ttl",
+        ),
+        (
+            "sync group scripts without a sync group",
+            json!({"syncGroupNotify": {"master": "/bin/true"}}),
+            "syncGroupNotify: set syncGroup too",
+            "spec.syncGroupNotify: set syncGroup too",
+        ),
+        (
+            "sync group script longer than 1024 bytes",
+            json!({"syncGroup": "db", "syncGroupNotify": {"any": "x".repeat(1025)}}),
+            "/spec/syncGroupNotify/any",
+            "spec.syncGroupNotify.any: command is 1025 bytes",
+        ),
+        (
             "preempt delay too long",
             json!({"preemptDelay": "1001s"}),
             "preemptDelay must be between 0s and 1000s",
@@ -478,6 +543,24 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
             json!({"addresses": v4_addresses(256)}),
             "/spec/addresses",
             "spec.addresses: 256 addresses; at most 255",
+        ),
+        (
+            "300 addresses",
+            json!({"addresses": v4_addresses(300)}),
+            "/spec/addresses",
+            "spec.addresses: 300 addresses; at most 255",
+        ),
+        (
+            "90 IPv6 addresses: the advert is above a 1500-byte MTU",
+            json!({"version": 3, "authentication": null, "addresses": v6_addresses(90)}),
+            "at most 89 IPv6 addresses in a standard 1500-byte MTU",
+            "spec.addresses: 90 addresses; an advert carries at most 89 IPv6 addresses",
+        ),
+        (
+            "mixed families, IPv6 first",
+            json!({"version": 3, "authentication": null, "addresses": ["2001:db8::1", "192.0.2.1"]}),
+            "one family",
+            "spec.addresses[1]: all addresses of one VirtualIP must be of one family",
         ),
         (
             "1025 excluded addresses",
@@ -590,6 +673,17 @@ fn every_bad_case_is_rejected_by_the_schema_and_by_rust_naming_the_field() {
             "{what}: Rust errors {rust:?} do not mention {rust_text:?}"
         );
     }
+}
+
+#[test]
+fn advert_size_follows_keepalived() {
+    use crate::validate::max_advertised_addresses as max;
+    assert_eq!(max(true, 2, 1500), 255);
+    assert_eq!(max(false, 3, 1500), 89);
+    assert_eq!(max(false, 3, 9000), 255);
+    assert_eq!(max(true, 2, 576), 131);
+    assert_eq!(max(false, 3, 1280), 76);
+    assert_eq!(max(false, 3, 10), 0);
 }
 
 #[test]

@@ -43,6 +43,25 @@ pub mod limits {
     pub const MAX_SPEC_BYTES: usize = 64 * 1024;
 }
 
+/// The MTU admission assumes (Ethernet's standard); the agent applies the real one.
+pub const STANDARD_MTU: u32 = 1500;
+
+/// Most addresses one advert can carry on a link of `mtu` bytes, keepalived's rule: the
+/// Ethernet, IP and VRRP headers (and VRRPv2's 8 bytes of authentication data) plus 4 or 16
+/// bytes per address must fit the MTU, and the count field allows 255. At the standard MTU
+/// that is 255 IPv4 addresses and 89 IPv6 addresses.
+pub fn max_advertised_addresses(ipv4: bool, version: u8, mtu: u32) -> usize {
+    let (header, per_address) = if ipv4 {
+        (14 + 20 + 8 + if version == 2 { 8 } else { 0 }, 4)
+    } else {
+        (14 + 40 + 8, 16)
+    };
+    let fit = mtu.saturating_sub(header) / per_address;
+    usize::try_from(fit)
+        .unwrap_or(usize::MAX)
+        .min(limits::MAX_ADDRESSES)
+}
+
 /// One validation problem: the field path (`spec.addresses[1]`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -184,6 +203,11 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
 
     check_addresses(&mut p, spec, version);
 
+    let family = spec
+        .addresses
+        .first()
+        .and_then(|a| parse_address(a))
+        .map(|a| a.addr().is_ipv4());
     if let Some(u) = &spec.unicast {
         for (i, peer) in u.peers.iter().enumerate() {
             if peer.parse::<IpAddr>().is_err() {
@@ -192,6 +216,12 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
                     format!("{peer:?} is not an IP address"),
                 );
             }
+        }
+        if let Some(src) = &u.source_address {
+            check_source(&mut p, "spec.unicast.sourceAddress", src, family);
+        }
+        if u.ttl == Some(0) {
+            p.push("spec.unicast.ttl", "must be between 1 and 255");
         }
     }
 
@@ -211,6 +241,9 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
         }
         if let Some(iface) = &n.interface {
             check_ifname(&mut p, &format!("{base}.interface"), iface);
+        }
+        if let Some(src) = &n.source_address {
+            check_source(&mut p, &format!("{base}.sourceAddress"), src, family);
         }
     }
 
@@ -267,6 +300,30 @@ pub fn validate_spec(spec: &VirtualIPSpec) -> Problems {
             }
         }
     }
+    if let Some(n) = &spec.sync_group_notify {
+        if spec.sync_group.is_none() {
+            p.push(
+                "spec.syncGroupNotify",
+                "set syncGroup too; without a group these scripts never run",
+            );
+        }
+        if let Some(d) = n.timeout
+            && (d.is_negative() || crate::duration_ms(d) == 0)
+        {
+            p.push("spec.syncGroupNotify.timeout", "must be greater than 0");
+        }
+        for (field, cmd) in [
+            ("master", &n.master),
+            ("backup", &n.backup),
+            ("fault", &n.fault),
+            ("stop", &n.stop),
+            ("any", &n.any),
+        ] {
+            if let Some(cmd) = cmd {
+                check_command_len(&mut p, &format!("spec.syncGroupNotify.{field}"), cmd);
+            }
+        }
+    }
     if spec.sync_group.as_deref() == Some("") {
         p.push("spec.syncGroup", "must not be empty when set");
     }
@@ -283,6 +340,17 @@ fn check_ifname(p: &mut Problems, path: &str, name: &str) {
             path,
             format!("{name:?} is not a valid interface name (1-15 characters, no '/' or spaces)"),
         );
+    }
+}
+
+/// An advert source address: an IP address of the VirtualIP's family (`v4` when known).
+fn check_source(p: &mut Problems, path: &str, src: &str, v4: Option<bool>) {
+    match src.parse::<IpAddr>() {
+        Err(_) => p.push(path, format!("{src:?} is not an IP address")),
+        Ok(a) if v4.is_some_and(|v4| v4 != a.is_ipv4()) => {
+            p.push(path, format!("{a} is not of the family of the addresses"))
+        }
+        Ok(_) => {}
     }
 }
 
@@ -323,6 +391,24 @@ fn check_addresses(p: &mut Problems, spec: &VirtualIPSpec, version: u8) {
         spec.excluded_addresses.len(),
         limits::MAX_EXCLUDED_ADDRESSES,
     );
+    let first_v4 = spec
+        .addresses
+        .first()
+        .and_then(|a| parse_address(a))
+        .map(|a| a.addr().is_ipv4());
+    if let Some(v4) = first_v4 {
+        let max = max_advertised_addresses(v4, version, STANDARD_MTU);
+        if spec.addresses.len() > max && spec.addresses.len() <= limits::MAX_ADDRESSES {
+            p.push(
+                "spec.addresses",
+                format!(
+                    "{} addresses; an advert carries at most {max} {} addresses in a standard 1500-byte MTU; put the others in excludedAddresses (bound with the VIPs, not advertised)",
+                    spec.addresses.len(),
+                    if v4 { "IPv4" } else { "IPv6" }
+                ),
+            );
+        }
+    }
     let mut first_family: Option<bool> = None;
     let mut seen = BTreeSet::new();
     for (i, a) in spec.addresses.iter().enumerate() {

@@ -81,6 +81,18 @@ macro_rules! family_of {
     concat!("self.addresses.all(a, !(isIP(a) || isCIDR(a)) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ", family_of!("a"), " == ", family_of!("self.addresses[0]"), ")")
 ).message("addresses: all addresses of one VirtualIP must be of one family (IPv4 or IPv6); put others in excludedAddresses").field_path(".addresses"))]
 #[x_kube(validation = Rule::new(
+    concat!("!has(self.unicast) || !has(self.unicast.sourceAddress) || !isIP(self.unicast.sourceAddress) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ip(self.unicast.sourceAddress).family() == ", family_of!("self.addresses[0]"))
+).message("unicast.sourceAddress: must be of the family of the addresses").field_path(".unicast.sourceAddress"))]
+#[x_kube(validation = Rule::new(
+    concat!("!has(self.nodes) || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || self.nodes.all(n, !has(n.sourceAddress) || !isIP(n.sourceAddress) || ip(n.sourceAddress).family() == ", family_of!("self.addresses[0]"), ")")
+).message("nodes: every sourceAddress must be of the family of the addresses").field_path(".nodes"))]
+#[x_kube(validation = Rule::new(
+    concat!("size(self.addresses) == 0 || !(isIP(self.addresses[0]) || isCIDR(self.addresses[0])) || ", family_of!("self.addresses[0]"), " == 4 || size(self.addresses) <= 89")
+).message("addresses: an advert carries at most 89 IPv6 addresses in a standard 1500-byte MTU; put the others in excludedAddresses").field_path(".addresses"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.syncGroupNotify) || has(self.syncGroup)"
+).message("syncGroupNotify: set syncGroup too; without a group these scripts never run").field_path(".syncGroupNotify"))]
+#[x_kube(validation = Rule::new(
     "!has(self.authentication) || (has(self.version) && self.version == 2)"
 ).message("authentication: only VRRPv2 has authentication; set version: 2 or remove it").field_path(".authentication"))]
 pub struct VirtualIPSpec {
@@ -130,7 +142,10 @@ pub struct VirtualIPSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('0s') && duration(self) <= duration('1000s')").message("preemptDelay must be between 0s and 1000s"))]
     pub preempt_delay: Option<kube::core::Duration>,
 
-    /// Accept packets addressed to the VIPs while master (keepalived `accept`). Default false.
+    /// Accept packets addressed to the VIPs while master (keepalived `accept`; `false` is
+    /// keepalived's `no_accept`: a master that is not the address owner, priority 255, drops
+    /// them, through nftables rules the agent writes). Default true, as keepalived outside
+    /// strict mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accept: Option<bool>,
 
@@ -151,6 +166,17 @@ pub struct VirtualIPSpec {
     #[x_kube(validation = Rule::new("self.all(a, isIP(a) || isCIDR(a))").message("excludedAddresses: every entry must be an IP address or CIDR"))]
     pub excluded_addresses: Vec<String>,
 
+    /// Run on a virtual MAC (keepalived `use_vmac`): a macvlan interface `vrrp.VRID` on the
+    /// VRRP interface with the RFC's MAC 00-00-5E-00-01-{VRID} (IPv6: 00-00-5E-00-02-{VRID})
+    /// holds the VIPs; adverts and gratuitous ARPs come from that MAC, so after a takeover
+    /// clients and switches need no ARP update.
+    #[serde(
+        default,
+        rename = "virtualMAC",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_mac: Option<VirtualMac>,
+
     /// Unicast instead of multicast adverts (keepalived `unicast_peer`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast: Option<Unicast>,
@@ -159,7 +185,7 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
 
-    /// Per-node overrides of priority, initial state and interface.
+    /// Per-node overrides of priority, initial state, interface and advert source address.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     #[x_kube(validation = Rule::new("self.all(x, self.exists_one(y, y.name == x.name))").message("nodes: node names must be unique"))]
@@ -182,6 +208,14 @@ pub struct VirtualIPSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub sync_group: Option<String>,
+
+    /// The sync group's own notify scripts (keepalived's `notify*` of `vrrp_sync_group`), run
+    /// on a node when the group as a whole enters MASTER (every member master), BACKUP (every
+    /// member backup), FAULT (any member in fault) or STOP; `any` gets `GROUP NAME STATE 0`
+    /// appended. Give the same scripts on every member: the agent runs those of the member
+    /// first by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_group_notify: Option<Notify>,
 }
 
 /// Initial state at start-up (keepalived `state`).
@@ -238,6 +272,16 @@ impl SecretKeyRef {
     }
 }
 
+/// Virtual MAC settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMac {
+    /// Send adverts from the VRRP interface itself rather than from the virtual MAC
+    /// (keepalived `vmac_xmit_base`); unicast always does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xmit_base: Option<bool>,
+}
+
 /// Unicast mode.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -254,6 +298,18 @@ pub struct Unicast {
     /// Accept unicast adverts with a TTL/hop limit below 255 (peers behind routers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_lower_ttl: Option<bool>,
+    /// Source address of this VirtualIP's adverts on every node (keepalived `unicast_src_ip`);
+    /// usually set per node in `nodes[].sourceAddress` instead. Default: the interface's
+    /// primary IPv4 address or its IPv6 link-local address. It must be an address of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("unicast.sourceAddress must be an IP address"))]
+    pub source_address: Option<String>,
+    /// TTL / hop limit of the unicast adverts sent (keepalived `unicast_ttl`), 1–255. Default
+    /// 255. Peers receiving adverts below 255 need `allowLowerTtl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 255))]
+    pub ttl: Option<u8>,
 }
 
 /// A per-node override.
@@ -274,6 +330,13 @@ pub struct NodeOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 15))]
     pub interface: Option<String>,
+    /// Source address of the adverts on that node (keepalived `unicast_src_ip`); overrides
+    /// `unicast.sourceAddress`. With unicast and no explicit `unicast.peers`, the other nodes
+    /// send their adverts to this address instead of the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("isIP(self)").message("nodes[].sourceAddress must be an IP address"))]
+    pub source_address: Option<String>,
 }
 
 /// Trackers. Weight 0 means "failure ⇒ FAULT"; a positive weight is added while the tracker is

@@ -59,7 +59,7 @@ pub fn config_hash(instances: &[ResolvedInstance]) -> String {
 }
 
 /// One VRRP instance with every default applied and every reference resolved.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResolvedInstance {
     /// Instance name: `NAMESPACE/NAME` of the VirtualIP, or the keepalived instance name.
@@ -86,17 +86,28 @@ pub struct ResolvedInstance {
     /// Delay before preempting after start, in milliseconds.
     #[serde(default)]
     pub preempt_delay_ms: u32,
-    /// keepalived `accept`.
-    #[serde(default)]
+    /// keepalived `accept`: when false, a master below priority 255 drops packets addressed
+    /// to the VIPs.
+    #[serde(default = "default_accept")]
     pub accept: bool,
     /// Virtual addresses as `IP/len` (length filled in: /32 or /128 when not given).
     pub addresses: Vec<String>,
     /// Excluded (not advertised) addresses as `IP/len`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_addresses: Vec<String>,
-    /// Unicast source address (keepalived `unicast_src_ip`); absent ⇒ interface primary.
+    /// Source address of the adverts (keepalived `unicast_src_ip`); absent ⇒ the interface's
+    /// primary IPv4 or link-local IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unicast_source: Option<String>,
+    /// Run on the virtual MAC (keepalived `use_vmac`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_vmac: bool,
+    /// With `useVmac`: send adverts from the VRRP interface (keepalived `vmac_xmit_base`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub vmac_xmit_base: bool,
+    /// TTL / hop limit of unicast adverts (keepalived `unicast_ttl`); absent ⇒ 255.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast_ttl: Option<u8>,
     /// Unicast peers; empty ⇒ multicast.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unicast_peers: Vec<String>,
@@ -117,10 +128,48 @@ pub struct ResolvedInstance {
     /// Sync group name (scoped: `NAMESPACE/GROUP` in-cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_group: Option<String>,
+    /// The sync group's notify scripts (run when the group as a whole changes state).
+    #[serde(default, skip_serializing_if = "ResolvedNotify::is_empty")]
+    pub sync_group_notify: ResolvedNotify,
     /// Take over a static (standalone) agent's running instance for the same VRID on this
     /// node, when both agree (the VirtualIP annotation `kubevrrp.io/adopt-static: "true"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_static: bool,
+}
+
+impl Default for ResolvedInstance {
+    /// Empty, with keepalived's defaults where an empty value would differ from them
+    /// (accept on).
+    fn default() -> Self {
+        ResolvedInstance {
+            name: String::new(),
+            virtual_ip: None,
+            virtual_router_id: 0,
+            version: 0,
+            interface: None,
+            priority: 0,
+            initial_state: Default::default(),
+            advert_interval_ms: 0,
+            preempt: false,
+            preempt_delay_ms: 0,
+            accept: default_accept(),
+            addresses: Vec::new(),
+            excluded_addresses: Vec::new(),
+            unicast_source: None,
+            use_vmac: false,
+            vmac_xmit_base: false,
+            unicast_ttl: None,
+            unicast_peers: Vec::new(),
+            allow_lower_ttl: false,
+            auth_pass: None,
+            track: Default::default(),
+            garp: Default::default(),
+            notify: Default::default(),
+            sync_group: None,
+            sync_group_notify: Default::default(),
+            adopt_static: false,
+        }
+    }
 }
 
 /// What must agree between a static (standalone) agent's instance and an in-cluster one for
@@ -428,6 +477,10 @@ pub struct ResolvedNotify {
     /// Kill after this long, ms.
     #[serde(default = "default_notify_timeout_ms")]
     pub timeout_ms: u32,
+}
+
+fn default_accept() -> bool {
+    true
 }
 
 fn default_notify_timeout_ms() -> u32 {

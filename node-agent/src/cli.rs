@@ -98,14 +98,22 @@ pub struct StandaloneArgs {
 /// `convert` options.
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
-    /// keepalived.conf to convert.
-    pub file: PathBuf,
-    /// Make node-specific values (priority, state) overrides for this node instead of defaults.
-    #[arg(long)]
+    /// keepalived.conf to convert; several files are one cluster's per-node configurations,
+    /// merged into one VirtualIP per virtual router.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    /// With one file: make node-specific values (priority, state, unicast_src_ip) overrides
+    /// for this node instead of defaults.
+    #[arg(long, conflicts_with = "node_names")]
     pub node: Option<String>,
-    /// Namespace for the generated objects.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// The Kubernetes node name of each file, in order, comma-separated (default: each file's
+    /// `global_defs router_id`, else its file name without extension).
+    #[arg(long, value_delimiter = ',')]
+    pub node_names: Vec<String>,
+    /// Namespace for the generated objects (default: none, so `kubectl apply -n NS -f` puts
+    /// them in NS).
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 /// `demo` options.

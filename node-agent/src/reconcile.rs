@@ -70,6 +70,8 @@ fn restart_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static st
     check(a.version != b.version, "version");
     check(a.interface != b.interface, "interface");
     check(a.unicast_source != b.unicast_source, "unicastSource");
+    check(a.use_vmac != b.use_vmac, "useVmac");
+    check(a.vmac_xmit_base != b.vmac_xmit_base, "vmacXmitBase");
     f
 }
 
@@ -98,11 +100,16 @@ fn in_place_fields(a: &ResolvedInstance, b: &ResolvedInstance) -> Vec<&'static s
     );
     check(a.unicast_peers != b.unicast_peers, "unicastPeers");
     check(a.allow_lower_ttl != b.allow_lower_ttl, "allowLowerTtl");
+    check(a.unicast_ttl != b.unicast_ttl, "unicastTtl");
     check(a.auth_pass != b.auth_pass, "authPass");
     check(a.track != b.track, "track");
     check(a.garp != b.garp, "garp");
     check(a.notify != b.notify, "notify");
     check(a.sync_group != b.sync_group, "syncGroup");
+    check(
+        a.sync_group_notify != b.sync_group_notify,
+        "syncGroupNotify",
+    );
     f
 }
 

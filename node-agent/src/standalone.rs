@@ -290,6 +290,7 @@ mod tests {
                 name: "eth0".into(),
                 addresses: vec!["192.0.2.11/24".parse().unwrap()],
             }],
+            addresses: vec![],
         }
     }
 

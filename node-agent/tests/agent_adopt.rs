@@ -70,7 +70,7 @@ fn planned(yaml: &str) -> VRRPNodeSpec {
     let vip: VirtualIP = serde_yaml::from_str(yaml).unwrap();
     let facts = NodeFacts {
         name: NODE.into(),
-        interfaces: vec![],
+        ..Default::default()
     };
     let mut inst = resolve(&ResolveInput {
         instance_name: "kube-system/api".into(),

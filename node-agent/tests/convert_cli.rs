@@ -148,3 +148,61 @@ fn missing_file_is_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn one_clusters_files_merge_into_one_virtual_ip() {
+    let files: Vec<PathBuf> = (1..=3)
+        .map(|n| fixture(&format!("cluster/node-{n}.conf")))
+        .collect();
+    let out = agent()
+        .arg("convert")
+        .args(&files)
+        .args(["--node-names", "cp-1,cp-2,cp-3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "stderr:\n{stderr}");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{stdout}");
+    let spec = &docs[1]["spec"];
+    assert_eq!(docs[1]["metadata"].get("namespace"), None);
+    assert_eq!(docs[0]["metadata"].get("namespace"), None);
+    assert_eq!(spec["nodes"][0]["name"], "cp-1");
+    assert_eq!(spec["nodes"][2]["sourceAddress"], "192.0.2.23");
+    assert_eq!(spec["unicast"]["peers"].as_sequence().unwrap().len(), 3);
+    // Every warning names its file and line.
+    for l in stderr.lines() {
+        let (place, _) = l.split_once(": warning: ").unwrap_or_else(|| panic!("{l}"));
+        assert!(
+            place
+                .rsplit(':')
+                .nth(1)
+                .is_some_and(|n| n.parse::<u32>().is_ok()),
+            "{l}"
+        );
+    }
+    // Without --node-names the file names are the node names, and each is reported.
+    let out = agent().arg("convert").args(&files).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: this file is node node-2 (from its file name)"),
+        "{stderr}"
+    );
+    // A count mismatch is refused before anything is read.
+    let out = agent()
+        .arg("convert")
+        .args(&files)
+        .args(["--node-names", "cp-1,cp-2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--node-names: 2 names for 3 files")
+    );
+}

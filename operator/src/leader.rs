@@ -32,6 +32,59 @@ pub struct LeaseSettings {
     pub grace_secs: u64,
 }
 
+/// The lease identity when none is given (`--identity` / `POD_NAME`), e.g. when the operator
+/// runs outside a pod: the host name plus a random suffix, so two operators started on one
+/// host still hold distinct identities. `host` falls back to `kube-vrrp-operator`; the result
+/// is a lowercase DNS-1123 label of at most 63 characters.
+pub fn default_identity(host: Option<&str>, random: u64) -> String {
+    let mut base: String = host
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    base = base.trim_matches('-').to_string();
+    if base.is_empty() {
+        base = "kube-vrrp-operator".into();
+    }
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = random;
+    let suffix: String = (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect();
+    base.truncate(63 - 1 - suffix.len());
+    format!("{}-{suffix}", base.trim_end_matches('-'))
+}
+
+/// This host's name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), if known.
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+}
+
+/// A random number from the standard library's per-process hash seed (no crate needed for
+/// an identity suffix).
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 enum Outcome {
     Lost,
     Finished(Result<Result<(), Error>, tokio::task::JoinError>),
@@ -123,4 +176,26 @@ where
         Err(_) => warn!("timed out releasing the lease"),
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_identity;
+
+    #[test]
+    fn identity_outside_a_pod_is_the_host_plus_a_random_suffix() {
+        let a = default_identity(Some("Build-Host.example.com"), 1);
+        let b = default_identity(Some("Build-Host.example.com"), 2);
+        assert!(a.starts_with("build-host-example-com-"), "{a}");
+        assert_ne!(a, b, "different random numbers give different identities");
+        assert_eq!(a.len(), "build-host-example-com-".len() + 5);
+        assert!(default_identity(None, 7).starts_with("kube-vrrp-operator-"));
+        assert!(default_identity(Some("  "), 7).starts_with("kube-vrrp-operator-"));
+        let long = default_identity(Some(&"h".repeat(100)), 3);
+        assert_eq!(long.len(), 63);
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
+    }
 }

@@ -70,7 +70,8 @@ struct RunArgs {
     /// Also serve Services of type LoadBalancer that have no `spec.loadBalancerClass`.
     #[arg(long)]
     load_balancer_default_class: bool,
-    /// Lease holder identity (the pod name).
+    /// Lease holder identity (the pod name). Default outside a pod: the host name plus a
+    /// random suffix.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
 }
@@ -151,10 +152,16 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone()));
     info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
 
-    let identity = args
-        .identity
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .ok_or_else(|| Error::Config("no lease identity: set POD_NAME (or --identity)".into()))?;
+    // In a pod the chart sets POD_NAME; elsewhere (a developer's machine, a test) the host
+    // name with a random suffix keeps two operators on one host apart.
+    let identity = match args.identity.filter(|i| !i.is_empty()) {
+        Some(i) => i,
+        None => {
+            let id = leader::default_identity(leader::host_name().as_deref(), leader::random_u64());
+            info!(identity = %id, "no --identity or POD_NAME: using the host name with a random suffix as the lease identity");
+            id
+        }
+    };
     let namespace = args.lease_namespace.unwrap_or(default_ns);
     let lease = LeaseSettings {
         namespace: namespace.clone(),

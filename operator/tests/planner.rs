@@ -293,6 +293,7 @@ fn master_state_only_where_the_user_set_it() {
                 state: Some(InitialState::Master),
                 interface: Some("eth1".into()),
                 priority: None,
+                source_address: None,
             }],
             ..spec("192.0.2.100/24")
         },
@@ -387,6 +388,32 @@ fn unicast_peers_table() {
             want_n1: vec!["192.0.2.2", "192.0.2.3"],
         },
         Case {
+            what: "one explicit list for the whole cluster: each node leaves out its own address",
+            addr: "192.0.2.100/24",
+            peers: vec!["192.0.2.1".into(), "192.0.2.2".into(), "192.0.2.3".into()],
+            nodes: three_nodes(),
+            want_n1: vec!["192.0.2.2", "192.0.2.3"],
+        },
+        Case {
+            what: "an ExternalIP of the node is its own too",
+            addr: "198.51.100.100/24",
+            peers: vec!["198.51.100.1".into(), "198.51.100.2".into()],
+            nodes: vec![
+                {
+                    let mut n = node_obj("n1", &[], &["192.0.2.1"], true);
+                    if let Some(a) = n.status.as_mut().and_then(|s| s.addresses.as_mut()) {
+                        a.push(k8s_openapi::api::core::v1::NodeAddress {
+                            type_: "ExternalIP".into(),
+                            address: "198.51.100.1".into(),
+                        });
+                    }
+                    Arc::new(n)
+                },
+                node("n2", &[], &["192.0.2.2"]),
+            ],
+            want_n1: vec!["198.51.100.2"],
+        },
+        Case {
             what: "a node that joins is added",
             addr: "192.0.2.100/24",
             peers: vec![],
@@ -403,7 +430,7 @@ fn unicast_peers_table() {
                 unicast: Some(Unicast {
                     enabled: true,
                     peers: c.peers.clone(),
-                    allow_lower_ttl: None,
+                    ..Default::default()
                 }),
                 ..spec(c.addr)
             },
@@ -416,6 +443,44 @@ fn unicast_peers_table() {
             c.what
         );
     }
+    // Per-node advert sources: each node sends from its own and is reached at it.
+    let v = vip(
+        "ns",
+        "v",
+        0,
+        VirtualIPSpec {
+            unicast: Some(Unicast {
+                enabled: true,
+                ttl: Some(32),
+                ..Default::default()
+            }),
+            nodes: ["n1", "n2"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| NodeOverride {
+                    name: n.to_string(),
+                    source_address: Some(format!("198.51.100.{}", i + 1)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..spec("198.51.100.100/24")
+        },
+    );
+    let p = plan(&world(vec![v], three_nodes()));
+    let (n1, n2, n3) = (
+        inst(&p, "n1", "ns/v").unwrap(),
+        inst(&p, "n2", "ns/v").unwrap(),
+        inst(&p, "n3", "ns/v").unwrap(),
+    );
+    assert_eq!(n1.unicast_source.as_deref(), Some("198.51.100.1"));
+    // n3 has no override: it is reached at its InternalIP.
+    assert_eq!(n1.unicast_peers, vec!["192.0.2.3", "198.51.100.2"]);
+    assert_eq!(n2.unicast_source.as_deref(), Some("198.51.100.2"));
+    assert_eq!(n2.unicast_peers, vec!["192.0.2.3", "198.51.100.1"]);
+    assert_eq!(n3.unicast_source, None);
+    assert_eq!(n3.unicast_peers, vec!["198.51.100.1", "198.51.100.2"]);
+    assert_eq!((n1.unicast_ttl, n3.unicast_ttl), (Some(32), Some(32)));
+
     // Multicast: no peers.
     let p = plan(&world(
         vec![vip("ns", "v", 0, spec("192.0.2.100/24"))],

@@ -2035,7 +2035,7 @@ fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
     for n in &vip.spec.nodes {
         let host = crds::resolve::NodeFacts {
             name: n.name.clone(),
-            interfaces: vec![],
+            ..Default::default()
         };
         let (instances, warnings) = agent::standalone::resolve_virtual_ips(&text, &host)
             .unwrap_or_else(|e| panic!("{}: {}", n.name, e.join("; ")));

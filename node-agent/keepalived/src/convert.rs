@@ -25,21 +25,14 @@ use crds::virtualip::{
 };
 
 /// Options of the conversion.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConvertOptions {
-    /// Namespace of the generated objects.
-    pub namespace: String,
-    /// When set, this config is one node's: priority and state become a `nodes` override for it.
+    /// Namespace of the generated objects; `None` leaves `metadata.namespace` out, so
+    /// `kubectl apply -n NS -f` puts them where the user says.
+    pub namespace: Option<String>,
+    /// When set, this config is one node's: priority, state and source address become a
+    /// `nodes` override for it.
     pub node: Option<String>,
-}
-
-impl Default for ConvertOptions {
-    fn default() -> Self {
-        ConvertOptions {
-            namespace: "default".into(),
-            node: None,
-        }
-    }
 }
 
 /// One converted `vrrp_instance`.
@@ -119,11 +112,6 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
             "vrrp_mcast_group4/6 are not supported: kube-vrrp advertises to 224.0.0.18 / ff02::12",
         );
     }
-    for g in &cfg.sync_groups {
-        if !g.notify.is_empty() {
-            d.warning(&g.span, format!("vrrp_sync_group {}: group notify scripts cannot be expressed in a VirtualIP; ignored", g.name));
-        }
-    }
 
     for inst in &cfg.instances {
         let base = dns1123_label(&inst.name);
@@ -147,17 +135,10 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
             );
         }
         let mut vip = VirtualIP::new(&name, spec);
-        vip.metadata.namespace = Some(opts.namespace.clone());
-        let secret = auth_pass.as_ref().map(|pw| Secret {
-            metadata: ObjectMeta {
-                name: Some(secret_name(&name)),
-                namespace: Some(opts.namespace.clone()),
-                ..Default::default()
-            },
-            type_: Some("Opaque".into()),
-            string_data: Some(BTreeMap::from([(SECRET_KEY.to_string(), pw.clone())])),
-            ..Default::default()
-        });
+        vip.metadata.namespace = opts.namespace.clone();
+        let secret = auth_pass
+            .as_ref()
+            .map(|pw| password_secret(&name, pw, opts.namespace.as_deref()));
         items.push(Converted {
             instance: inst.name.clone(),
             virtual_ip: vip,
@@ -168,6 +149,23 @@ pub(crate) fn convert_for(cfg: &Config, opts: &ConvertOptions, report_names: boo
     Conversion {
         items,
         diagnostics: d,
+    }
+}
+
+/// The Secret holding the PASS password of VirtualIP `vip_name`.
+fn password_secret(vip_name: &str, password: &str, namespace: Option<&str>) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(vip_name)),
+            namespace: namespace.map(str::to_string),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([(
+            SECRET_KEY.to_string(),
+            password.to_string(),
+        )])),
+        ..Default::default()
     }
 }
 
@@ -215,6 +213,7 @@ fn spec_of(
             priority: Some(i.effective_priority()),
             state: Some(i.effective_state()),
             interface: None,
+            source_address: i.unicast_src_ip.map(|a| a.to_string()),
         }),
         None => {
             spec.priority = Some(i.effective_priority());
@@ -263,30 +262,114 @@ fn spec_of(
         spec.unicast = Some(Unicast {
             enabled: true,
             peers: i.unicast_peer.iter().map(ToString::to_string).collect(),
-            allow_lower_ttl: None,
+            // keepalived does not check the TTL of unicast adverts (peers may be routed).
+            allow_lower_ttl: Some(true),
+            ttl: i.unicast_ttl.filter(|&t| t != 255),
+            source_address: None,
         });
+    } else if let Some(ttl) = i.unicast_ttl {
+        let span = i.spans.get("unicast_ttl").unwrap_or(&i.span);
+        d.warning(span, format!("{owner}: unicast_ttl {ttl} without unicast peers does nothing (keepalived resets it too); ignored"));
     }
     if let Some(src) = i.unicast_src_ip
         && opts.node.is_none()
     {
-        d.warning(&i.span, format!("{owner}: unicast_src_ip {src} is node-specific and not kept in the VirtualIP (each node uses its own address)"));
+        let span = i
+            .spans
+            .get("unicast_src_ip")
+            .or_else(|| i.spans.get("mcast_src_ip"))
+            .unwrap_or(&i.span);
+        d.warning(span, format!("{owner}: unicast_src_ip {src} is this node's address and is not kept in the VirtualIP (each node sends from its own address); convert with --node, or convert every node's file together, to keep it as nodes[].sourceAddress"));
+    }
+    if let Some(name) = &i.use_vmac {
+        let vrid = i.virtual_router_id.unwrap_or_default();
+        if let Some(n) = name
+            && *n != format!("vrrp.{vrid}")
+        {
+            let span = i.spans.get("use_vmac").unwrap_or(&i.span);
+            d.warning(span, format!("{owner}: use_vmac {n}: the virtual MAC interface is always named vrrp.{vrid} by kube-vrrp"));
+        }
+        spec.virtual_mac = Some(crds::virtualip::VirtualMac {
+            xmit_base: i.vmac_xmit_base.then_some(true),
+        });
+    } else if i.vmac_xmit_base {
+        let span = i.spans.get("vmac_xmit_base").unwrap_or(&i.span);
+        d.warning(
+            span,
+            format!("{owner}: vmac_xmit_base without use_vmac does nothing; ignored"),
+        );
     }
     if i.dont_track_primary {
         d.warning(&i.span, format!("{owner}: dont_track_primary is not supported; the VRRP interface's link state is always tracked"));
     }
 
+    let group = cfg.sync_group_of(&i.name);
+    // The group's trackers are every member's (one failing puts the whole group in FAULT).
+    let mut track_interface = i.track_interface.clone();
+    let mut track_script = i.track_script.clone();
+    let mut track_process = i.track_process.clone();
+    let mut track_file = i.track_file.clone();
+    if let Some(g) = group {
+        for t in &g.track_interface {
+            if !track_interface.iter().any(|x| x.name == t.name) {
+                track_interface.push(t.clone());
+            }
+        }
+        for (mine, theirs) in [
+            (&mut track_script, &g.track_script),
+            (&mut track_process, &g.track_process),
+            (&mut track_file, &g.track_file),
+        ] {
+            for r in theirs {
+                if !mine.iter().any(|x| x.name == r.name) {
+                    mine.push(r.clone());
+                }
+            }
+        }
+    }
+    // keepalived: in a sync group without sync_group_tracking_weight, tracker weights do not
+    // apply (an interface then means FAULT when down; a weighted script or file is dropped).
+    let unweighted = group.is_some_and(|g| !g.tracking_weight) && i.effective_priority() != 255;
+    let why = group.map_or(String::new(), |g| {
+        format!(
+            "vrrp_sync_group {} has no sync_group_tracking_weight, as keepalived does",
+            g.name
+        )
+    });
+
     let mut track = Track::default();
-    for t in &i.track_interface {
+    for t in &track_interface {
+        let mut t = t.clone();
+        if unweighted && t.weight.is_some_and(|w| w != 0) {
+            d.warning(
+                &t.span,
+                format!(
+                    "{owner}: track_interface {}: weight ignored (down means FAULT) because {why}",
+                    t.name
+                ),
+            );
+            t.weight = Some(0);
+        }
         track.interfaces.push(TrackInterface {
             name: t.name.clone(),
             weight: Some(t.weight.unwrap_or(0)),
             reverse: t.reverse.then_some(true),
         });
     }
-    for r in &i.track_script {
+    for r in &track_script {
         let Some(s) = cfg.script(&r.name) else {
             continue;
         };
+        if unweighted && r.weight.or(s.weight).unwrap_or(0) != 0 {
+            d.warning(
+                &r.span,
+                format!(
+                    "{owner}: track_script {} with a weight is ignored because {why}",
+                    r.name
+                ),
+            );
+            continue;
+        }
         let reverse = r.reverse.unwrap_or(s.reverse);
         let command = s.script.clone().unwrap_or_default();
         match httpcheck::recognise(&command) {
@@ -354,7 +437,7 @@ fn spec_of(
             user: s.user.clone(),
         });
     }
-    for r in &i.track_process {
+    for r in &track_process {
         let Some(p) = cfg.process(&r.name) else {
             continue;
         };
@@ -367,13 +450,30 @@ fn spec_of(
             reverse: reverse.then_some(true),
         });
     }
-    for r in &i.track_file {
+    for r in &track_file {
         let Some(f) = cfg.file(&r.name) else { continue };
         let reverse = r.reverse.unwrap_or(f.reverse);
+        let mut weight = r.weight.or(f.weight).unwrap_or(1);
+        if unweighted && weight == 1 {
+            d.warning(
+                &r.span,
+                format!("{owner}: track_file {}: the default weight 1 is ignored (non-zero means FAULT) because {why}", r.name),
+            );
+            weight = 0;
+        } else if unweighted && weight != 0 {
+            d.warning(
+                &r.span,
+                format!(
+                    "{owner}: track_file {} with weight {weight} is ignored because {why}",
+                    r.name
+                ),
+            );
+            continue;
+        }
         track.files.push(TrackFile {
             name: f.name.clone(),
             path: f.file.clone().unwrap_or_default(),
-            weight: Some(r.weight.or(f.weight).unwrap_or(1)),
+            weight: Some(weight),
             reverse: reverse.then_some(true),
         });
     }
@@ -405,7 +505,15 @@ fn spec_of(
             timeout: None,
         });
     }
-    spec.sync_group = cfg.sync_group_of(&i.name).map(|g| g.name.clone());
+    spec.sync_group = group.map(|g| g.name.clone());
+    spec.sync_group_notify = group.filter(|g| !g.notify.is_empty()).map(|g| Notify {
+        master: g.notify.master.clone(),
+        backup: g.notify.backup.clone(),
+        fault: g.notify.fault.clone(),
+        stop: g.notify.stop.clone(),
+        any: g.notify.any.clone(),
+        timeout: None,
+    });
     debug_assert!(advert_us >= TIMER_HZ / 100);
     (spec, auth_pass)
 }

@@ -16,6 +16,7 @@
 //! Tests: every user configuration against golden output (`tests/`), a printer round-trip
 //! property test, and a fuzz target (`fuzz/`).
 
+pub mod cluster;
 pub mod convert;
 pub mod diag;
 pub mod httpcheck;

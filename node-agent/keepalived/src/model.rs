@@ -49,6 +49,8 @@ pub struct GlobalDefs {
     pub vrrp_mcast_group6: Option<Ipv6Addr>,
     /// `vrrp_strict`.
     pub vrrp_strict: bool,
+    /// `vrrp_check_unicast_src` (every instance checks unicast sources).
+    pub vrrp_check_unicast_src: bool,
 }
 
 /// `vrrp_script NAME { ... }`.
@@ -119,6 +121,17 @@ pub struct SyncGroup {
     pub group: Vec<Named>,
     /// Group notify scripts.
     pub notify: Notify,
+    /// Group `track_interface`: tracked by every member.
+    pub track_interface: Vec<TrackInterface>,
+    /// Group `track_script`.
+    pub track_script: Vec<TrackRef>,
+    /// Group `track_process`.
+    pub track_process: Vec<TrackRef>,
+    /// Group `track_file`.
+    pub track_file: Vec<TrackRef>,
+    /// `sync_group_tracking_weight`: weights of the members' and the group's trackers apply
+    /// (otherwise keepalived ignores them in a sync group).
+    pub tracking_weight: bool,
 }
 
 /// A name with its position (a reference to something defined elsewhere).
@@ -261,10 +274,14 @@ pub struct Instance {
     pub virtual_ipaddress: Vec<VirtualAddress>,
     /// `virtual_ipaddress_excluded`.
     pub virtual_ipaddress_excluded: Vec<VirtualAddress>,
-    /// `unicast_src_ip`.
+    /// `unicast_src_ip` (or `mcast_src_ip`: keepalived reads both into the advert source).
     pub unicast_src_ip: Option<IpAddr>,
     /// `unicast_peer`.
     pub unicast_peer: Vec<IpAddr>,
+    /// `unicast_ttl` (TTL of the unicast adverts sent).
+    pub unicast_ttl: Option<u8>,
+    /// `check_unicast_src` (or a peer's `min_ttl` / `max_ttl`, which turn it on).
+    pub check_unicast_src: bool,
     /// `track_interface`.
     pub track_interface: Vec<TrackInterface>,
     /// `track_script`.
@@ -285,6 +302,13 @@ pub struct Instance {
     pub notify: Notify,
     /// `dont_track_primary`.
     pub dont_track_primary: bool,
+    /// `use_vmac [NAME]`: `Some(None)` without a name.
+    pub use_vmac: Option<Option<String>>,
+    /// `vmac_xmit_base`.
+    pub vmac_xmit_base: bool,
+    /// Where each keyword of the block is written (the last time it is given), so a value can
+    /// be traced back to its line.
+    pub spans: std::collections::BTreeMap<String, Span>,
 }
 
 impl Instance {
@@ -433,6 +457,17 @@ impl Config {
             for m in &mut g.group {
                 m.span = z();
             }
+            for t in &mut g.track_interface {
+                t.span = z();
+            }
+            for t in g
+                .track_script
+                .iter_mut()
+                .chain(g.track_process.iter_mut())
+                .chain(g.track_file.iter_mut())
+            {
+                t.span = z();
+            }
         }
         for i in &mut c.instances {
             i.span = z();
@@ -449,6 +484,7 @@ impl Config {
             for t in &mut i.track_interface {
                 t.span = z();
             }
+            i.spans.clear();
             for t in i
                 .track_script
                 .iter_mut()

@@ -27,24 +27,26 @@ const SKIPPED_TOP: &[&str] = &[
     "interface_up_down_delays",
     "bfd_instance",
     "local_address_group",
+    "net_namespace",
+    "net_namespace_ipvs",
+    "namespace_with_ipsets",
+    "instance",
+    "use_pid_dir",
+    "child_wait_time",
+    "linkbeat_use_polling",
 ];
 
 /// vrrp_instance keywords keepalived knows that kube-vrrp does not implement: warned and ignored.
 const INSTANCE_UNSUPPORTED: &[&str] = &[
-    "use_vmac",
     "use_vmac_addr",
-    "vmac_xmit_base",
     "use_ipvlan",
     "unicast_fault_no_peer",
-    "check_unicast_src",
     "old_unicast_checksum",
     "native_ipv6",
     "vrf",
     "track_bfd",
-    "mcast_src_ip",
     "mcast_dst_ip",
     "track_src_ip",
-    "unicast_ttl",
     "no_virtual_ipaddress",
     "promote_secondaries",
     "linkbeat_use_polling",
@@ -67,6 +69,8 @@ const INSTANCE_UNSUPPORTED: &[&str] = &[
     "lower_prio_no_advert",
     "higher_prio_send_advert",
     "kernel_rx_buf_size",
+    "thread_timer_expired",
+    "owner_ignore_adverts",
 ];
 
 /// Read the top-level statements into a configuration, reporting into `d`.
@@ -125,7 +129,7 @@ pub fn interpret(nodes: &[Node], d: &mut Diagnostics) -> Config {
                     format!("`{k}` skipped: kube-vrrp reads only the VRRP part of keepalived.conf"),
                 );
             }
-            k => d.error(&n.span, format!("unknown keyword `{k}` at the top level")),
+            k => unknown(&n.span, k, "at the top level", d),
         }
     }
     check(&cfg, d);
@@ -313,6 +317,58 @@ fn ip_of(word: &str, span: &Span, what: &str, d: &mut Diagnostics) -> Option<IpA
     }
 }
 
+/// An address written as `IP` or, as keepalived also accepts, `IP/len` (the length is
+/// meaningless for a host address and dropped with a warning).
+fn host_ip_of(word: &str, span: &Span, what: &str, d: &mut Diagnostics) -> Option<IpAddr> {
+    if let Some((addr, len)) = word.split_once('/')
+        && let Ok(a) = addr.parse::<IpAddr>()
+        && len.parse::<u8>().is_ok()
+    {
+        d.warning(
+            span,
+            format!("`{what}` {word}: the prefix length of a host address is ignored, as keepalived does"),
+        );
+        return Some(a);
+    }
+    ip_of(word, span, what, d)
+}
+
+/// `min_ttl N` / `max_ttl N` after a unicast peer: keepalived then checks the TTL of that
+/// peer's adverts (and turns on check_unicast_src).
+fn peer_options(p: &Node, i: &mut Instance, d: &mut Diagnostics) {
+    let mut words = p.args.iter();
+    while let Some((opt, os)) = words.next() {
+        let Some((val, vs)) = words.next() else {
+            d.error(
+                os,
+                format!("unicast_peer {}: `{opt}` needs a value", p.keyword),
+            );
+            return;
+        };
+        match opt.as_str() {
+            "min_ttl" | "max_ttl" => {
+                if uint_of(val, vs, opt, 0, 255, d).is_some() {
+                    i.check_unicast_src = true;
+                    d.warning(
+                        os,
+                        format!(
+                            "unicast_peer {} `{opt} {val}` is not supported: kube-vrrp accepts unicast adverts of any TTL from a listed peer (allowLowerTtl); ignored",
+                            p.keyword
+                        ),
+                    );
+                }
+            }
+            other => {
+                d.error(
+                    os,
+                    format!("unknown unicast_peer option `{other}` (expected min_ttl or max_ttl)"),
+                );
+                return;
+            }
+        }
+    }
+}
+
 fn set_once<T>(slot: &mut Option<T>, v: Option<T>, n: &Node, d: &mut Diagnostics) {
     if let Some(v) = v {
         if slot.is_some() {
@@ -384,6 +440,15 @@ fn needs_block<'n>(n: &'n Node, d: &mut Diagnostics) -> &'n [Node] {
         d.warning(s, format!("words after `{}` are ignored", n.keyword));
     }
     children(n)
+}
+
+/// A keyword keepalived does not know either: keepalived logs it and goes on, so the reader
+/// warns and goes on too (a misspelt keyword then shows as this warning and a missing value).
+fn unknown(span: &Span, keyword: &str, place: &str, d: &mut Diagnostics) {
+    d.warning(
+        span,
+        format!("unknown keyword `{keyword}` {place}; ignored, as keepalived ignores keywords it does not know"),
+    );
 }
 
 fn unsupported(n: &Node, context: &str, d: &mut Diagnostics) {
@@ -524,6 +589,10 @@ fn global_defs(n: &Node, g: &mut GlobalDefs, d: &mut Diagnostics) {
                 no_args(c, d);
                 g.vrrp_strict = true;
             }
+            "vrrp_check_unicast_src" => {
+                no_args(c, d);
+                g.vrrp_check_unicast_src = true;
+            }
             other => d.warning(
                 &c.span,
                 format!("global_defs `{other}` does not change VRRP in kube-vrrp; ignored"),
@@ -574,7 +643,7 @@ fn vrrp_script(n: &Node, name: String, d: &mut Diagnostics) -> Option<VrrpScript
                 set_once(&mut s.user, v, c, d);
             }
             "init_fail" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if s.script.is_none() {
@@ -617,7 +686,7 @@ fn track_process_def(n: &Node, name: String, d: &mut Diagnostics) -> Option<Vrrp
             "quorum" => set_once(&mut p.quorum, u32_val(c, 1, 65535, d), c, d),
             "quorum_max" | "delay" | "terminate_delay" | "fork_delay" | "full_command"
             | "param_match" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if p.process.is_none() {
@@ -647,7 +716,7 @@ fn track_file_def(n: &Node, name: String, d: &mut Diagnostics) -> Option<VrrpTra
                 }
             }
             "init_file" => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if f.file.is_none() {
@@ -668,16 +737,25 @@ fn sync_group(n: &Node, name: String, d: &mut Diagnostics) -> Option<SyncGroup> 
         match c.keyword.as_str() {
             "group" => {
                 if had_group {
-                    d.warning(&c.span, format!("{owner}: group list already given; this one is ignored"));
+                    d.warning(
+                        &c.span,
+                        format!("{owner}: group list already given; this one is ignored"),
+                    );
                     continue;
                 }
                 had_group = true;
                 for m in needs_block(c, d) {
                     no_block(m, d);
-                    g.group.push(Named { name: m.keyword.clone(), span: m.span.clone() });
+                    g.group.push(Named {
+                        name: m.keyword.clone(),
+                        span: m.span.clone(),
+                    });
                     // Several names may share a line.
                     for (w, s) in &m.args {
-                        g.group.push(Named { name: w.clone(), span: s.clone() });
+                        g.group.push(Named {
+                            name: w.clone(),
+                            span: s.clone(),
+                        });
                     }
                 }
             }
@@ -686,14 +764,18 @@ fn sync_group(n: &Node, name: String, d: &mut Diagnostics) -> Option<SyncGroup> 
             "notify_backup" => set_script(&mut g.notify.backup, c, d),
             "notify_fault" => set_script(&mut g.notify.fault, c, d),
             "notify_stop" => set_script(&mut g.notify.stop, c, d),
-            "track_interface" | "track_script" | "track_file" | "track_process" | "track_bfd" => d.warning(
-                &c.span,
-                format!("`{}` on a sync group is not supported by kube-vrrp; put the trackers on the instances", c.keyword),
-            ),
-            "smtp_alert" | "global_tracking" | "sync_group_tracking_weight" | "notify_priority_changes" => {
+            "track_interface" => g.track_interface.extend(track_interfaces(c, d)),
+            "track_script" => g.track_script.extend(track_refs(c, "track_script", d)),
+            "track_process" => g.track_process.extend(track_refs(c, "track_process", d)),
+            "track_file" => g.track_file.extend(track_refs(c, "track_file", d)),
+            "sync_group_tracking_weight" => {
+                no_args(c, d);
+                g.tracking_weight = true;
+            }
+            "track_bfd" | "smtp_alert" | "global_tracking" | "notify_priority_changes" => {
                 unsupported(c, &owner, d)
             }
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     if g.group.is_empty() {
@@ -781,6 +863,39 @@ fn vip_line(n: &Node, d: &mut Diagnostics) -> Option<VirtualAddress> {
     Some(v)
 }
 
+fn track_interfaces(n: &Node, d: &mut Diagnostics) -> Vec<TrackInterface> {
+    let mut out: Vec<TrackInterface> = Vec::new();
+    for t in needs_block(n, d) {
+        no_block(t, d);
+        let owner = format!("track_interface `{}`", t.keyword);
+        let (weight, reverse, ok) = weight_opts(&t.args, &owner, -254, 254, true, d);
+        if !ok {
+            continue;
+        }
+        if t.keyword.len() > 15 {
+            d.error(
+                &t.span,
+                format!("{owner}: not a valid interface name (at most 15 characters)"),
+            );
+            continue;
+        }
+        if out.iter().any(|x| x.name == t.keyword) {
+            d.warning(
+                &t.span,
+                format!("duplicate {owner}; ignored, as keepalived does"),
+            );
+            continue;
+        }
+        out.push(TrackInterface {
+            name: t.keyword.clone(),
+            weight,
+            reverse: reverse.unwrap_or(false),
+            span: t.span.clone(),
+        });
+    }
+    out
+}
+
 fn track_refs(n: &Node, kind: &str, d: &mut Diagnostics) -> Vec<TrackRef> {
     let mut out: Vec<TrackRef> = Vec::new();
     for c in needs_block(n, d) {
@@ -819,6 +934,7 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
     };
     let owner = format!("vrrp_instance {}", i.name);
     for c in children(n) {
+        i.spans.insert(c.keyword.clone(), c.span.clone());
         match c.keyword.as_str() {
             "state" => {
                 let v = value(c, d).and_then(|(w, s)| match w.as_str() {
@@ -926,10 +1042,7 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                             });
                             set_once(&mut a.auth_pass, v, k, d);
                         }
-                        other => d.error(
-                            &k.span,
-                            format!("unknown keyword `{other}` in authentication"),
-                        ),
+                        other => unknown(&k.span, other, "in authentication", d),
                     }
                 }
                 if i.authentication.is_some() {
@@ -954,54 +1067,46 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                     }
                 }
             }
-            "unicast_src_ip" => {
-                let v = value(c, d).and_then(|(w, s)| ip_of(w, s, "unicast_src_ip", d));
+            "unicast_src_ip" | "mcast_src_ip" => {
+                let kw = c.keyword.clone();
+                let v = value(c, d).and_then(|(w, s)| host_ip_of(w, s, &kw, d));
                 set_once(&mut i.unicast_src_ip, v, c, d);
+            }
+            "unicast_ttl" => set_once(&mut i.unicast_ttl, u8_val(c, 1, 255, d), c, d),
+            "check_unicast_src" => {
+                no_args(c, d);
+                i.check_unicast_src = true;
             }
             "unicast_peer" => {
                 for p in needs_block(c, d) {
                     no_block(p, d);
-                    if let Some((opt, s)) = p.args.first() {
+                    let Some(a) = host_ip_of(&p.keyword, &p.span, "unicast_peer", d) else {
+                        continue;
+                    };
+                    peer_options(p, &mut i, d);
+                    if i.unicast_peer.contains(&a) {
                         d.warning(
-                            s,
-                            format!(
-                                "unicast_peer option `{opt}` is not supported by kube-vrrp; ignored"
-                            ),
+                            &p.span,
+                            format!("duplicate unicast_peer {a}; ignored, as keepalived does"),
                         );
+                        continue;
                     }
-                    if let Some(a) = ip_of(&p.keyword, &p.span, "unicast_peer", d) {
-                        i.unicast_peer.push(a);
-                    }
+                    i.unicast_peer.push(a);
                 }
             }
             "track_interface" => {
-                for t in needs_block(c, d) {
-                    no_block(t, d);
-                    let owner = format!("track_interface `{}`", t.keyword);
-                    let (weight, reverse, ok) = weight_opts(&t.args, &owner, -254, 254, true, d);
-                    if !ok {
-                        continue;
-                    }
-                    if t.keyword.len() > 15 {
-                        d.error(
-                            &t.span,
-                            format!("{owner}: not a valid interface name (at most 15 characters)"),
-                        );
-                        continue;
-                    }
-                    if i.track_interface.iter().any(|x| x.name == t.keyword) {
+                for t in track_interfaces(c, d) {
+                    if i.track_interface.iter().any(|x| x.name == t.name) {
                         d.warning(
                             &t.span,
-                            format!("duplicate {owner}; ignored, as keepalived does"),
+                            format!(
+                                "duplicate track_interface `{}`; ignored, as keepalived does",
+                                t.name
+                            ),
                         );
                         continue;
                     }
-                    i.track_interface.push(TrackInterface {
-                        name: t.keyword.clone(),
-                        weight,
-                        reverse: reverse.unwrap_or(false),
-                        span: t.span.clone(),
-                    });
+                    i.track_interface.push(t);
                 }
             }
             "track_script" => i.track_script.extend(track_refs(c, "track_script", d)),
@@ -1032,8 +1137,19 @@ fn instance(n: &Node, name: String, d: &mut Diagnostics) -> Instance {
                 no_args(c, d);
                 i.dont_track_primary = true;
             }
+            "use_vmac" => {
+                no_block(c, d);
+                if let Some((_, s)) = c.args.get(1) {
+                    d.warning(s, "extra words after `use_vmac NAME` are ignored");
+                }
+                i.use_vmac = Some(c.args.first().map(|(w, _)| w.clone()));
+            }
+            "vmac_xmit_base" => {
+                no_args(c, d);
+                i.vmac_xmit_base = true;
+            }
             k if INSTANCE_UNSUPPORTED.contains(&k) => unsupported(c, &owner, d),
-            other => d.error(&c.span, format!("unknown keyword `{other}` in {owner}")),
+            other => unknown(&c.span, other, &format!("in {owner}"), d),
         }
     }
     i
@@ -1203,6 +1319,32 @@ fn check(cfg: &Config, d: &mut Diagnostics) {
                         b.name, a.name, a.span
                     ),
                 );
+            }
+        }
+    }
+
+    for g in &cfg.sync_groups {
+        let refs = [
+            (&g.track_script, &scripts, "track_script", "vrrp_script"),
+            (
+                &g.track_process,
+                &processes,
+                "track_process",
+                "vrrp_track_process",
+            ),
+            (&g.track_file, &files, "track_file", "track_file"),
+        ];
+        for (list, defined, kind, def) in refs {
+            for r in list {
+                if !defined.contains(r.name.as_str()) {
+                    d.error(
+                        &r.span,
+                        format!(
+                            "vrrp_sync_group {}: {kind} `{}`: no {def} named {} is defined",
+                            g.name, r.name, r.name
+                        ),
+                    );
+                }
             }
         }
     }

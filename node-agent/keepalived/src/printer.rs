@@ -117,6 +117,9 @@ pub fn print(cfg: &Config) -> String {
         if g.vrrp_strict {
             line(&mut out, 1, "vrrp_strict");
         }
+        if g.vrrp_check_unicast_src {
+            line(&mut out, 1, "vrrp_check_unicast_src");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }
@@ -230,6 +233,10 @@ pub fn print(cfg: &Config) -> String {
             }
         }
         opt(&mut out, 1, "unicast_src_ip", &i.unicast_src_ip);
+        opt(&mut out, 1, "unicast_ttl", &i.unicast_ttl);
+        if i.check_unicast_src {
+            line(&mut out, 1, "check_unicast_src");
+        }
         if !i.unicast_peer.is_empty() {
             line(&mut out, 1, "unicast_peer {");
             for p in &i.unicast_peer {
@@ -268,6 +275,14 @@ pub fn print(cfg: &Config) -> String {
         if i.dont_track_primary {
             line(&mut out, 1, "dont_track_primary");
         }
+        match &i.use_vmac {
+            Some(Some(name)) => line(&mut out, 1, &format!("use_vmac {}", word(name))),
+            Some(None) => line(&mut out, 1, "use_vmac"),
+            None => {}
+        }
+        if i.vmac_xmit_base {
+            line(&mut out, 1, "vmac_xmit_base");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }
@@ -283,6 +298,27 @@ pub fn print(cfg: &Config) -> String {
         }
         line(&mut out, 1, "}");
         notify(&mut out, 1, &g.notify);
+        if !g.track_interface.is_empty() {
+            line(&mut out, 1, "track_interface {");
+            for t in &g.track_interface {
+                line(
+                    &mut out,
+                    2,
+                    &format!(
+                        "{}{}",
+                        word(&t.name),
+                        weight_suffix(t.weight, t.reverse.then_some(true))
+                    ),
+                );
+            }
+            line(&mut out, 1, "}");
+        }
+        refs(&mut out, "track_script", &g.track_script);
+        refs(&mut out, "track_process", &g.track_process);
+        refs(&mut out, "track_file", &g.track_file);
+        if g.tracking_weight {
+            line(&mut out, 1, "sync_group_tracking_weight");
+        }
         line(&mut out, 0, "}");
         out.push('\n');
     }

@@ -22,7 +22,7 @@ pub fn resolve_config(
     host: &NodeFacts,
 ) -> Result<(Vec<ResolvedInstance>, Diagnostics), Diagnostics> {
     let opts = ConvertOptions {
-        namespace: "standalone".into(),
+        namespace: None,
         node: Some(host.name.clone()),
     };
     let conversion = convert_for(cfg, &opts, false);
@@ -40,10 +40,7 @@ pub fn resolve_config(
             auth_pass: item.auth_pass.clone(),
         };
         match resolve(&input) {
-            Ok(mut r) => {
-                r.unicast_source = inst.unicast_src_ip.map(|a| a.to_string());
-                out.push(r);
-            }
+            Ok(r) => out.push(r),
             Err(problems) => {
                 for p in problems.iter() {
                     d.error(

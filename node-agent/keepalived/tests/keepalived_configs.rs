@@ -69,12 +69,15 @@ fn check_object(c: &Conversion) {
     assert_eq!(item.instance, "VI_1");
     let vip = &item.virtual_ip;
     assert_eq!(vip.metadata.name.as_deref(), Some("vi-1"));
-    assert_eq!(vip.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(
+        vip.metadata.namespace, None,
+        "namespace-less unless asked for"
+    );
     assert!(crds::validate::validate_spec(&vip.spec).is_empty());
     kube::core::cel::validate_cel::<VirtualIP>(vip).unwrap();
     let secret = item.secret.as_ref().unwrap();
     assert_eq!(secret.metadata.name.as_deref(), Some("vi-1-auth"));
-    assert_eq!(secret.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(secret.metadata.namespace, None);
     assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     assert_eq!(secret.string_data.as_ref().unwrap()["password"], "12345");
     assert_eq!(item.auth_pass.as_deref(), Some("12345"));
@@ -236,7 +239,7 @@ fn notify() {
 #[test]
 fn node_option_moves_priority_and_state_into_an_override() {
     let opts = ConvertOptions {
-        namespace: "lb".into(),
+        namespace: Some("lb".into()),
         node: Some("node-a".into()),
     };
     let (c, _) = load("track-process.conf", &opts);

@@ -29,12 +29,12 @@ fn inst(extra: &str) -> String {
 #[test]
 fn error_table() {
     let cases: Vec<(String, Vec<&str>)> = vec![
-        // unknown keywords
-        (inst("  bogus 1\n"), vec!["k.conf:7:3: unknown keyword `bogus` in vrrp_instance VI_1"]),
-        ("frobnicate {\n}\n".into(), vec!["k.conf:1:1: unknown keyword `frobnicate` at the top level"]),
+        // unknown keywords: warned and skipped, as keepalived does
+        (inst("  bogus 1\n"), vec!["k.conf:7:3: warning: unknown keyword `bogus` in vrrp_instance VI_1; ignored, as keepalived ignores keywords it does not know"]),
+        ("frobnicate {\n}\n".into(), vec!["k.conf:1:1: warning: unknown keyword `frobnicate` at the top level; ignored, as keepalived ignores keywords it does not know"]),
         (
             "vrrp_script s {\n  script /bin/true\n  intervall 2\n}\n".into(),
-            vec!["k.conf:3:3: unknown keyword `intervall` in vrrp_script s"],
+            vec!["k.conf:3:3: warning: unknown keyword `intervall` in vrrp_script s; ignored, as keepalived ignores keywords it does not know"],
         ),
         // missing values
         (inst("  priority\n"), vec!["k.conf:7:3: `priority` needs a value"]),
@@ -156,7 +156,7 @@ fn every_problem_is_reported_not_only_the_first() {
             "k.conf:2:12: `priority` must be an integer from 1 to 255, not \"999\"",
             "k.conf:3:9: `state` must be MASTER or BACKUP, not \"maybe\"",
             "k.conf:4:14: `advert_int` must be a number of seconds from 0.01 to 255, not \"x\"",
-            "k.conf:9:1: unknown keyword `unknown_block` at the top level",
+            "k.conf:9:1: warning: unknown keyword `unknown_block` at the top level; ignored, as keepalived ignores keywords it does not know",
             "k.conf:6:5: track_script `nope`: no vrrp_script named nope is defined",
             "k.conf:1:1: vrrp_instance A has no virtual_router_id",
             "k.conf:1:1: vrrp_instance A has no virtual_ipaddress; at least one address is needed",
@@ -207,9 +207,9 @@ fn warning_table() {
             ],
         ),
         (
-            inst("  use_vmac\n"),
+            inst("  use_ipvlan\n"),
             vec![
-                "k.conf:7:3: warning: `use_vmac` in vrrp_instance VI_1 is not supported by kube-vrrp; ignored",
+                "k.conf:7:3: warning: `use_ipvlan` in vrrp_instance VI_1 is not supported by kube-vrrp; ignored",
             ],
         ),
         (

@@ -89,6 +89,7 @@ fn global() -> impl Strategy<Value = GlobalDefs> {
             vrrp_mcast_group4: g4,
             vrrp_mcast_group6: g6,
             vrrp_strict: strict,
+            vrrp_check_unicast_src: false,
         })
 }
 
@@ -254,6 +255,7 @@ fn instance(n: String) -> impl Strategy<Value = Instance> {
             garp_master_refresh_repeat: grr,
             notify,
             dont_track_primary,
+            ..Default::default()
         },
     )
 }
@@ -309,6 +311,7 @@ fn config() -> impl Strategy<Value = Config> {
                             })
                             .collect(),
                         notify,
+                        ..Default::default()
                     },
                 )
             })

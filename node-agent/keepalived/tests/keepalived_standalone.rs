@@ -22,6 +22,7 @@ fn host() -> NodeFacts {
                 addresses: vec!["198.51.100.10/24".parse().unwrap()],
             },
         ],
+        addresses: vec![],
     }
 }
 

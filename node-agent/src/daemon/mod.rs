@@ -69,6 +69,9 @@ use vips::VipWorker;
 /// A wake-up later than this is logged as keepalived's "timer expired late" and counted.
 const LATE_WAKEUP: Duration = Duration::from_millis(50);
 
+/// A dropped advert is logged at most this often per instance, sender and reason.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for STOP notify scripts.
 const NOTIFY_FLUSH: Duration = Duration::from_secs(5);
 
@@ -159,6 +162,16 @@ pub struct Daemon {
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
     dirty: bool,
+    /// Virtual MAC interfaces this agent created (deleted when no instance uses them).
+    vmacs: std::collections::BTreeSet<String>,
+    /// The nftables rules of keepalived's `no_accept` (None when nf_tables is unavailable).
+    firewall: Option<crate::net::nft::Firewall>,
+    /// The addresses the no_accept rules were last asked to drop.
+    firewall_wanted: Option<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// The state each sync group was last notified in.
+    group_states: BTreeMap<String, NotifyState>,
+    /// When each (instance, sender, drop reason) was last logged.
+    drop_logged: BTreeMap<(String, std::net::IpAddr, &'static str), Instant>,
     /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
     /// configured VIPs once the first configuration with an instance is applied.
     sweep_pending: bool,
@@ -198,6 +211,20 @@ impl Daemon {
             tracing::info!(removed = ?report.removed, "removed VIPs left by an earlier run");
         }
         let garp = Arc::new(Gratuitous::new(netlink.clone())?);
+        // Rules left by an earlier life are removed before anything runs.
+        let firewall = match crate::net::nft::Firewall::open() {
+            Ok(mut fw) => match fw.apply(&std::collections::BTreeSet::new()) {
+                Ok(()) => Some(fw),
+                Err(e) => {
+                    tracing::warn!(error = %e, "nftables unavailable: `accept: false` (no_accept) cannot be enforced");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "nftables unavailable: `accept: false` (no_accept) cannot be enforced");
+                None
+            }
+        };
         let (obs_tx, obs_rx) = mpsc::channel(256);
         let (pkt_tx, pkt_rx) = mpsc::channel(1024);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
@@ -228,6 +255,11 @@ impl Daemon {
             since: BTreeMap::new(),
             hooks,
             dirty: true,
+            drop_logged: BTreeMap::new(),
+            firewall,
+            firewall_wanted: None,
+            vmacs: std::collections::BTreeSet::new(),
+            group_states: BTreeMap::new(),
             sweep_pending,
             claims: BTreeMap::new(),
             claim_tx,
@@ -378,6 +410,7 @@ impl Daemon {
         self.router.shutdown(Instant::now());
         self.drain_actions().await;
         self.vips.flush().await;
+        self.cleanup_vmacs().await;
         if !self.notifier.flush(NOTIFY_FLUSH).await {
             tracing::warn!("notify scripts still running at exit");
         }
@@ -430,6 +463,12 @@ impl Daemon {
         self.applied = desired;
         self.router.start(now);
         self.dirty = true;
+        if !self.unused_vmacs().is_empty() {
+            // The VIPs leave the virtual MAC interface before it goes.
+            self.drain_actions().await;
+            self.vips.flush().await;
+            self.cleanup_vmacs().await;
+        }
     }
 
     fn find(&self, name: &str) -> Option<InstanceId> {
@@ -443,6 +482,13 @@ impl Daemon {
         self.unplaced.remove(&ri.name);
         self.held.remove(&ri.name);
         self.negotiating.remove(&ri.name);
+        if ri.use_vmac
+            && let Err(reason) = self.ensure_vmac(&ri).await
+        {
+            tracing::error!(instance = %ri.name, %reason, "cannot create the virtual MAC interface");
+            self.unplaced.insert(ri.name.clone(), (ri, reason));
+            return;
+        }
         let placement = match place(&ri, &self.interfaces) {
             Ok(p) => p,
             Err(reason) => {
@@ -499,6 +545,86 @@ impl Daemon {
                 tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.claims.remove(&ri.name);
                 self.unplaced.insert(ri.name.clone(), (ri, reason));
+            }
+        }
+    }
+
+    /// keepalived's `use_vmac`: the macvlan `vrrp.VRID` with the RFC's virtual MAC on the
+    /// instance's interface (private mode, up), and the sysctls keepalived sets so that only
+    /// the virtual MAC answers ARP for the VIPs and the base interface keeps its own address.
+    async fn ensure_vmac(&mut self, ri: &ResolvedInstance) -> Result<(), String> {
+        let base = place(ri, &self.interfaces)?;
+        let name = place::vmac_name(base.family, ri.virtual_router_id);
+        if !self.interfaces.iter().any(|i| i.name == name) {
+            let mac = place::virtual_mac(base.family, ri.virtual_router_id);
+            self.netlink
+                .add_macvlan(&name, base.ifindex, mac)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(instance = %ri.name, interface = %name, base = %base.ifname, "created the virtual MAC interface");
+            self.vmacs.insert(name.clone());
+        }
+        for (ifname, key, value) in [
+            (name.as_str(), "accept_local", "1"),
+            (name.as_str(), "arp_ignore", "1"),
+            (name.as_str(), "rp_filter", "0"),
+            (base.ifname.as_str(), "arp_ignore", "1"),
+            (base.ifname.as_str(), "arp_filter", "1"),
+            // ARP requests the host sends from the base interface (e.g. to answer a client
+            // that pinged a VIP) name the base's own address, so no client learns the
+            // base MAC for a VIP.
+            (base.ifname.as_str(), "arp_announce", "2"),
+        ] {
+            let path = format!("/proc/sys/net/ipv4/conf/{ifname}/{key}");
+            if let Err(e) = std::fs::write(&path, value) {
+                tracing::warn!(%path, error = %e, "cannot set a virtual MAC sysctl");
+            }
+        }
+        self.refresh_interfaces().await;
+        Ok(())
+    }
+
+    /// The virtual MAC interfaces this agent created that no running instance uses.
+    fn unused_vmacs(&self) -> Vec<String> {
+        let used: std::collections::BTreeSet<&str> = self
+            .io
+            .iter()
+            .filter(|(id, _)| {
+                self.router
+                    .get(**id)
+                    .is_some_and(|i| i.state() != State::Stop)
+            })
+            .map(|(_, io)| io.placement.vip_ifname.as_str())
+            .collect();
+        self.vmacs
+            .iter()
+            .filter(|n| !used.contains(n.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Delete the virtual MAC interfaces this agent created that no instance uses any more.
+    async fn cleanup_vmacs(&mut self) {
+        let unused = self.unused_vmacs();
+        if unused.is_empty() {
+            return;
+        }
+        self.refresh_interfaces().await;
+        for name in unused {
+            self.vmacs.remove(&name);
+            let Some(index) = self
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.index)
+            else {
+                continue;
+            };
+            match self.netlink.delete_link(index).await {
+                Ok(()) => tracing::info!(interface = %name, "deleted the virtual MAC interface"),
+                Err(e) => {
+                    tracing::warn!(interface = %name, error = %e, "cannot delete the virtual MAC interface")
+                }
             }
         }
     }
@@ -777,9 +903,17 @@ impl Daemon {
 
     /// Place the instance, open its socket and add it to the router (not started).
     fn add_instance(&mut self, now: Instant, ri: &ResolvedInstance) -> Result<InstanceId, String> {
-        let placement = place(ri, &self.interfaces)?;
-        let cfg = InstanceConfig::from_resolved(ri, &placement.ifname, placement.primary)
-            .map_err(|e| e.to_string())?;
+        let mut placement = place(ri, &self.interfaces)?;
+        if ri.use_vmac {
+            let name = place::vmac_name(placement.family, ri.virtual_router_id);
+            let vmac = self
+                .interfaces
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or_else(|| format!("the virtual MAC interface {name} does not exist"))?;
+            placement = place::place_vmac(placement, vmac, ri.vmac_xmit_base)?;
+        }
+        let cfg = self.core_config(ri, &placement)?;
         let vips = build_vips(ri, &placement)?;
         let notify = NotifyScripts::from_resolved(&ri.notify).map_err(|e| e.to_string())?;
         self.ensure_socket(&placement).map_err(|e| e.to_string())?;
@@ -798,6 +932,34 @@ impl Daemon {
             self.router.handle_link(now, &ifname, false);
         }
         Ok(id)
+    }
+
+    /// The core's configuration of `ri` placed on this host. Unicast peers that are this
+    /// host's own addresses (one peer list written for every node) are left out with a
+    /// warning: a node never advertises to itself.
+    fn core_config(
+        &self,
+        ri: &ResolvedInstance,
+        placement: &Placement,
+    ) -> Result<InstanceConfig, String> {
+        let (peers, own) = place::split_own_peers(ri, placement, &self.interfaces);
+        if !own.is_empty() {
+            tracing::warn!(instance = %ri.name, own = ?own, "unicast_peer lists this host's own address; it is not a peer and no advert is sent to it");
+        }
+        let mut local = ri.clone();
+        local.unicast_peers = peers;
+        let mtu = self
+            .interfaces
+            .iter()
+            .find(|i| i.index == placement.ifindex)
+            .and_then(|i| i.mtu)
+            .unwrap_or(crds::validate::STANDARD_MTU);
+        let moved = place::fit_advert(&mut local, placement.family, mtu);
+        if !moved.is_empty() {
+            tracing::warn!(instance = %ri.name, mtu, moved = ?moved, "({}) Number of VIPs ({}) exceeds maximum/space available in packet (max {} addresses) - excess moved to excluded addresses", ri.name, ri.addresses.len(), local.addresses.len());
+        }
+        InstanceConfig::from_resolved(&local, &placement.ifname, placement.primary)
+            .map_err(|e| e.to_string())
     }
 
     /// Stop an instance (priority-0 advert and VIP removal when master). `keep_claim`: it is
@@ -843,8 +1005,8 @@ impl Daemon {
                 .cloned()
                 .collect();
         }
-        let updated = InstanceConfig::from_resolved(&new, &placement.ifname, placement.primary)
-            .map_err(|e| e.to_string())
+        let updated = self
+            .core_config(&new, &placement)
             .and_then(|cfg| self.router.update(now, id, cfg).map_err(|e| e.to_string()));
         if addresses_changed {
             if matches!(updated, Ok(crate::vrrp::ConfigUpdate::Applied)) {
@@ -930,12 +1092,55 @@ impl Daemon {
             ttl: pkt.ttl,
         };
         let delivery = self.router.handle_packet(now, &rx, &pkt.payload);
+        if let Delivery::Dropped {
+            instance: Some(id),
+            reason,
+        } = delivery
+        {
+            self.log_drop(now, id, reason, pkt);
+        }
         let name = match delivery {
             Delivery::Accepted(id) => self.io.get(&id).map(|io| io.resolved.name.as_str()),
             Delivery::Dropped { .. } => None,
         };
         self.telemetry.metrics().delivery(ifname, &delivery, name);
         self.dirty = true;
+    }
+
+    /// Log a dropped advert of one of our VRIDs in keepalived's words, at most once a minute
+    /// per instance, sender and reason (keepalived logs each kind of error once).
+    fn log_drop(
+        &mut self,
+        now: Instant,
+        id: InstanceId,
+        reason: crate::vrrp::DropReason,
+        pkt: &ReceivedPacket,
+    ) {
+        use crate::vrrp::DropReason as R;
+        let Some(io) = self.io.get(&id) else { return };
+        let name = &io.resolved.name;
+        let src = pkt.src;
+        let text = match reason {
+            R::UnknownPeer => format!("({name}) unicast source address {src} not a unicast peer"),
+            R::Ttl => format!(
+                "({name}) invalid TTL/HL from {src}. Received {} and expect 255",
+                pkt.ttl
+            ),
+            R::AuthMismatch => format!("({name}) received an invalid passwd from {src}!"),
+            R::IntervalMismatch => format!("({name}) advertisement interval mismatch from {src}"),
+            R::VersionMismatch => format!("({name}) wrong version from {src}"),
+            _ => return,
+        };
+        let key = (name.clone(), src, reason.label());
+        if self
+            .drop_logged
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < DROP_LOG_EVERY)
+        {
+            return;
+        }
+        self.drop_logged.insert(key, now);
+        tracing::warn!(instance = %name, %src, reason = reason.label(), "{text}");
     }
 
     async fn on_net_event(&mut self, now: Instant, ev: NetEvent) {
@@ -1018,8 +1223,14 @@ impl Daemon {
                     src, dst, bytes, ..
                 } => {
                     let socket = self.sockets.get(io.placement.ifindex, io.placement.family);
+                    // keepalived's unicast_ttl applies to unicast adverts only.
+                    let ttl = if dst.is_multicast() {
+                        crate::net::VRRP_TTL
+                    } else {
+                        io.resolved.unicast_ttl.unwrap_or(crate::net::VRRP_TTL)
+                    };
                     match socket {
-                        Some(s) => match s.send(src, dst, &bytes).await {
+                        Some(s) => match s.send_with_ttl(src, dst, &bytes, ttl).await {
                             Ok(()) => self.telemetry.metrics().advert_sent(&name),
                             Err(e) => {
                                 tracing::warn!(instance = %name, %dst, error = %e, "cannot send advert")
@@ -1050,7 +1261,7 @@ impl Daemon {
                     // Queued behind the VIP additions, so nothing is announced before it is bound.
                     self.vips.announce(vips::Announcement {
                         instance: name.clone(),
-                        ifindex: io.placement.ifindex,
+                        ifindex: io.placement.vip_ifindex,
                         addresses,
                         repeat,
                     });
@@ -1081,6 +1292,40 @@ impl Daemon {
             }
         }
         self.close_unused_sockets();
+        self.sync_firewall();
+    }
+
+    /// keepalived's `no_accept`: a master that is not the address owner (priority 255) and
+    /// has `accept: false` drops the packets addressed to its VIPs.
+    fn sync_firewall(&mut self) {
+        let drop: std::collections::BTreeSet<std::net::IpAddr> = self
+            .io
+            .iter()
+            .filter(|(id, io)| {
+                !io.resolved.accept
+                    && io.resolved.priority != 255
+                    && self
+                        .router
+                        .get(**id)
+                        .is_some_and(|i| i.state() == State::Master)
+            })
+            .flat_map(|(_, io)| io.vips.iter().map(|v| v.address().addr()))
+            .collect();
+        if self.firewall_wanted.as_ref() == Some(&drop) {
+            return;
+        }
+        self.firewall_wanted = Some(drop.clone());
+        match &mut self.firewall {
+            Some(fw) => {
+                if let Err(e) = fw.apply(&drop) {
+                    tracing::error!(error = %e, addresses = ?drop, "cannot update the no_accept rules");
+                }
+            }
+            None if !drop.is_empty() => {
+                tracing::error!(addresses = ?drop, "accept is false but nftables is unavailable: traffic to these VIPs is not dropped");
+            }
+            None => {}
+        }
     }
 
     fn on_state_changed(
@@ -1139,7 +1384,42 @@ impl Daemon {
         if let (Some(events), Some(vip)) = (&self.hooks.events, &io.resolved.virtual_ip) {
             events.transition(vip, to.to_crd(), &reason.to_string());
         }
+        if let Some(group) = io.resolved.sync_group.clone() {
+            self.notify_group(&group);
+        }
         self.dirty = true;
+    }
+
+    /// Run a sync group's own notify scripts when the group as a whole changed state (every
+    /// member MASTER, every member BACKUP, any member FAULT, every member stopped), as
+    /// keepalived does: `notify_*` as written, `notify` with `GROUP NAME STATE 0`.
+    fn notify_group(&mut self, group: &str) {
+        let mut members: Vec<(&String, State, &crds::vrrpnode::ResolvedNotify)> = self
+            .io
+            .iter()
+            .filter(|(_, io)| io.resolved.sync_group.as_deref() == Some(group))
+            .filter_map(|(id, io)| {
+                let st = self.router.get(*id)?.state();
+                Some((&io.resolved.name, st, &io.resolved.sync_group_notify))
+            })
+            .collect();
+        members.sort_by(|a, b| a.0.cmp(b.0));
+        let states: Vec<State> = members.iter().map(|m| m.1).collect();
+        let Some(state) = group_state(&states) else {
+            return;
+        };
+        if self.group_states.get(group) == Some(&state) {
+            return;
+        }
+        self.group_states.insert(group.to_string(), state);
+        tracing::info!(group, state = %state, "VRRP_Group({group}) entering {state} state");
+        let Some(scripts) = members.iter().map(|m| m.2).find(|n| !n.is_empty()) else {
+            return;
+        };
+        match NotifyScripts::from_resolved(scripts) {
+            Ok(scripts) => self.notifier.notify_group(group, &scripts, state),
+            Err(e) => tracing::error!(group, error = %e, "sync group notify scripts rejected"),
+        }
     }
 
     fn close_unused_sockets(&mut self) {
@@ -1299,6 +1579,24 @@ impl Daemon {
     }
 }
 
+/// A sync group's state from its members' (keepalived's rule): FAULT when any member is in
+/// FAULT, else MASTER / BACKUP / STOP when every member is; `None` while they differ (the
+/// group is changing) or before any member runs.
+pub fn group_state(members: &[State]) -> Option<NotifyState> {
+    let all = |s: State| !members.is_empty() && members.iter().all(|m| *m == s);
+    if members.contains(&State::Fault) {
+        Some(NotifyState::Fault)
+    } else if all(State::Master) {
+        Some(NotifyState::Master)
+    } else if all(State::Backup) {
+        Some(NotifyState::Backup)
+    } else if all(State::Stop) {
+        Some(NotifyState::Stop)
+    } else {
+        None
+    }
+}
+
 fn tracker_snapshot(t: &TrackerStatus) -> TrackerSnapshot {
     TrackerSnapshot {
         kind: t.kind.clone(),
@@ -1315,7 +1613,7 @@ fn build_vips(ri: &ResolvedInstance, p: &Placement) -> Result<Vec<Vip>, String> 
         .map(|a| {
             let net = crds::validate::parse_address(a)
                 .ok_or_else(|| format!("address {a:?} is not an IP/CIDR"))?;
-            Vip::new(&p.ifname, p.ifindex, net, None).map_err(|e| e.to_string())
+            Vip::new(&p.vip_ifname, p.vip_ifindex, net, None).map_err(|e| e.to_string())
         })
         .collect()
 }
@@ -1375,4 +1673,21 @@ pub async fn serve_metrics(
             tracing::error!(error = %e, "metrics server failed");
         }
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NotifyState, State, group_state};
+
+    #[test]
+    fn a_group_changes_state_when_all_its_members_have() {
+        use State::*;
+        assert_eq!(group_state(&[]), None);
+        assert_eq!(group_state(&[Master, Master]), Some(NotifyState::Master));
+        assert_eq!(group_state(&[Backup, Backup]), Some(NotifyState::Backup));
+        assert_eq!(group_state(&[Master, Backup]), None, "still moving");
+        assert_eq!(group_state(&[Master, Fault]), Some(NotifyState::Fault));
+        assert_eq!(group_state(&[Backup, Init]), None);
+        assert_eq!(group_state(&[Stop, Stop]), Some(NotifyState::Stop));
+    }
 }

@@ -22,6 +22,57 @@ pub struct Placement {
     pub primary: IpAddr,
     /// Whether the link is up now.
     pub link_up: bool,
+    /// Interface the VIPs are bound on and announced from: the same as `ifname`, or the
+    /// virtual MAC interface.
+    pub vip_ifname: String,
+    /// Its index.
+    pub vip_ifindex: u32,
+}
+
+/// The virtual MAC of a VRID (RFC 9568 §7.3): 00-00-5E-00-01-{VRID}, IPv6 00-00-5E-00-02-{VRID}.
+pub fn virtual_mac(family: Family, vrid: u8) -> [u8; 6] {
+    let f = match family {
+        Family::V4 => 1,
+        Family::V6 => 2,
+    };
+    [0x00, 0x00, 0x5e, 0x00, f, vrid]
+}
+
+/// Name of the virtual MAC interface of a VRID (keepalived's `vrrp.VRID`; `vrrp6.VRID` for
+/// IPv6, so both families may use one VRID).
+pub fn vmac_name(family: Family, vrid: u8) -> String {
+    match family {
+        Family::V4 => format!("vrrp.{vrid}"),
+        Family::V6 => format!("vrrp6.{vrid}"),
+    }
+}
+
+/// [`place`] for an instance on its virtual MAC (`vmac`, already created on the base
+/// interface): adverts go from the virtual MAC (or from the base interface with
+/// `vmacXmitBase`), the VIPs are bound on it. The IPv4 source is the base interface's
+/// primary address; IPv6 adverts come from the virtual MAC's link-local address.
+pub fn place_vmac(base: Placement, vmac: &Interface, xmit_base: bool) -> Result<Placement, String> {
+    let primary = match (base.family, vmac.link_local_ipv6()) {
+        (Family::V6, Some(ll)) if !xmit_base => IpAddr::V6(ll),
+        _ => base.primary,
+    };
+    Ok(if xmit_base {
+        Placement {
+            vip_ifname: vmac.name.clone(),
+            vip_ifindex: vmac.index,
+            ..base
+        }
+    } else {
+        Placement {
+            ifname: vmac.name.clone(),
+            ifindex: vmac.index,
+            family: base.family,
+            primary,
+            link_up: vmac.state.is_up(),
+            vip_ifname: vmac.name.clone(),
+            vip_ifindex: vmac.index,
+        }
+    })
 }
 
 /// Find the interface and source address for `ri`, or say why there is none.
@@ -77,7 +128,43 @@ pub fn place(ri: &ResolvedInstance, interfaces: &[Interface]) -> Result<Placemen
         family,
         primary,
         link_up: iface.state.is_up(),
+        vip_ifname: iface.name.clone(),
+        vip_ifindex: iface.index,
     })
+}
+
+/// The unicast peers of `ri` split into real peers and this host's own addresses (its
+/// interfaces' addresses and the advert source), each as written.
+pub fn split_own_peers(
+    ri: &ResolvedInstance,
+    placement: &Placement,
+    interfaces: &[Interface],
+) -> (Vec<String>, Vec<String>) {
+    ri.unicast_peers.iter().cloned().partition(|p| {
+        let Ok(addr) = p.parse::<IpAddr>() else {
+            // Not an address: left for the core's validation to name.
+            return true;
+        };
+        addr != placement.primary
+            && !interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter())
+                .any(|a| a.address.addr() == addr)
+    })
+}
+
+/// keepalived's rule for an advert that would not fit the link's MTU: the addresses beyond
+/// what fits are moved to the excluded ones (bound, not advertised). Returns those moved.
+pub fn fit_advert(ri: &mut ResolvedInstance, family: Family, mtu: u32) -> Vec<String> {
+    let max = crds::validate::max_advertised_addresses(family == Family::V4, ri.version, mtu);
+    if ri.addresses.len() <= max {
+        return Vec::new();
+    }
+    let moved = ri.addresses.split_off(max);
+    let mut excluded = moved.clone();
+    excluded.append(&mut ri.excluded_addresses);
+    ri.excluded_addresses = excluded;
+    moved
 }
 
 #[cfg(test)]
@@ -98,6 +185,7 @@ pub(crate) mod tests {
                 lower_up: true,
                 oper: OperState::Up,
             },
+            mtu: Some(1500),
             addresses: addrs
                 .iter()
                 .map(|a| InterfaceAddress {
@@ -158,6 +246,42 @@ pub(crate) mod tests {
             place(&r, &host()).unwrap().primary,
             "192.0.2.99".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn own_addresses_are_not_peers() {
+        let mut r = ri("192.0.2.200/24", None);
+        r.unicast_peers = vec![
+            "192.0.2.11".into(),
+            "192.0.2.12".into(),
+            "198.51.100.11".into(),
+            "192.0.2.99".into(),
+        ];
+        r.unicast_source = Some("192.0.2.99".into());
+        let p = place(&r, &host()).unwrap();
+        let (peers, own) = split_own_peers(&r, &p, &host());
+        assert_eq!(peers, vec!["192.0.2.12"]);
+        assert_eq!(own, vec!["192.0.2.11", "198.51.100.11", "192.0.2.99"]);
+    }
+
+    #[test]
+    fn addresses_beyond_the_mtu_become_excluded() {
+        let mut r = ri("2001:db8::1/64", None);
+        r.version = 3;
+        r.addresses = (1..=100).map(|i| format!("2001:db8::{i:x}/64")).collect();
+        r.excluded_addresses = vec!["192.0.2.9/24".into()];
+        let moved = fit_advert(&mut r, Family::V6, 1500);
+        assert_eq!(r.addresses.len(), 89);
+        assert_eq!(moved.len(), 11);
+        assert_eq!(moved[0], "2001:db8::5a/64");
+        assert_eq!(r.excluded_addresses.len(), 12);
+        assert_eq!(r.excluded_addresses.last().unwrap(), "192.0.2.9/24");
+        // Jumbo frames carry them all.
+        let mut r2 = ri("2001:db8::1/64", None);
+        r2.version = 3;
+        r2.addresses = (1..=100).map(|i| format!("2001:db8::{i:x}/64")).collect();
+        assert!(fit_advert(&mut r2, Family::V6, 9000).is_empty());
+        assert_eq!(r2.addresses.len(), 100);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 
 pub mod garp;
 pub mod netlink;
+pub mod nft;
 pub mod socket;
 pub mod stale;
 pub mod timer;
@@ -38,6 +39,6 @@ pub use netlink::{
     Interface, InterfaceAddress, LinkState, NetEvent, NetEvents, Netlink, OperState, Vip,
     node_facts,
 };
-pub use socket::{Family, ReceivedPacket, VrrpSocket, VrrpSockets};
+pub use socket::{Family, ReceivedPacket, VRRP_TTL, VrrpSocket, VrrpSockets};
 pub use stale::{CleanupReport, RecordedVip, VipManager, VipRecord, cleanup_stale, strays};
 pub use timer::{Wakeup, sleep_until};

@@ -169,6 +169,8 @@ pub struct Interface {
     pub loopback: bool,
     /// Link state.
     pub state: LinkState,
+    /// The link's MTU, when reported.
+    pub mtu: Option<u32>,
     /// Addresses in the kernel's order (IPv4 primaries first within a subnet).
     pub addresses: Vec<InterfaceAddress>,
 }
@@ -217,6 +219,7 @@ pub fn node_facts(node_name: &str, interfaces: &[Interface]) -> NodeFacts {
     NodeFacts {
         name: node_name.to_owned(),
         interfaces: ifs.into_iter().map(Interface::facts).collect(),
+        addresses: Vec::new(),
     }
 }
 
@@ -532,6 +535,43 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Create the macvlan interface `name` on `lower` (private mode, MAC `mac`) and bring it
+    /// up: keepalived's virtual MAC interface. An existing one of that name is kept.
+    pub async fn add_macvlan(&self, name: &str, lower: u32, mac: [u8; 6]) -> Result<(), Error> {
+        use rtnetlink::LinkMacVlan;
+        use rtnetlink::packet_route::link::MacVlanMode;
+        let msg = LinkMacVlan::new(name, lower, MacVlanMode::Private)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_io(e);
+                if e.raw_os_error() == Some(libc::EEXIST) {
+                    Ok(())
+                } else {
+                    Err(Error::io(format!("creating macvlan {name}"), e))
+                }
+            }
+        }
+    }
+
+    /// Delete the link with index `ifindex` (a missing one is not an error).
+    pub async fn delete_link(&self, ifindex: u32) -> Result<(), Error> {
+        match self.handle.link().del(ifindex).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let e = nl_io(e);
+                if e.raw_os_error() == Some(libc::ENODEV) {
+                    Ok(())
+                } else {
+                    Err(Error::io(format!("deleting link {ifindex}"), e))
+                }
+            }
+        }
+    }
+
     /// The interface with index `ifindex`, if it exists.
     pub async fn interface_by_index(&self, ifindex: u32) -> Result<Option<Interface>, Error> {
         Ok(self
@@ -663,6 +703,10 @@ fn interface_from(msg: &LinkMessage) -> Interface {
         mac,
         loopback: msg.header.flags.contains(LinkFlags::Loopback),
         state: LinkState::from_message(msg),
+        mtu: msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        }),
         addresses: Vec::new(),
     }
 }
@@ -771,6 +815,7 @@ mod tests {
                 lower_up: true,
                 oper: OperState::Up,
             },
+            mtu: Some(1500),
             addresses: vec![
                 addr("fe80::1/64", false, true),
                 addr("192.0.2.5/24", true, false),

@@ -5,7 +5,8 @@
 //!
 //! - **Send**: the caller hands over a complete VRRP message (header, addresses, auth data,
 //!   checksum already filled in) plus the source and destination address. The kernel adds the
-//!   IP header: TTL / hop limit 255 (unicast and multicast), IPv4 TOS / IPv6 traffic class
+//!   IP header: TTL / hop limit 255 (multicast, and unicast unless `unicast_ttl` asks for
+//!   another, which goes with the packet as a control message), IPv4 TOS / IPv6 traffic class
 //!   `0xc0`, no DF bit on IPv4 (like keepalived). The source address is forced per packet with
 //!   an `IP_PKTINFO` / `IPV6_PKTINFO` control message, so instances with different
 //!   `unicast_src_ip` values can share the socket.
@@ -207,6 +208,19 @@ impl VrrpSocket {
     /// group or a unicast peer). `src` must be a local address of this family: the
     /// interface's primary IPv4 address / link-local IPv6 address, or `unicast_src_ip`.
     pub async fn send(&self, src: IpAddr, dst: IpAddr, payload: &[u8]) -> Result<(), Error> {
+        self.send_with_ttl(src, dst, payload, VRRP_TTL).await
+    }
+
+    /// [`VrrpSocket::send`] with the TTL / hop limit `ttl` (keepalived `unicast_ttl`; only
+    /// unicast adverts may use another value than 255), set per packet with an `IP_TTL` /
+    /// `IPV6_HOPLIMIT` control message.
+    pub async fn send_with_ttl(
+        &self,
+        src: IpAddr,
+        dst: IpAddr,
+        payload: &[u8],
+        ttl: u8,
+    ) -> Result<(), Error> {
         let context = || {
             format!(
                 "sending a VRRP advert from {src} to {dst} on {}",
@@ -225,7 +239,7 @@ impl VrrpSocket {
         let sent = self
             .fd
             .async_io(Interest::WRITABLE, |sock| {
-                send_one(sock, self.ifindex, src, dst, payload)
+                send_one(sock, self.ifindex, src, dst, payload, ttl)
             })
             .await
             .map_err(|e| Error::io(context(), e))?;
@@ -494,9 +508,12 @@ fn send_one(
     src: IpAddr,
     dst: IpAddr,
     payload: &[u8],
+    ttl: u8,
 ) -> io::Result<usize> {
     let iov = [IoSlice::new(payload)];
     let fd = sock.as_raw_fd();
+    // The socket's own TTL is 255; another one travels with the packet.
+    let ttl_value = libc::c_int::from(ttl);
     match (src, dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             let info = libc::in_pktinfo {
@@ -509,10 +526,17 @@ fn send_one(
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
             let addr = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+            let info_msg = ControlMessage::Ipv4PacketInfo(&info);
+            let ttl_msg = ControlMessage::Ipv4Ttl(&ttl_value);
+            let cmsgs: &[ControlMessage<'_>] = if ttl == VRRP_TTL {
+                &[info_msg]
+            } else {
+                &[info_msg, ttl_msg]
+            };
             Ok(nixsock::sendmsg(
                 fd,
                 &iov,
-                &[ControlMessage::Ipv4PacketInfo(&info)],
+                cmsgs,
                 MsgFlags::empty(),
                 Some(&addr),
             )?)
@@ -527,10 +551,17 @@ fn send_one(
             // Link-local and multicast destinations need the scope; global ones ignore it.
             let scope = if needs_scope(&dst) { ifindex } else { 0 };
             let addr = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, scope));
+            let info_msg = ControlMessage::Ipv6PacketInfo(&info);
+            let hops_msg = ControlMessage::Ipv6HopLimit(&ttl_value);
+            let cmsgs: &[ControlMessage<'_>] = if ttl == VRRP_TTL {
+                &[info_msg]
+            } else {
+                &[info_msg, hops_msg]
+            };
             Ok(nixsock::sendmsg(
                 fd,
                 &iov,
-                &[ControlMessage::Ipv6PacketInfo(&info)],
+                cmsgs,
                 MsgFlags::empty(),
                 Some(&addr),
             )?)

@@ -33,9 +33,11 @@
 //!    step in this sequence. The initial state is MASTER only where the user set it.
 //! 6. **Resolution.** Each (VirtualIP, eligible node) is turned into a
 //!    [`crds::ResolvedInstance`] by [`crds::resolve::resolve`], named `NAMESPACE/NAME`, with
-//!    the other eligible nodes' InternalIPs as unicast peers (resolve keeps the right family;
-//!    explicit `unicast.peers` win). The interface is left for the agent when neither an
-//!    override nor the spec names one.
+//!    the other eligible nodes' InternalIPs (or their `nodes[].sourceAddress`) as unicast
+//!    peers (resolve keeps the right family; explicit `unicast.peers` win). Every address in
+//!    a Node's `status.addresses` is its own: resolve leaves them out of its peers, so one
+//!    peer list written for the whole cluster works on every node. The interface is left for
+//!    the agent when neither an override nor the spec names one.
 //!    With the annotation `kubevrrp.io/adopt-static: "true"` the instances carry
 //!    `adoptStatic`: each node's agent takes over a static agent's running instance of the
 //!    same VRID when they agree ([`adopts_static`]).
@@ -196,6 +198,9 @@ struct NodeView<'a> {
     /// Cordoned (`spec.unschedulable`) or annotated [`DRAIN_ANNOTATION`]` = "true"`.
     draining: bool,
     internal_ips: Vec<IpAddr>,
+    /// Every address in the Node's `status.addresses` (InternalIP, ExternalIP, ...): the
+    /// node's own, never its unicast peers.
+    own_ips: Vec<IpAddr>,
 }
 
 impl<'a> NodeView<'a> {
@@ -212,6 +217,14 @@ impl<'a> NodeView<'a> {
             .collect();
         internal_ips.sort();
         internal_ips.dedup();
+        let mut own_ips: Vec<IpAddr> = status
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        own_ips.sort();
+        own_ips.dedup();
         Some(Self {
             name,
             uid: node.metadata.uid.as_deref(),
@@ -220,6 +233,7 @@ impl<'a> NodeView<'a> {
             ready,
             draining: node_draining(node),
             internal_ips,
+            own_ips,
         })
     }
 }
@@ -740,14 +754,20 @@ fn place<'n>(
             Some(_) if node.draining => Some(DRAIN_PRIORITY),
             other => other,
         };
+        // A node whose override names its advert source is reached there; the others at
+        // their InternalIPs.
         let peers: Vec<IpAddr> = eligible
             .iter()
             .filter(|o| o.name != node.name)
-            .flat_map(|o| o.internal_ips.iter().copied())
+            .flat_map(|o| match source_override(spec, o.name) {
+                Some(src) => vec![src],
+                None => o.internal_ips.clone(),
+            })
             .collect();
         let facts = NodeFacts {
             name: node.name.to_string(),
             interfaces: Vec::new(),
+            addresses: node.own_ips.clone(),
         };
         let input = ResolveInput {
             instance_name: name.clone(),
@@ -773,4 +793,13 @@ fn place<'n>(
         out.push((*node, slot.unwrap_or(configured), inst));
     }
     Ok(out)
+}
+
+/// The advert source address `nodes[]` gives `node`, if any.
+fn source_override(spec: &crds::VirtualIPSpec, node: &str) -> Option<IpAddr> {
+    spec.nodes
+        .iter()
+        .find(|o| o.name == node)
+        .and_then(|o| o.source_address.as_deref())
+        .and_then(|a| a.parse().ok())
 }

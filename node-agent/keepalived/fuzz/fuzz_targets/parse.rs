@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let printed = printer::print(&parsed.config);
     let _ = parse_with("printed.conf", &printed, &MemFs::default());
     for node in [None, Some("n1".to_string())] {
-        let conv = convert(&parsed.config, &ConvertOptions { namespace: "default".into(), node });
+        let conv = convert(&parsed.config, &ConvertOptions { namespace: None, node });
         let _ = to_yaml(&conv.items);
     }
     let host = NodeFacts {

@@ -655,6 +655,7 @@ fn group_vip(
                 priority: Some(base.saturating_sub(i as u8).max(1)),
                 state: (i == 0 && preempt).then_some(InitialState::Master),
                 interface: None,
+                source_address: None,
             }
         })
         .collect();
