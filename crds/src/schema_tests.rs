@@ -177,7 +177,7 @@ fn good_examples_pass_every_validator() {
         with(
             json!({"version": 3, "authentication": null, "addresses": ["2001:db8::200/64"], "unicast": {"enabled": true, "sourceAddress": "2001:db8::11", "ttl": 255}}),
         ),
-        with(json!({"excludedAddresses": v4_addresses(1024)})),
+        with(json!({"excludedAddresses": v4_addresses(2048)})),
         with(json!({"track": {"http": http_checks(16)}})),
         with(
             json!({"track": {"http": [{"name": "readyz", "url": "https://127.0.0.1:6443/readyz", "interval": "100ms", "timeout": "100ms", "expectStatus": 200, "rise": 2, "fall": 3, "weight": -50, "caFile": "/etc/kubernetes/pki/ca.crt", "serverName": "kubernetes"}]}}),
@@ -564,9 +564,9 @@ fn bad_cases() -> Vec<(&'static str, Value, &'static str, &'static str)> {
         ),
         (
             "1025 excluded addresses",
-            json!({"excludedAddresses": v4_addresses(1025)}),
+            json!({"excludedAddresses": v4_addresses(2049)}),
             "/spec/excludedAddresses",
-            "spec.excludedAddresses: 1025 excluded addresses; at most 1024",
+            "spec.excludedAddresses: 2049 excluded addresses; at most 2048",
         ),
         (
             "spec above 64 KiB",

@@ -19,7 +19,7 @@ pub mod limits {
     /// Most `spec.addresses` entries (keepalived's practical per-instance limit).
     pub const MAX_ADDRESSES: usize = 255;
     /// Most `spec.excludedAddresses` entries.
-    pub const MAX_EXCLUDED_ADDRESSES: usize = 1024;
+    pub const MAX_EXCLUDED_ADDRESSES: usize = 2048;
     /// Most `spec.track.scripts` entries.
     pub const MAX_SCRIPTS: usize = 16;
     /// Longest tracker script or notify command line, in bytes.

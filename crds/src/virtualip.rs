@@ -162,7 +162,7 @@ pub struct VirtualIPSpec {
     /// Addresses bound with the VIPs but not advertised (keepalived
     /// `virtual_ipaddress_excluded`); families may mix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 1024), inner(length(max = 64)))]
+    #[schemars(length(max = 2048), inner(length(max = 64)))]
     #[x_kube(validation = Rule::new("self.all(a, isIP(a) || isCIDR(a))").message("excludedAddresses: every entry must be an IP address or CIDR"))]
     pub excluded_addresses: Vec<String>,
 

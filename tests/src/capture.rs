@@ -70,6 +70,9 @@ impl Capture {
             "-n",
             "-U",
             "--immediate-mode",
+            // 16 MiB of kernel buffer: a bulk takeover sends thousands of GARPs/NAs at once.
+            "-B",
+            "16384",
             "-Z",
             "root",
             "-w",
@@ -111,6 +114,16 @@ impl Capture {
     /// tcpdump's own messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Packets the kernel dropped before tcpdump read them, as tcpdump reported when it
+    /// stopped ("N packets dropped by kernel"); 0 while it runs or when it said nothing.
+    pub fn dropped(&self) -> u64 {
+        self.log()
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Runs `tshark -r PCAP [-Y display_filter] -T fields -e F...` and returns one row of

@@ -48,8 +48,8 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{InstanceSnapshot, Telemetry, TrackerSnapshot};
 use crate::net::{
-    Family, Gratuitous, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, RecordedVip, Vip,
-    VipManager, VipRecord, VrrpSocket, VrrpSockets, sleep_until, strays,
+    Family, Interface, NetEvent, NetEvents, Netlink, ReceivedPacket, RecordedVip, Vip, VipManager,
+    VipRecord, VrrpSocket, VrrpSockets, sleep_until, strays,
 };
 use crate::notify::{Notifier, NotifyScripts, NotifyState, NotifyTarget};
 use crate::reconcile::{Change, diff};
@@ -131,6 +131,8 @@ enum Input {
     Claim(ClaimRequest),
     Negotiated(Box<Negotiated>),
     RetryHeld,
+    /// Address changes have settled: re-read the interfaces once.
+    AddressesSettled,
     Shutdown,
 }
 
@@ -175,6 +177,8 @@ pub struct Daemon {
     /// The VIP record could not be trusted at start (missing, corrupt or empty): sweep the
     /// configured VIPs once the first configuration with an instance is applied.
     sweep_pending: bool,
+    /// When to re-read the interfaces after address changes (see [`ADDRESS_SETTLE`]).
+    addresses_settle_at: Option<Instant>,
     /// The claims of the instances that run here, by instance name.
     claims: BTreeMap<String, Claim>,
     claim_tx: mpsc::Sender<ClaimRequest>,
@@ -210,7 +214,6 @@ impl Daemon {
         if !report.removed.is_empty() {
             tracing::info!(removed = ?report.removed, "removed VIPs left by an earlier run");
         }
-        let garp = Arc::new(Gratuitous::new(netlink.clone())?);
         // Rules left by an earlier life are removed before anything runs.
         let firewall = match crate::net::nft::Firewall::open() {
             Ok(mut fw) => match fw.apply(&std::collections::BTreeSet::new()) {
@@ -228,6 +231,7 @@ impl Daemon {
         let (obs_tx, obs_rx) = mpsc::channel(256);
         let (pkt_tx, pkt_rx) = mpsc::channel(1024);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
+        let vips = VipWorker::spawn(&manager, telemetry.clone(), milestone_tx).await?;
         let (claim_tx, claim_rx) = mpsc::channel(16);
         let (negotiated_tx, negotiated_rx) = mpsc::unbounded_channel();
         Ok(Self {
@@ -237,7 +241,7 @@ impl Daemon {
             unplaced: BTreeMap::new(),
             applied: Vec::new(),
             applied_hash: crds::vrrpnode::config_hash(&[]),
-            vips: VipWorker::spawn(manager, Arc::clone(&garp), telemetry.clone(), milestone_tx),
+            vips,
             milestone_rx,
             takeovers: takeover::Takeovers::default(),
             netlink,
@@ -261,6 +265,7 @@ impl Daemon {
             vmacs: std::collections::BTreeSet::new(),
             group_states: BTreeMap::new(),
             sweep_pending,
+            addresses_settle_at: None,
             claims: BTreeMap::new(),
             claim_tx,
             claim_rx,
@@ -308,6 +313,7 @@ impl Daemon {
                 Some(n) = self.negotiated_rx.recv() => Input::Negotiated(Box::new(n)),
                 Some(req) = self.claim_rx.recv() => Input::Claim(req),
                 _ = sleep_until_opt(retry) => Input::RetryHeld,
+                _ = sleep_until_opt(self.addresses_settle_at) => Input::AddressesSettled,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
@@ -346,6 +352,12 @@ impl Daemon {
                 Input::Claim(req) => self.on_claim_request(now, req).await,
                 Input::Negotiated(n) => self.on_negotiated(*n).await,
                 Input::RetryHeld => self.retry_held(now).await,
+                Input::AddressesSettled => {
+                    self.addresses_settle_at = None;
+                    self.refresh_interfaces().await;
+                    self.retry_unplaced(now).await;
+                    self.dirty = true;
+                }
                 Input::Milestone(instance, m, at) => {
                     if let Some(took) = self.takeovers.reached(&instance, m, at) {
                         self.telemetry.metrics().takeover(took);
@@ -1158,11 +1170,15 @@ impl Daemon {
                     self.router.handle_link(now, &name, up);
                 }
             }
-            NetEvent::LinkRemoved { .. }
-            | NetEvent::AddressAdded { .. }
-            | NetEvent::AddressRemoved { .. } => {
+            NetEvent::LinkRemoved { .. } => {
                 self.refresh_interfaces().await;
                 self.retry_unplaced(now).await;
+            }
+            // Binding a bulk of VIPs (ours or another daemon's) brings one event per address:
+            // re-reading every interface for each would cost O(addresses²) in this loop and
+            // delay adverts, so the re-read waits until the changes settle.
+            NetEvent::AddressAdded { .. } | NetEvent::AddressRemoved { .. } => {
+                self.addresses_settle_at.get_or_insert(now + ADDRESS_SETTLE);
             }
         }
         self.dirty = true;
@@ -1644,6 +1660,10 @@ async fn receive_loop(
         }
     }
 }
+
+/// How long after an address change the interfaces are re-read (every change in between
+/// joins that one re-read).
+const ADDRESS_SETTLE: Duration = Duration::from_millis(50);
 
 async fn sleep_until_opt(deadline: Option<Instant>) -> crate::net::Wakeup {
     match deadline {

@@ -335,6 +335,14 @@ impl VipManager {
         }
     }
 
+    /// The same record, managed through another netlink connection (the VIP worker's own).
+    pub fn with_netlink(&self, netlink: Netlink) -> VipManager {
+        VipManager {
+            netlink,
+            record: Arc::clone(&self.record),
+        }
+    }
+
     /// The netlink handle in use.
     pub fn netlink(&self) -> &Netlink {
         &self.netlink
