@@ -74,6 +74,12 @@ pub struct RunArgs {
     /// MASTER claim against contrary evidence after half of it, and its reports after all of it.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_duration_seconds: u64,
+    /// Run the commands VRRPNode instances carry (track.scripts, notify, syncGroupNotify), as
+    /// root or as their `user`. Off: an instance with a command is not run at all and an error
+    /// is logged. Defence in depth behind the operator's script policy; the chart sets it from
+    /// `agent.scripts.allowed`. Standalone mode always runs its file's scripts.
+    #[arg(long, env = "KUBE_VRRP_ALLOW_SCRIPTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_scripts: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,
