@@ -45,7 +45,7 @@ async fn run_daemon(
 ) -> Result<(), Error> {
     let shutdown = termination()?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = serve_metrics(common.metrics_addr, telemetry.clone(), async move {
+    let server = serve_metrics(common.metrics_listen(), telemetry.clone(), async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     })
     .await?;
