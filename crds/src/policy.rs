@@ -88,7 +88,10 @@ impl ScriptPolicy {
         if !self.paths.is_empty() {
             for (path, cmd) in &commands {
                 if let Err(why) = self.program_allowed(cmd) {
-                    problems.push(path.clone(), format!("{why}; the VirtualIP is not deployed"));
+                    problems.push(
+                        path.clone(),
+                        format!("{why}; the VirtualIP is not deployed"),
+                    );
                 }
             }
         }
@@ -283,8 +286,14 @@ mod tests {
             ("/usr/bin/true\nid", "shell syntax"),
             ("true", "not an absolute path"),
             ("/etc/kube-vrrp/scripts/../../../bin/sh", ". or .."),
-            ("/etc/kube-vrrp/scripts/", "not in agent.scripts.allowedPaths"),
-            ("/etc/kube-vrrp/scriptsX", "not in agent.scripts.allowedPaths"),
+            (
+                "/etc/kube-vrrp/scripts/",
+                "not in agent.scripts.allowedPaths",
+            ),
+            (
+                "/etc/kube-vrrp/scriptsX",
+                "not in agent.scripts.allowedPaths",
+            ),
             ("/usr/bin/true2", "not in agent.scripts.allowedPaths"),
             ("X=1 /usr/bin/true", "not an absolute path"),
         ];

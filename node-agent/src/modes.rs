@@ -286,17 +286,20 @@ mod tests {
         };
         let mut script = plain.clone();
         script.name = "ns/script".into();
-        script.track.scripts.push(crds::vrrpnode::ResolvedTrackScript {
-            name: "chk".into(),
-            script: "/bin/true".into(),
-            interval_ms: 1000,
-            timeout_ms: 1000,
-            rise: 1,
-            fall: 1,
-            weight: 0,
-            reverse: false,
-            user: None,
-        });
+        script
+            .track
+            .scripts
+            .push(crds::vrrpnode::ResolvedTrackScript {
+                name: "chk".into(),
+                script: "/bin/true".into(),
+                interval_ms: 1000,
+                timeout_ms: 1000,
+                rise: 1,
+                fall: 1,
+                weight: 0,
+                reverse: false,
+                user: None,
+            });
         let mut notify = plain.clone();
         notify.name = "ns/notify".into();
         notify.notify.master = Some("/bin/true".into());

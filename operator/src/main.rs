@@ -77,12 +77,20 @@ struct RunArgs {
     scripts_allowed: bool,
     /// With --scripts-allowed: only VirtualIPs in these namespaces may carry commands
     /// (comma-separated or repeated; default: any namespace).
-    #[arg(long = "scripts-allowed-namespace", value_name = "NS", value_delimiter = ',')]
+    #[arg(
+        long = "scripts-allowed-namespace",
+        value_name = "NS",
+        value_delimiter = ','
+    )]
     scripts_allowed_namespaces: Vec<String>,
     /// With --scripts-allowed: commands must run one of these programs directly, no shell
     /// syntax (absolute paths; an entry ending in / allows that directory; comma-separated or
     /// repeated; default: any command).
-    #[arg(long = "scripts-allowed-path", value_name = "PATH", value_delimiter = ',')]
+    #[arg(
+        long = "scripts-allowed-path",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
     scripts_allowed_paths: Vec<String>,
     /// Lease holder identity (the pod name). Default outside a pod: the host name plus a
     /// random suffix.

@@ -1480,13 +1480,17 @@ fn an_oversized_node_plan_refuses_the_largest_then_newest_virtual_ips() {
     let equal_refused: Vec<&String> = refused.iter().filter(|r| r.starts_with("t1/")).collect();
     assert!(!equal_refused.is_empty(), "{refused:?}");
     let first_refused = 24 - equal_refused.len();
-    let expected: Vec<String> = (first_refused..24).map(|i| format!("t1/eq{i:02}")).collect();
+    let expected: Vec<String> = (first_refused..24)
+        .map(|i| format!("t1/eq{i:02}"))
+        .collect();
     assert_eq!(
         equal_refused.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         expected.iter().map(String::as_str).collect::<Vec<_>>()
     );
     // Minimal: one more equal VirtualIP would not fit.
-    let one_more = serde_json::to_vec(inst(&p, "n1", "t1/eq00").unwrap()).unwrap().len();
+    let one_more = serde_json::to_vec(inst(&p, "n1", "t1/eq00").unwrap())
+        .unwrap()
+        .len();
     let bytes = serde_json::to_vec(&p.nodes["n1"].spec).unwrap().len();
     assert!(bytes + one_more > limit - 200, "{bytes} + {one_more}");
     let c = cond(&p, "t1", &format!("eq{:02}", 23), "Ready");

@@ -1202,7 +1202,10 @@ fn agent_args_parse_with_the_agent_cli() {
             assert_eq!(run.node_name, "node-a");
             assert_eq!(run.common.state_dir, Path::new("/var/lib/kube-vrrp"));
             assert_eq!(
-                run.common.metrics_listen().map(|a| a.to_string()).as_deref(),
+                run.common
+                    .metrics_listen()
+                    .map(|a| a.to_string())
+                    .as_deref(),
                 Some("192.0.2.7:9741")
             );
             assert!(!run.allow_scripts, "scripts are off by default");
@@ -2088,7 +2091,10 @@ fn script_values_set_both_flags_and_the_admission_policy() {
     let op = args_of(&default, "Deployment", "kube-vrrp-operator", "operator");
     assert!(!op.iter().any(|a| a.starts_with("--scripts")), "{op:?}");
     let ag = args_of(&default, "DaemonSet", "kube-vrrp-agent", "agent");
-    assert!(!ag.iter().any(|a| a.starts_with("--allow-scripts")), "{ag:?}");
+    assert!(
+        !ag.iter().any(|a| a.starts_with("--allow-scripts")),
+        "{ag:?}"
+    );
     assert_eq!(
         policy_names(&default),
         ["kube-vrrp-agent-own-node", "kube-vrrp-scripts"]
@@ -2108,7 +2114,11 @@ fn script_values_set_both_flags_and_the_admission_policy() {
     );
     assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
     // The own-node policy matches only the agent's service account.
-    let own = find(&default, "ValidatingAdmissionPolicy", "kube-vrrp-agent-own-node");
+    let own = find(
+        &default,
+        "ValidatingAdmissionPolicy",
+        "kube-vrrp-agent-own-node",
+    );
     assert_eq!(
         own["spec"]["matchConditions"][0]["expression"].as_str(),
         Some(r#"request.userInfo.username == "system:serviceaccount:kube-vrrp:kube-vrrp-agent""#)
@@ -2157,7 +2167,10 @@ fn script_values_set_both_flags_and_the_admission_policy() {
 
     // The schema refuses a relative program path.
     let bad = try_render(&["--set", "agent.scripts.allowedPaths={relative/x}"]);
-    assert!(!bad.status.success(), "a relative allowed path must be refused");
+    assert!(
+        !bad.status.success(),
+        "a relative allowed path must be refused"
+    );
 
     // A configured bind address replaces the host IP.
     let all = render(&["--set", "agent.bindAddress=0.0.0.0"]);

@@ -678,9 +678,7 @@ fn assign_vrids(vips: &mut [VipWork<'_>]) {
     let requests: Vec<(usize, vrid::Request)> = vips
         .iter()
         .enumerate()
-        .filter(|(_, w)| {
-            matches!(w.blocker, None | Some(Blocker::Refused { .. }))
-        })
+        .filter(|(_, w)| matches!(w.blocker, None | Some(Blocker::Refused { .. })))
         .filter_map(|(i, w)| {
             let first = w
                 .vip
