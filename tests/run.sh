@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 root_dir=$(pwd)
 start=$(date +%s)
 
-step() { printf '\n==> %s\n' "$*"; }
+# Disk use is printed at every step: CI's disk is small (a run once filled it while linking).
+step() { printf '\n==> %s   [disk free: %s]\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+# Incremental caches only help repeated local builds; off, the target dir is about a third smaller.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step "system tools"
 bash tests/tools/install-deps.sh
@@ -34,6 +37,8 @@ elif docker info >/dev/null 2>&1; then
   step "container images (deploy/build-image.sh)"
   bash deploy/build-image.sh
   bash deploy/build-image.sh --keepalived-peer
+  # The images hold the release binaries now; their intermediate build files only take disk.
+  rm -rf target/release/deps target/release/build target/release/.fingerprint
 else
   excluded+=('(package(kube-vrrp-tests) & binary(=image))')
   echo "NOTE: no Docker daemon answers: the container image tests are left out (SKIPPED in the summary)." >&2
@@ -82,6 +87,8 @@ step "fuzz smoke"
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
+# The test binaries are no longer needed: free their disk for the instrumented fuzz build.
+rm -rf "$root_dir/target/debug/deps" "$root_dir/target/debug/build" "$root_dir/target/debug/.fingerprint"
 # Both fuzz crates share one instrumented build of the common dependencies.
 export CARGO_TARGET_DIR="$root_dir/target/fuzz"
 bash node-agent/fuzz/run.sh 12
