@@ -41,6 +41,10 @@ pub mod limits {
     /// running a dozen maximal VIPs stays far below etcd's 1.5 MiB request limit (typical specs
     /// are well under 1 KiB, so hundreds of VIPs per node fit).
     pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+    /// Largest planned VRRPNode spec in bytes of JSON: far below etcd's 1.5 MiB request limit,
+    /// leaving room for the object's metadata and its agent's status. The operator refuses
+    /// VirtualIPs (largest first) that would push a node's plan over it.
+    pub const MAX_VRRPNODE_SPEC_BYTES: usize = 512 * 1024;
 }
 
 /// The MTU admission assumes (Ethernet's standard); the agent applies the real one.

@@ -137,6 +137,16 @@ pub struct ResolvedInstance {
     pub adopt_static: bool,
 }
 
+impl ResolvedInstance {
+    /// Whether the agent would run commands for this instance (`track.scripts`, `notify`,
+    /// `syncGroupNotify`): see [`crate::policy`].
+    pub fn runs_commands(&self) -> bool {
+        !self.track.scripts.is_empty()
+            || !self.notify.is_empty()
+            || !self.sync_group_notify.is_empty()
+    }
+}
+
 impl Default for ResolvedInstance {
     /// Empty, with keepalived's defaults where an empty value would differ from them
     /// (accept on).

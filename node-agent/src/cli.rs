@@ -44,9 +44,24 @@ pub struct CommonArgs {
     /// Serve /metrics, /healthz, /readyz and /status here (e.g. 0.0.0.0:9741). Off when unset.
     #[arg(long, env = "KUBE_VRRP_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Listen on this address instead of the one in --metrics-addr (same port), e.g. the
+    /// node's InternalIP, which the chart passes from `status.hostIP`.
+    #[arg(long, env = "KUBE_VRRP_METRICS_HOST", requires = "metrics_addr")]
+    pub metrics_host: Option<std::net::IpAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KUBE_VRRP_LOG_FORMAT")]
     pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// Where the HTTP endpoints listen: --metrics-addr, with its address replaced by
+    /// --metrics-host when given.
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.metrics_addr.map(|a| match self.metrics_host {
+            Some(h) => SocketAddr::new(h, a.port()),
+            None => a,
+        })
+    }
 }
 
 /// Log output format.
@@ -74,6 +89,12 @@ pub struct RunArgs {
     /// MASTER claim against contrary evidence after half of it, and its reports after all of it.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub lease_duration_seconds: u64,
+    /// Run the commands VRRPNode instances carry (track.scripts, notify, syncGroupNotify), as
+    /// root or as their `user`. Off: an instance with a command is not run at all and an error
+    /// is logged. Defence in depth behind the operator's script policy; the chart sets it from
+    /// `agent.scripts.allowed`. Standalone mode always runs its file's scripts.
+    #[arg(long, env = "KUBE_VRRP_ALLOW_SCRIPTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_scripts: bool,
     /// Shared options.
     #[command(flatten)]
     pub common: CommonArgs,

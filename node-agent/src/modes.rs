@@ -45,7 +45,7 @@ async fn run_daemon(
 ) -> Result<(), Error> {
     let shutdown = termination()?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = serve_metrics(common.metrics_addr, telemetry.clone(), async move {
+    let server = serve_metrics(common.metrics_listen(), telemetry.clone(), async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     })
     .await?;
@@ -156,7 +156,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         Arc::clone(&health),
     ));
 
-    let (desired_tx, desired_rx) = watch::channel(cached.instances.clone());
+    let allow_scripts = args.allow_scripts;
+    let (desired_tx, desired_rx) =
+        watch::channel(without_commands(cached.instances.clone(), allow_scripts));
     let (pods_tx, pods_rx) = mpsc::channel(64);
     let pods_client = client.clone();
     let pods_node = node.clone();
@@ -171,7 +173,10 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         while spec_rx.changed().await.is_ok() {
             let spec = spec_rx.borrow_and_update().clone();
             pods.apply(&pods_client, &pods_node, &spec.instances, &pods_tx);
-            if desired_tx.send(spec.instances).is_err() {
+            if desired_tx
+                .send(without_commands(spec.instances, allow_scripts))
+                .is_err()
+            {
                 return;
             }
         }
@@ -206,6 +211,27 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     // The daemon dropped its status sender: the reporter flushes the final state and ends.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), reporter).await;
     result
+}
+
+/// The instances to run: without `--allow-scripts`, those that carry a command are left out
+/// (and logged), so nothing a VirtualIP author wrote runs on this node.
+pub fn without_commands(
+    instances: Vec<ResolvedInstance>,
+    allow_scripts: bool,
+) -> Vec<ResolvedInstance> {
+    if allow_scripts {
+        return instances;
+    }
+    instances
+        .into_iter()
+        .filter(|i| {
+            let refused = i.runs_commands();
+            if refused {
+                tracing::error!(instance = %i.name, "not running this instance: it carries track.scripts or notify commands and the agent was started without --allow-scripts (chart: agent.scripts.allowed)");
+            }
+            !refused
+        })
+        .collect()
 }
 
 /// The running pod trackers, one watch task per tracker.
@@ -245,5 +271,47 @@ impl PodTrackers {
                 (spec, task)
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_allow_scripts_instances_with_commands_are_not_run() {
+        let plain = ResolvedInstance {
+            name: "ns/plain".into(),
+            ..Default::default()
+        };
+        let mut script = plain.clone();
+        script.name = "ns/script".into();
+        script
+            .track
+            .scripts
+            .push(crds::vrrpnode::ResolvedTrackScript {
+                name: "chk".into(),
+                script: "/bin/true".into(),
+                interval_ms: 1000,
+                timeout_ms: 1000,
+                rise: 1,
+                fall: 1,
+                weight: 0,
+                reverse: false,
+                user: None,
+            });
+        let mut notify = plain.clone();
+        notify.name = "ns/notify".into();
+        notify.notify.master = Some("/bin/true".into());
+        let mut group = plain.clone();
+        group.name = "ns/group".into();
+        group.sync_group_notify.any = Some("/bin/true".into());
+        let all = vec![plain, script, notify, group];
+        let names = |v: Vec<ResolvedInstance>| v.into_iter().map(|i| i.name).collect::<Vec<_>>();
+        assert_eq!(names(without_commands(all.clone(), false)), ["ns/plain"]);
+        assert_eq!(
+            names(without_commands(all, true)),
+            ["ns/plain", "ns/script", "ns/notify", "ns/group"]
+        );
     }
 }

@@ -148,6 +148,7 @@ fn world(vips: usize) -> World {
         secrets: Vec::new(),
         vrrp_nodes,
         agents,
+        script_policy: Default::default(),
         now: t0,
     }
 }

@@ -93,6 +93,8 @@ pub struct Settings {
     pub agent_lease_duration: Duration,
     /// Serve Services of type LoadBalancer (`None`: off).
     pub load_balancer: Option<crate::loadbalancer::LbSettings>,
+    /// Which VirtualIPs may carry commands (default: none).
+    pub script_policy: crds::policy::ScriptPolicy,
 }
 
 impl Default for Settings {
@@ -105,6 +107,7 @@ impl Default for Settings {
             agent_lease_namespace: "kube-vrrp".into(),
             agent_lease_duration: Duration::from_secs(10),
             load_balancer: None,
+            script_policy: crds::policy::ScriptPolicy::default(),
         }
     }
 }
@@ -357,6 +360,7 @@ impl Context {
             // Placement does not read reports or liveness.
             vrrp_nodes: Vec::new(),
             agents: BTreeMap::new(),
+            script_policy: self.settings.script_policy.clone(),
             now: self.now(),
         })
     }

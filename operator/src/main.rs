@@ -70,6 +70,28 @@ struct RunArgs {
     /// Also serve Services of type LoadBalancer that have no `spec.loadBalancerClass`.
     #[arg(long)]
     load_balancer_default_class: bool,
+    /// Let VirtualIPs carry commands (track.scripts, notify, syncGroupNotify), which the
+    /// agents run as root on their nodes. Off: such VirtualIPs are refused with the condition
+    /// reason ScriptsNotAllowed and deployed nowhere.
+    #[arg(long, env = "KUBE_VRRP_SCRIPTS_ALLOWED", default_value_t = false, action = clap::ArgAction::Set)]
+    scripts_allowed: bool,
+    /// With --scripts-allowed: only VirtualIPs in these namespaces may carry commands
+    /// (comma-separated or repeated; default: any namespace).
+    #[arg(
+        long = "scripts-allowed-namespace",
+        value_name = "NS",
+        value_delimiter = ','
+    )]
+    scripts_allowed_namespaces: Vec<String>,
+    /// With --scripts-allowed: commands must run one of these programs directly, no shell
+    /// syntax (absolute paths; an entry ending in / allows that directory; comma-separated or
+    /// repeated; default: any command).
+    #[arg(
+        long = "scripts-allowed-path",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    scripts_allowed_paths: Vec<String>,
     /// Lease holder identity (the pod name). Default outside a pod: the host name plus a
     /// random suffix.
     #[arg(long, env = "POD_NAME")]
@@ -182,8 +204,19 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         secret_namespaces: args.secret_namespaces,
         agent_lease_namespace: namespace,
         load_balancer,
+        script_policy: crds::policy::ScriptPolicy {
+            allowed: args.scripts_allowed,
+            namespaces: args.scripts_allowed_namespaces,
+            paths: args.scripts_allowed_paths,
+        },
         ..Settings::default()
     };
+    info!(
+        allowed = settings.script_policy.allowed,
+        namespaces = ?settings.script_policy.namespaces,
+        paths = ?settings.script_policy.paths,
+        "script policy"
+    );
     let concurrency = args.concurrency;
     let ctl_client = client.clone();
     let ctl_metrics = metrics.clone();

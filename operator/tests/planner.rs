@@ -1360,3 +1360,145 @@ fn adopted_condition_follows_the_nodes_reports() {
         Some("n1")
     );
 }
+
+fn with_script(mut s: VirtualIPSpec, cmd: &str) -> VirtualIPSpec {
+    s.track = Some(crds::virtualip::Track {
+        scripts: vec![
+            serde_json::from_value(serde_json::json!({"name": "chk", "script": cmd})).unwrap(),
+        ],
+        ..Default::default()
+    });
+    s
+}
+
+#[test]
+fn scripts_are_refused_unless_the_policy_allows_them() {
+    let tenant = vip(
+        "team-a",
+        "evil",
+        0,
+        with_script(spec("192.0.2.100/24"), "/bin/sh -c 'id > /tmp/x'"),
+    );
+    let plain = vip("team-a", "plain", 1, spec("192.0.2.101/24"));
+    let mut notify = spec("192.0.2.102/24");
+    notify.notify = Some(crds::virtualip::Notify {
+        master: Some("/usr/local/bin/on-master".into()),
+        ..Default::default()
+    });
+    let notify = vip("infra", "notify", 2, notify);
+    let vips = vec![tenant, plain, notify];
+
+    // Default policy: nothing with a command is planned anywhere; the plain one is.
+    let p = plan(&world(vips.clone(), three_nodes()));
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(names_on(&p, n), ["team-a/plain"], "{n}");
+    }
+    for (ns, name, field) in [
+        ("team-a", "evil", "spec.track.scripts[0].script"),
+        ("infra", "notify", "spec.notify.master"),
+    ] {
+        let c = cond(&p, ns, name, "Ready");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ScriptsNotAllowed")
+        );
+        assert!(c.message.contains(field), "{}", c.message);
+        assert!(c.message.contains("agent.scripts.allowed"), "{}", c.message);
+        assert_eq!(phase(&p, ns, name), Phase::Conflict);
+        assert_eq!(event_reasons(&p, ns, name), ["ScriptsNotAllowed"]);
+        assert!(p.virtual_ips[&key(ns, name)].deployed_to.is_empty());
+    }
+
+    // Allowed in namespace infra, for programs under /usr/local/bin/ only.
+    let mut w = world(vips.clone(), three_nodes());
+    w.script_policy = crds::policy::ScriptPolicy {
+        allowed: true,
+        namespaces: vec!["infra".into()],
+        paths: vec!["/usr/local/bin/".into()],
+    };
+    let p = plan(&w);
+    assert_eq!(names_on(&p, "n1"), ["infra/notify", "team-a/plain"]);
+    let c = cond(&p, "team-a", "evil", "Ready");
+    assert_eq!(c.reason, "ScriptsNotAllowed");
+    assert!(c.message.contains("\"team-a\""), "{}", c.message);
+
+    // Everything allowed: all three run.
+    let mut w = world(vips, three_nodes());
+    w.script_policy = crds::policy::ScriptPolicy::allow_all();
+    let p = plan(&w);
+    assert_eq!(
+        names_on(&p, "n2"),
+        ["infra/notify", "team-a/evil", "team-a/plain"]
+    );
+}
+
+#[test]
+fn an_oversized_node_plan_refuses_the_largest_then_newest_virtual_ips() {
+    let limit = crds::validate::limits::MAX_VRRPNODE_SPEC_BYTES;
+    let excluded = |tag: u32, n: u32| -> Vec<String> {
+        (0..n)
+            .map(|j| format!("2001:db8:{tag:x}:{j:x}::1/128"))
+            .collect()
+    };
+    // One big VirtualIP (the oldest), 24 equal ones and one tiny one (the newest).
+    let mut vips = Vec::new();
+    let mut big = spec("192.0.2.1/24");
+    big.excluded_addresses = excluded(0xffff, 1024)
+        .into_iter()
+        .map(|a| a.replace("::1/128", "::abcd/128"))
+        .collect();
+    vips.push(vip("t0", "big", 0, big));
+    for i in 0..24u32 {
+        let mut s = spec(&format!("192.0.2.{}/24", 10 + i));
+        s.excluded_addresses = excluded(i, 1000);
+        vips.push(vip("t1", &format!("eq{i:02}"), 1 + i64::from(i), s));
+    }
+    vips.push(vip("t2", "tiny", 100, spec("192.0.2.200/24")));
+
+    let p = plan(&world(vips.clone(), three_nodes()));
+    for n in ["n1", "n2", "n3"] {
+        let bytes = serde_json::to_vec(&p.nodes[n].spec).unwrap().len();
+        assert!(bytes <= limit, "{n}: {bytes} > {limit}");
+    }
+    let refused: Vec<String> = p
+        .virtual_ips
+        .iter()
+        .filter(|(_, v)| {
+            v.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == "PlanTooLarge")
+        })
+        .map(|(k, _)| format!("{}/{}", k.namespace, k.name))
+        .collect();
+    // The big one goes first, then the newest of the equal ones; the tiny one and the older
+    // equal ones deploy.
+    assert!(refused.contains(&"t0/big".to_string()), "{refused:?}");
+    assert!(!refused.contains(&"t2/tiny".to_string()), "{refused:?}");
+    let kept = names_on(&p, "n1");
+    assert!(kept.contains(&"t2/tiny".to_string()));
+    let equal_refused: Vec<&String> = refused.iter().filter(|r| r.starts_with("t1/")).collect();
+    assert!(!equal_refused.is_empty(), "{refused:?}");
+    let first_refused = 24 - equal_refused.len();
+    let expected: Vec<String> = (first_refused..24)
+        .map(|i| format!("t1/eq{i:02}"))
+        .collect();
+    assert_eq!(
+        equal_refused.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        expected.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // Minimal: one more equal VirtualIP would not fit.
+    let one_more = serde_json::to_vec(inst(&p, "n1", "t1/eq00").unwrap())
+        .unwrap()
+        .len();
+    let bytes = serde_json::to_vec(&p.nodes["n1"].spec).unwrap().len();
+    assert!(bytes + one_more > limit - 200, "{bytes} + {one_more}");
+    let c = cond(&p, "t1", &format!("eq{:02}", 23), "Ready");
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("VRRPNode would exceed"), "{}", c.message);
+    assert_eq!(event_reasons(&p, "t1", "eq23"), ["PlanTooLarge"]);
+
+    // Deterministic: the same world in another order gives the same plan.
+    vips.reverse();
+    assert_eq!(plan(&world(vips, three_nodes())), p);
+}

@@ -839,6 +839,8 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
         ("Deployment", 1),
         ("DaemonSet", 1),
         ("PodDisruptionBudget", 1),
+        ("ValidatingAdmissionPolicy", 2),
+        ("ValidatingAdmissionPolicyBinding", 2),
     ]
     .into_iter()
     .collect();
@@ -855,6 +857,11 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
             "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
         );
         let ns = o["metadata"]["namespace"].as_str();
+        let cluster_scoped = cluster_scoped
+            || matches!(
+                kind(o),
+                "ValidatingAdmissionPolicy" | "ValidatingAdmissionPolicyBinding"
+            );
         if cluster_scoped {
             assert_eq!(ns, None, "{}/{} is cluster-scoped", kind(o), name(o));
         } else {
@@ -1134,10 +1141,14 @@ fn agent_daemonset_is_least_privilege() {
             "/var/lib/kube-vrrp",
             "--metrics-addr",
             "0.0.0.0:9741",
+            "--metrics-host",
+            "$(HOST_IP)",
             "--log-format",
             "json"
         ]
     );
+    // Bound to the node's InternalIP by default, not every address.
+    assert_eq!(env_field_ref(agent, "HOST_IP"), Some("status.hostIP"));
     // The image runs as uid 65532; the agent must be uid 0 to use its two capabilities.
     assert_eq!(agent["securityContext"]["runAsUser"].as_i64(), Some(0));
     assert_eq!(agent["ports"][0]["containerPort"].as_i64(), Some(9741));
@@ -1181,7 +1192,8 @@ fn agent_args_parse_with_the_agent_cli() {
     argv.extend(
         strs(&agent["args"])
             .into_iter()
-            .map(|a| a.replace("$(NODE_NAME)", "node-a")),
+            .map(|a| a.replace("$(NODE_NAME)", "node-a"))
+            .map(|a| a.replace("$(HOST_IP)", "192.0.2.7")),
     );
     let cli = agent::cli::Cli::try_parse_from(&argv)
         .unwrap_or_else(|e| panic!("agent rejects the chart's arguments {argv:?}:\n{e}"));
@@ -1190,9 +1202,13 @@ fn agent_args_parse_with_the_agent_cli() {
             assert_eq!(run.node_name, "node-a");
             assert_eq!(run.common.state_dir, Path::new("/var/lib/kube-vrrp"));
             assert_eq!(
-                run.common.metrics_addr.map(|a| a.to_string()).as_deref(),
-                Some("0.0.0.0:9741")
+                run.common
+                    .metrics_listen()
+                    .map(|a| a.to_string())
+                    .as_deref(),
+                Some("192.0.2.7:9741")
             );
+            assert!(!run.allow_scripts, "scripts are off by default");
             assert_eq!(run.common.log_format, agent::cli::LogFormat::Json);
         }
         other => panic!("chart does not run `kube-vrrp-agent run`: {other:?}"),
@@ -2054,4 +2070,111 @@ fn control_plane_example_virtualip_is_valid_and_resolves_for_every_node() {
         priorities.len(),
         "distinct priorities: {priorities:?}"
     );
+}
+
+#[test]
+fn script_values_set_both_flags_and_the_admission_policy() {
+    let args_of = |objs: &[Value], k: &str, n: &str, c: &str| -> Vec<String> {
+        strs(&container(find(objs, k, n), c)["args"])
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
+    let policy_names = |objs: &[Value]| -> Vec<String> {
+        all_of(objs, "ValidatingAdmissionPolicy")
+            .iter()
+            .map(|p| name(p).to_string())
+            .collect()
+    };
+    // Default: scripts off everywhere; the scripts policy denies every command.
+    let default = render(&[]);
+    let op = args_of(&default, "Deployment", "kube-vrrp-operator", "operator");
+    assert!(!op.iter().any(|a| a.starts_with("--scripts")), "{op:?}");
+    let ag = args_of(&default, "DaemonSet", "kube-vrrp-agent", "agent");
+    assert!(
+        !ag.iter().any(|a| a.starts_with("--allow-scripts")),
+        "{ag:?}"
+    );
+    assert_eq!(
+        policy_names(&default),
+        ["kube-vrrp-agent-own-node", "kube-vrrp-scripts"]
+    );
+    let pol = find(&default, "ValidatingAdmissionPolicy", "kube-vrrp-scripts");
+    let exprs: Vec<&str> = pol["spec"]["validations"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["expression"].as_str())
+        .collect();
+    assert_eq!(exprs, ["size(variables.commands) == 0"]);
+    let binding = find(
+        &default,
+        "ValidatingAdmissionPolicyBinding",
+        "kube-vrrp-scripts",
+    );
+    assert_eq!(strs(&binding["spec"]["validationActions"]), ["Deny"]);
+    // The own-node policy matches only the agent's service account.
+    let own = find(
+        &default,
+        "ValidatingAdmissionPolicy",
+        "kube-vrrp-agent-own-node",
+    );
+    assert_eq!(
+        own["spec"]["matchConditions"][0]["expression"].as_str(),
+        Some(r#"request.userInfo.username == "system:serviceaccount:kube-vrrp:kube-vrrp-agent""#)
+    );
+    assert_eq!(own["spec"]["failurePolicy"].as_str(), Some("Fail"));
+
+    // Allowed for every namespace: flags on, no scripts policy.
+    let open = render(&["--set", "agent.scripts.allowed=true"]);
+    let op = args_of(&open, "Deployment", "kube-vrrp-operator", "operator");
+    assert!(op.contains(&"--scripts-allowed=true".to_string()), "{op:?}");
+    let ag = args_of(&open, "DaemonSet", "kube-vrrp-agent", "agent");
+    assert!(ag.contains(&"--allow-scripts=true".to_string()), "{ag:?}");
+    assert_eq!(policy_names(&open), ["kube-vrrp-agent-own-node"]);
+
+    // Allowed in two namespaces, for one directory: the operator gets both lists, the policy
+    // checks the namespace.
+    let narrow = render(&[
+        "--set",
+        "agent.scripts.allowed=true,agent.scripts.allowedNamespaces={infra,net},agent.scripts.allowedPaths={/etc/kube-vrrp/scripts/}",
+    ]);
+    let op = args_of(&narrow, "Deployment", "kube-vrrp-operator", "operator");
+    let tail: Vec<&str> = op
+        .iter()
+        .skip_while(|a| *a != "--scripts-allowed=true")
+        .map(String::as_str)
+        .take(7)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "--scripts-allowed=true",
+            "--scripts-allowed-namespace",
+            "infra",
+            "--scripts-allowed-namespace",
+            "net",
+            "--scripts-allowed-path",
+            "/etc/kube-vrrp/scripts/"
+        ]
+    );
+    let pol = find(&narrow, "ValidatingAdmissionPolicy", "kube-vrrp-scripts");
+    assert_eq!(
+        pol["spec"]["validations"][0]["expression"].as_str(),
+        Some(r#"size(variables.commands) == 0 || request.namespace in ["infra","net"]"#)
+    );
+    assert_eq!(kubernetes_validate(&narrow, &[]), narrow.len());
+
+    // The schema refuses a relative program path.
+    let bad = try_render(&["--set", "agent.scripts.allowedPaths={relative/x}"]);
+    assert!(
+        !bad.status.success(),
+        "a relative allowed path must be refused"
+    );
+
+    // A configured bind address replaces the host IP.
+    let all = render(&["--set", "agent.bindAddress=0.0.0.0"]);
+    let ag = args_of(&all, "DaemonSet", "kube-vrrp-agent", "agent");
+    let i = ag.iter().position(|a| a == "--metrics-host").unwrap();
+    assert_eq!(ag[i + 1], "0.0.0.0");
 }

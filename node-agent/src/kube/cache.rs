@@ -5,6 +5,7 @@
 //! corrupt cache is reported and ignored, never fatal: the API will supply a fresh spec.
 
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crds::VRRPNodeSpec;
@@ -61,7 +62,15 @@ impl ConfigCache {
             .map_err(|e| Error::Config(format!("cannot serialise the spec: {e}")))?;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            // Owner-only (0600): the cached plan is the node's configuration, not for other
+            // local users (a leftover temp file keeps its mode, so it is set again).
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             f.write_all(&json)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)?;
@@ -89,7 +98,16 @@ mod tests {
             }],
             config_hash: "abc".into(),
         };
+        // A leftover world-readable temp file does not make the cache readable by others.
+        let tmp = cache.path().with_extension("json.tmp");
+        std::fs::write(&tmp, b"old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
         cache.store(&spec).unwrap();
+        let mode = std::fs::metadata(cache.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "cache mode {mode:o}");
         assert_eq!(cache.load().unwrap(), Some(spec));
         std::fs::write(cache.path(), b"{\"instances\": [{\"name\": 5}]}").unwrap();
         let err = cache.load().unwrap_err().to_string();

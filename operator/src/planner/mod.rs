@@ -55,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crds::policy::{REASON_SCRIPTS_NOT_ALLOWED, ScriptPolicy};
 use crds::resolve::{NodeFacts, ResolveInput, resolve};
 use crds::validate::{Problem, Problems, validate_spec};
 use crds::virtualip::VirtualIPStatus;
@@ -89,6 +90,8 @@ pub struct World {
     /// Liveness of each node's agent, from its Lease as the operator observed it ([`liveness`]).
     /// A node not listed has no live agent.
     pub agents: BTreeMap<String, AgentLiveness>,
+    /// Which VirtualIPs may carry commands (scripts, notify); the default allows none.
+    pub script_policy: ScriptPolicy,
     /// Current time, used as `lastTransitionTime` of conditions that change. Callers should
     /// pass whole seconds: the API server stores no more, and a finer time would never compare
     /// equal to what was written.
@@ -149,6 +152,13 @@ pub enum Blocker {
     NoFreeVrid {
         /// The network, as text.
         network: String,
+    },
+    /// Refused by a cluster policy (script policy, plan size); other VirtualIPs are unaffected.
+    Refused {
+        /// Condition reason: [`REASON_SCRIPTS_NOT_ALLOWED`] or [`REASON_PLAN_TOO_LARGE`].
+        reason: &'static str,
+        /// Human-readable message naming the field or the node.
+        message: String,
     },
     /// The authentication Secret is missing or unusable.
     Secret {
@@ -507,6 +517,21 @@ pub fn place_all(world: &World) -> Placement {
     vips.sort_by(|a, b| a.key.cmp(&b.key));
     vips.dedup_by(|a, b| a.key == b.key);
 
+    // The admin's script policy: a refused VirtualIP is deployed nowhere (nothing runs) but
+    // keeps its VRID claim, like one whose Secret is missing.
+    for w in vips.iter_mut().filter(|w| w.blocker.is_none()) {
+        let problems = world.script_policy.check(&w.key.namespace, &w.vip.spec);
+        if !problems.is_empty() {
+            w.blocker = Some(Blocker::Refused {
+                reason: REASON_SCRIPTS_NOT_ALLOWED,
+                message: problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            });
+        }
+    }
     assign_vrids(&mut vips);
     for w in vips
         .iter_mut()
@@ -521,6 +546,15 @@ pub fn place_all(world: &World) -> Placement {
     // Resolve instances per node.
     let mut per_node: BTreeMap<&str, Vec<ResolvedInstance>> = BTreeMap::new();
     let mut out = Placement::default();
+    let created: BTreeMap<VipKey, Option<Timestamp>> = vips
+        .iter()
+        .map(|w| {
+            (
+                w.key.clone(),
+                w.vip.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            )
+        })
+        .collect();
     for w in vips {
         let mut vp = VipPlacement {
             deleting: w.deleting,
@@ -551,6 +585,8 @@ pub fn place_all(world: &World) -> Placement {
         out.virtual_ips.insert(w.key, vp);
     }
 
+    refuse_oversized(&mut per_node, &mut out, &created);
+
     for n in &nodes {
         let mut instances = per_node.remove(n.name).unwrap_or_default();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
@@ -569,12 +605,80 @@ pub fn place_all(world: &World) -> Placement {
     out
 }
 
+/// Condition reason of a VirtualIP refused because a node's VRRPNode would grow too large.
+pub const REASON_PLAN_TOO_LARGE: &str = "PlanTooLarge";
+
+/// The bytes one instance adds to a VRRPNode spec (its JSON, plus a comma).
+fn instance_bytes(inst: &ResolvedInstance) -> usize {
+    serde_json::to_vec(inst).map_or(usize::MAX / 1024, |v| v.len() + 1)
+}
+
+/// Keep every node's VRRPNode spec within [`crds::validate::limits::MAX_VRRPNODE_SPEC_BYTES`]:
+/// on a node over the limit, refuse VirtualIPs until it fits — the largest instance on that
+/// node first, then the newest (creationTimestamp), then the greatest namespace/name. A refused
+/// VirtualIP is withdrawn from every node and gets [`REASON_PLAN_TOO_LARGE`]; all others deploy.
+/// Nodes are checked in name order, so the outcome is deterministic.
+fn refuse_oversized(
+    per_node: &mut BTreeMap<&str, Vec<ResolvedInstance>>,
+    out: &mut Placement,
+    created: &BTreeMap<VipKey, Option<Timestamp>>,
+) {
+    let limit = crds::validate::limits::MAX_VRRPNODE_SPEC_BYTES;
+    let names: Vec<&str> = per_node.keys().copied().collect();
+    for node in names {
+        loop {
+            let Some(instances) = per_node.get(node) else {
+                break;
+            };
+            let sizes: Vec<usize> = instances.iter().map(instance_bytes).collect();
+            // The spec's own frame and hash stay well below 200 bytes.
+            let total: usize = sizes.iter().sum::<usize>() + 200;
+            if total <= limit {
+                break;
+            }
+            let Some(victim) = instances
+                .iter()
+                .zip(&sizes)
+                .filter_map(|(i, &size)| Some((i.virtual_ip.clone()?, size)))
+                .max_by(|(ka, sa), (kb, sb)| {
+                    sa.cmp(sb)
+                        .then_with(|| {
+                            let ca = created.get(ka).copied().flatten();
+                            let cb = created.get(kb).copied().flatten();
+                            ca.cmp(&cb)
+                        })
+                        .then_with(|| ka.cmp(kb))
+                })
+                .map(|(k, _)| k)
+            else {
+                break;
+            };
+            let name = instance_name(&victim);
+            for list in per_node.values_mut() {
+                list.retain(|i| i.name != name);
+            }
+            if let Some(vp) = out.virtual_ips.get_mut(&victim) {
+                vp.placed.clear();
+                vp.slots.clear();
+                vp.draining.clear();
+                vp.not_ready.clear();
+                vp.blocker = Some(Blocker::Refused {
+                    reason: REASON_PLAN_TOO_LARGE,
+                    message: format!(
+                        "node {node}'s VRRPNode would exceed {limit} bytes ({total} planned) with this VirtualIP; it is refused, the largest and newest first, so the others deploy. Make the spec smaller (scripts, excludedAddresses, track) or narrow spec.nodeSelector"
+                    ),
+                });
+            }
+        }
+    }
+}
+
 /// Run VRID assignment over the valid VirtualIPs and record outcomes in the work items.
 fn assign_vrids(vips: &mut [VipWork<'_>]) {
     let requests: Vec<(usize, vrid::Request)> = vips
         .iter()
         .enumerate()
-        .filter(|(_, w)| w.blocker.is_none())
+        .filter(|(_, w)| matches!(w.blocker, None | Some(Blocker::Refused { .. })))
         .filter_map(|(i, w)| {
             let first = w
                 .vip

@@ -1,7 +1,8 @@
 //! Status aggregation: the agents' reports for one VirtualIP → its desired status, its
 //! conditions, and the Events that the change from the observed status calls for.
 //!
-//! - `phase`: `Conflict` when not deployed (invalid spec, lost VRID, missing Secret);
+//! - `phase`: `Conflict` when not deployed (invalid spec, lost VRID, missing Secret, refused
+//!   by the script policy or the plan size limit);
 //!   `Pending` when deployed nowhere or before any agent reports a VRRP state (INIT does not
 //!   count); then `Active` (one MASTER), `NoMaster` (none) or `SplitBrain` (several).
 //! - Which reports count: only those of agents whose Lease the operator saw renewed
@@ -369,6 +370,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             reason,
             format!("{message}; the instance is not deployed"),
         ),
+        (Some(Blocker::Refused { reason, message }), _) => (false, reason, message.clone()),
         (None, Phase::Pending) if placement.placed.is_empty() => (
             false,
             REASON_NO_ELIGIBLE_NODES,
@@ -680,13 +682,18 @@ pub fn events(
             note: c.message.clone(),
         });
     }
-    if matches!(blocker, Some(Blocker::InvalidSpec(_)))
+    let refusal = match blocker {
+        Some(Blocker::InvalidSpec(_)) => Some(REASON_INVALID_SPEC),
+        Some(Blocker::Refused { reason, .. }) => Some(*reason),
+        _ => None,
+    };
+    if let Some(reason) = refusal
         && let Some(c) = find(Some(new), READY)
         && !find(old, READY).is_some_and(|o| o.reason == c.reason && o.message == c.message)
     {
         out.push(PlannedEvent {
             type_: EventType::Warning,
-            reason: REASON_INVALID_SPEC,
+            reason,
             note: c.message.clone(),
         });
     }

@@ -143,6 +143,7 @@ pub fn world(vips: Vec<VirtualIP>, nodes: Vec<Arc<Node>>) -> World {
         agents: live(&nodes),
         nodes,
         vrrp_nodes: Vec::new(),
+        script_policy: Default::default(),
         now: ts(T0 + 1000),
     }
 }
