@@ -626,10 +626,7 @@ fn refuse_oversized(
     let limit = crds::validate::limits::MAX_VRRPNODE_SPEC_BYTES;
     let names: Vec<&str> = per_node.keys().copied().collect();
     for node in names {
-        loop {
-            let Some(instances) = per_node.get(node) else {
-                break;
-            };
+        while let Some(instances) = per_node.get(node) {
             let sizes: Vec<usize> = instances.iter().map(instance_bytes).collect();
             // The spec's own frame and hash stay well below 200 bytes.
             let total: usize = sizes.iter().sum::<usize>() + 200;
