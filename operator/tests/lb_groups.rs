@@ -15,7 +15,7 @@ use crds::validate::validate_spec;
 use crds::virtualip::InitialState;
 use crds::vrrpnode::ObjectRef;
 use k8s_openapi::api::core::v1::Node;
-use operator::planner::loadbalancer::groups::{GROUP_LABEL, plan_groups};
+use operator::planner::loadbalancer::groups::{GROUP_LABEL, max_advertised, plan_groups};
 use operator::planner::loadbalancer::{
     Allocator, Family, GroupInput, GroupPlan, Pools, Port, ServiceRequest, SvcKey, TrafficPolicy,
 };
@@ -228,9 +228,12 @@ fn thousands_of_services_share_few_vrids_with_255_advertised_per_group() {
     assert_eq!(v.spec.excluded_addresses.len(), 700 - 255);
     assert!(validate_spec(&v.spec).is_empty());
 
-    // More than one group can carry: a second group opens.
-    let mut s = Setup::new(&["198.51.100.0/21"], nodes(1));
-    s.add_n("svc", 1000);
+    // More than one group can carry (the fewest advertised of either family plus every
+    // excluded address): a second group opens.
+    let capacity = max_advertised(Family::V4).min(max_advertised(Family::V6))
+        + crds::validate::limits::MAX_EXCLUDED_ADDRESSES;
+    let mut s = Setup::new(&["198.51.96.0/20"], nodes(1));
+    s.add_n("svc", capacity - 100);
     s.apply();
     s.add_n("more", 400);
     let p = s.apply();
@@ -239,7 +242,7 @@ fn thousands_of_services_share_few_vrids_with_255_advertised_per_group() {
         .values()
         .map(|v| all_addresses(v).len())
         .collect();
-    assert_eq!(sizes.iter().sum::<usize>(), 1400);
+    assert_eq!(sizes.iter().sum::<usize>(), capacity + 300);
     assert!(p.virtual_ips.len() >= 2, "{sizes:?}");
     for v in p.virtual_ips.values() {
         assert!(v.spec.addresses.len() <= 255);
