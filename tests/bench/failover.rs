@@ -12,8 +12,11 @@
 //! Master_Down_Interval.
 //!
 //! Footprint: one host running 1/64/255 instances (v3, 1 s adverts, master of all): RSS of the
-//! daemon's processes and CPU% over a window. Counts above 255 (up to 1000) are spread over
-//! several interfaces, 250 per interface: `eth0` plus veth pairs created inside the host's
+//! daemon's processes and CPU% over three windows in a row: `startup` (from the moment every VIP
+//! is bound), `idle` (the next window, nothing polling) and `scraped` (the next one, with
+//! `/status` read every second and `/metrics` every 5 s, as a Prometheus scrape and a
+//! status-watching tool do; keepalived has neither, so its scraped window is a second idle one).
+//! Counts above 255 (up to 4000) are spread over several interfaces, 250 per interface: `eth0` plus veth pairs created inside the host's
 //! namespace (nothing listens on their peers, so every instance is master), each instance
 //! with one IPv6 VIP from 2001:db8:100::/48 (the IPv4 documentation ranges are too small).
 //!
@@ -32,8 +35,11 @@ use lab::{DaemonKind, KeepalivedConf, Lab};
 
 /// Instances per interface when a footprint run needs several interfaces.
 const PER_IFACE: usize = 250;
-/// The largest footprint run: four interfaces.
-const MAX_INSTANCES: usize = 4 * PER_IFACE;
+/// The largest footprint run: sixteen interfaces.
+const MAX_INSTANCES: usize = 16 * PER_IFACE;
+/// How often the scraped window reads `/status` and `/metrics`.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+const METRICS_EVERY: Duration = Duration::from_secs(5);
 
 struct Opts {
     reps: usize,
@@ -341,7 +347,19 @@ fn spread_conf(lab: &Lab, n: usize, tpl: &Instance) -> lab::Result<KeepalivedCon
     })
 }
 
-fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<(Vec<u64>, f64)> {
+/// What one footprint run measured.
+struct Footprint {
+    /// RSS per process (KiB) at the end of the idle window.
+    rss_idle: Vec<u64>,
+    /// RSS per process (KiB) at the end of the scraped window.
+    rss_scraped: Vec<u64>,
+    /// CPU % over the startup, idle and scraped windows.
+    cpu: [f64; 3],
+    /// Scrapes answered in the scraped window (`/status`, `/metrics`).
+    scrapes: (usize, usize),
+}
+
+fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<Footprint> {
     let lab = Lab::builder().hosts(1).build()?;
     let mut tpl = Instance::v3(200, Duration::from_secs(1));
     tpl.master = false;
@@ -353,7 +371,7 @@ fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<(V
     };
     let d = kind.start(&lab, lab.host(0), &conf)?;
     // Wait until it is master of everything (all VIPs bound).
-    lab::wait::wait_for(Duration::from_secs(60), "all VIPs bound", || {
+    lab::wait::wait_for(Duration::from_secs(120), "all VIPs bound", || {
         if spread {
             lab.exec(lab.host(0), &["ip", "-o", "addr", "show"])
                 .map(|out| out.matches("2001:db8:100:").count() >= n)
@@ -367,48 +385,109 @@ fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<(V
     let pids = d.pids();
     let cpu =
         |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| lab::proc::cpu_time(p)).sum() };
-    let c0 = cpu(&pids);
-    let t0 = Instant::now();
-    std::thread::sleep(window);
-    let pct = (cpu(&pids) - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
-    let rss: Vec<u64> = pids.iter().filter_map(|&p| lab::proc::rss_kib(p)).collect();
+    let rss = |pids: &[u32]| -> Vec<u64> {
+        pids.iter()
+            .filter_map(|&p| lab::proc::rss_kib(p))
+            .collect()
+    };
+    // One window: CPU % of the daemon's processes while `during` runs until the deadline.
+    let measure = |during: &mut dyn FnMut(Instant)| -> f64 {
+        let c0 = cpu(&pids);
+        let t0 = Instant::now();
+        during(t0 + window);
+        let now = Instant::now();
+        if now < t0 + window {
+            std::thread::sleep(t0 + window - now);
+        }
+        (cpu(&pids) - c0).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0
+    };
+    let startup = measure(&mut |_| {});
+    let idle = measure(&mut |_| {});
+    let rss_idle = rss(&pids);
+    let mut scrapes = (0, 0);
+    let scraped = measure(&mut |end| {
+        let (mut next_status, mut next_metrics) = (Instant::now(), Instant::now());
+        while Instant::now() < end {
+            let now = Instant::now();
+            if now >= next_status {
+                next_status += STATUS_EVERY;
+                if matches!(d.status(), Some(Ok(_))) {
+                    scrapes.0 += 1;
+                }
+            }
+            if now >= next_metrics {
+                next_metrics += METRICS_EVERY;
+                if matches!(d.metrics(), Some(Ok(_))) {
+                    scrapes.1 += 1;
+                }
+            }
+            let wake = next_status.min(next_metrics).min(end);
+            let now = Instant::now();
+            if wake > now {
+                std::thread::sleep(wake - now);
+            }
+        }
+    });
+    let rss_scraped = rss(&pids);
     drop(d);
-    Ok((rss, pct))
+    Ok(Footprint {
+        rss_idle,
+        rss_scraped,
+        cpu: [startup, idle, scraped],
+        scrapes,
+    })
 }
 
 fn run_footprint(o: &Opts, csv: &mut String, table: &mut String) {
     let _ = writeln!(
         csv,
-        "daemon,instances,rss_kib_total,rss_kib_per_process,cpu_percent,window_s"
+        "daemon,instances,rss_kib_total,rss_kib_per_process,rss_kib_scraped,cpu_startup_percent,cpu_idle_percent,cpu_scraped_percent,status_reads,metrics_reads,window_s"
     );
     let _ = writeln!(
         table,
-        "\nFootprint (v3, 1 s adverts, master of all instances; over 255: IPv6, {PER_IFACE} per interface; CPU over {:?})\n{:<11} {:>9} {:>10} {:>22} {:>7}",
-        o.window, "daemon", "instances", "RSS MiB", "per process MiB", "CPU %"
+        "\nFootprint (v3, 1 s adverts, master of all instances; over 255: IPv6, {PER_IFACE} per interface; CPU % over three {:?} windows: startup, idle, scraped = /status every {:?} and /metrics every {:?})\n{:<11} {:>9} {:>10} {:>22} {:>12} {:>8} {:>7} {:>8}",
+        o.window,
+        STATUS_EVERY,
+        METRICS_EVERY,
+        "daemon",
+        "instances",
+        "RSS MiB",
+        "per process MiB",
+        "RSS scraped",
+        "startup",
+        "idle",
+        "scraped"
     );
+    let mib = |kib: &[u64]| kib.iter().sum::<u64>() as f64 / 1024.0;
     for &n in &o.instances {
         for &kind in &o.daemons {
             match footprint_one(kind, n, o.window) {
-                Ok((rss, pct)) => {
-                    let total: u64 = rss.iter().sum();
-                    let per: Vec<String> = rss
+                Ok(f) => {
+                    let total: u64 = f.rss_idle.iter().sum();
+                    let per: Vec<String> = f
+                        .rss_idle
                         .iter()
                         .map(|r| format!("{:.1}", *r as f64 / 1024.0))
                         .collect();
-                    let per_kib: Vec<String> = rss.iter().map(u64::to_string).collect();
+                    let per_kib: Vec<String> = f.rss_idle.iter().map(u64::to_string).collect();
+                    let [startup, idle, scraped] = f.cpu;
                     let _ = writeln!(
                         csv,
-                        "{},{n},{total},{},{pct:.2},{}",
+                        "{},{n},{total},{},{},{startup:.2},{idle:.2},{scraped:.2},{},{},{}",
                         kind.name(),
                         per_kib.join("+"),
+                        f.rss_scraped.iter().sum::<u64>(),
+                        f.scrapes.0,
+                        f.scrapes.1,
                         o.window.as_secs()
                     );
                     let _ = writeln!(
                         table,
-                        "{:<11} {n:>9} {:>10.1} {:>22} {pct:>7.2}",
+                        "{:<11} {n:>9} {:>10.1} {:>22} {:>12.1} {startup:>8.2} {idle:>7.2} {scraped:>8.2}",
                         kind.name(),
-                        total as f64 / 1024.0,
-                        per.join(" + ")
+                        mib(&f.rss_idle),
+                        per.join(" + "),
+                        mib(&f.rss_scraped),
                     );
                 }
                 Err(e) => {

@@ -18,6 +18,11 @@ mkdir -p "$OUT/fast" "$OUT/slow" "$OUT/wide"
 ./target/debug/failover-bench --reps "$REPS_1S" --intervals 1000 --csv "$OUT/slow"
 ./target/debug/failover-bench --no-failover --instances 1000 --csv "$OUT/wide"
 ./target/debug/advert-jitter --reps 10 --csv "$OUT"
+# Bulk takeover: every VIP of one instance announced after a failover (2,000 IPv6: 89
+# advertised, the rest excluded; 508 IPv4: 255 advertised).
+mkdir -p "$OUT/bulk6" "$OUT/bulk4"
+./target/debug/advert-jitter --reps 5 --vips 2000 --ipv6 --csv "$OUT/bulk6"
+./target/debug/advert-jitter --reps 5 --vips 508 --csv "$OUT/bulk4"
 
 # One failover CSV for the chart: the 1 s run first, then the fast one without its header.
 cat "$OUT/slow/failover.csv" > "$OUT/failover.csv"

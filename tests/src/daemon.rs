@@ -82,6 +82,10 @@ pub trait VrrpDaemon: Send {
     fn status(&self) -> Option<Result<AgentStatus>> {
         None
     }
+    /// `/metrics` of our agent as text; `None` for keepalived.
+    fn metrics(&self) -> Option<Result<String>> {
+        None
+    }
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -450,5 +454,9 @@ impl VrrpDaemon for Agent {
 
     fn status(&self) -> Option<Result<AgentStatus>> {
         Some(Agent::status(self))
+    }
+
+    fn metrics(&self) -> Option<Result<String>> {
+        Some(Agent::metrics(self))
     }
 }

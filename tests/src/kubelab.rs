@@ -38,6 +38,31 @@ pub fn operator_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/kube-vrrp-operator")
 }
 
+/// Installs the project's CRDs, waits until they are established, and creates the operator's
+/// namespace [`LEASE_NS`].
+pub fn install_crds(api: &ApiServer) {
+    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
+    for f in ["virtualip.yaml", "vrrpnode.yaml", "virtualippool.yaml"] {
+        let p = crd_dir.join(f);
+        api.kubectl(&["apply", "-f", &p.to_string_lossy()])
+            .expect("apply CRD");
+    }
+    api.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/virtualips.kubevrrp.io",
+        "crd/vrrpnodes.kubevrrp.io",
+        "crd/virtualippools.kubevrrp.io",
+    ])
+    .expect("CRDs established");
+    api.kubectl_client()
+        .apply(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NS}
+        }))
+        .expect("namespace");
+}
+
 pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
@@ -249,26 +274,7 @@ impl KubeLab {
             .prefix("kvapifo-")
             .tempdir()
             .expect("temp dir");
-        let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        for f in ["virtualip.yaml", "vrrpnode.yaml", "virtualippool.yaml"] {
-            let p = crd_dir.join(f);
-            api.kubectl(&["apply", "-f", &p.to_string_lossy()])
-                .expect("apply CRD");
-        }
-        api.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/virtualips.kubevrrp.io",
-            "crd/vrrpnodes.kubevrrp.io",
-            "crd/virtualippools.kubevrrp.io",
-        ])
-        .expect("CRDs established");
-        api.kubectl_client()
-            .apply(&serde_json::json!({
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NS}
-            }))
-            .expect("namespace");
+        install_crds(&api);
         let mut sims = Vec::new();
         for (i, n) in NODES.iter().enumerate() {
             let addr = IpAddr::V4(lab.host(i).ipv4);
