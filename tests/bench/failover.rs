@@ -385,11 +385,8 @@ fn footprint_one(kind: DaemonKind, n: usize, window: Duration) -> lab::Result<Fo
     let pids = d.pids();
     let cpu =
         |pids: &[u32]| -> Duration { pids.iter().filter_map(|&p| lab::proc::cpu_time(p)).sum() };
-    let rss = |pids: &[u32]| -> Vec<u64> {
-        pids.iter()
-            .filter_map(|&p| lab::proc::rss_kib(p))
-            .collect()
-    };
+    let rss =
+        |pids: &[u32]| -> Vec<u64> { pids.iter().filter_map(|&p| lab::proc::rss_kib(p)).collect() };
     // One window: CPU % of the daemon's processes while `during` runs until the deadline.
     let measure = |during: &mut dyn FnMut(Instant)| -> f64 {
         let c0 = cpu(&pids);

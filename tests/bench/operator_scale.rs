@@ -83,7 +83,10 @@ fn parse_opts() -> Result<Opts, String> {
         }
     }
     if o.pools > o.nodes {
-        return Err(format!("--pools {} is more than --nodes {}", o.pools, o.nodes));
+        return Err(format!(
+            "--pools {} is more than --nodes {}",
+            o.pools, o.nodes
+        ));
     }
     if o.vips.div_ceil(o.pools) > 255 {
         return Err(format!(
@@ -314,18 +317,24 @@ fn main() {
         Err(e) => fail(&format!("{log_path:?}: {e}")),
     };
     let mut cmd = Command::new(&o.operator_bin);
-    cmd.args(["run", "--lease-namespace", LEASE_NS, "--identity", "op-bench"])
-        .args(["--metrics-addr", &addr.to_string()])
-        .args(&o.operator_args)
-        .env("KUBECONFIG", api.kubeconfig_path())
-        .env("NO_COLOR", "1")
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+    cmd.args([
+        "run",
+        "--lease-namespace",
+        LEASE_NS,
+        "--identity",
+        "op-bench",
+    ])
+    .args(["--metrics-addr", &addr.to_string()])
+    .args(&o.operator_args)
+    .env("KUBECONFIG", api.kubeconfig_path())
+    .env("NO_COLOR", "1")
+    .env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    )
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(log_err);
     let operator = match cmd.spawn() {
         Ok(c) => Child(c),
         Err(e) => fail(&format!("starting {:?}: {e}", o.operator_bin)),
@@ -436,7 +445,10 @@ fn main() {
     ));
     say(&format!(
         "  operator peak RSS: {}",
-        hwm.map_or("unknown".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+        hwm.map_or("unknown".into(), |k| format!(
+            "{:.1} MiB",
+            k as f64 / 1024.0
+        ))
     ));
     drop(operator);
     if idle > 0.0 {

@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crds::vrrpnode::{Adoption, AdoptionPhase, TrackerStatus};
+use crds::vrrpnode::{Adoption, AdoptionPhase, InstanceStatus, TrackerStatus};
 use crds::{ResolvedInstance, VRRPNodeStatus};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -133,6 +133,8 @@ enum Input {
     RetryHeld,
     /// Address changes have settled: re-read the interfaces once.
     AddressesSettled,
+    /// A publication held back by [`PUBLISH_EVERY`] is due.
+    Publish,
     Shutdown,
 }
 
@@ -163,7 +165,17 @@ pub struct Daemon {
     telemetry: Telemetry,
     since: BTreeMap<String, (chrono::DateTime<chrono::Utc>, String)>,
     hooks: Hooks,
+    /// Something beyond single instances changed: `/status` and the VRRPNode status are
+    /// rebuilt.
     dirty: bool,
+    /// Instances that may show differently (a packet for them arrived, they changed state,
+    /// their takeover reached a milestone).
+    dirty_instances: std::collections::BTreeSet<InstanceId>,
+    /// When the last publication was made, and when a held-back one is due.
+    last_publish: Option<Instant>,
+    publish_at: Option<Instant>,
+    /// What each running instance showed when last published.
+    published: BTreeMap<InstanceId, (InstanceSnapshot, InstanceStatus)>,
     /// Virtual MAC interfaces this agent created (deleted when no instance uses them).
     vmacs: std::collections::BTreeSet<String>,
     /// The nftables rules of keepalived's `no_accept` (None when nf_tables is unavailable).
@@ -259,6 +271,10 @@ impl Daemon {
             since: BTreeMap::new(),
             hooks,
             dirty: true,
+            dirty_instances: std::collections::BTreeSet::new(),
+            last_publish: None,
+            publish_at: None,
+            published: BTreeMap::new(),
             drop_logged: BTreeMap::new(),
             firewall,
             firewall_wanted: None,
@@ -295,7 +311,7 @@ impl Daemon {
                 self.sweep_pending = false;
                 self.sweep_stray_vips().await;
             }
-            self.publish_status();
+            self.publish_due(Instant::now());
             let deadline = self.router.poll_timeout();
             let retry = self.held.values().map(|h| h.retry_at).min();
             let input = tokio::select! {
@@ -314,6 +330,7 @@ impl Daemon {
                 Some(req) = self.claim_rx.recv() => Input::Claim(req),
                 _ = sleep_until_opt(retry) => Input::RetryHeld,
                 _ = sleep_until_opt(self.addresses_settle_at) => Input::AddressesSettled,
+                _ = sleep_until_opt(self.publish_at) => Input::Publish,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
@@ -358,12 +375,19 @@ impl Daemon {
                     self.retry_unplaced(now).await;
                     self.dirty = true;
                 }
+                // Published at the top of the loop.
+                Input::Publish => {}
                 Input::Milestone(instance, m, at) => {
                     if let Some(took) = self.takeovers.reached(&instance, m, at) {
                         self.telemetry.metrics().takeover(took);
                         tracing::info!(instance = %instance, took_ms = took.as_millis(), "takeover complete: last advert heard → first gratuitous ARP/NA");
                     }
-                    self.dirty = true;
+                    match self.find(&instance) {
+                        Some(id) => {
+                            self.dirty_instances.insert(id);
+                        }
+                        None => self.dirty = true,
+                    }
                 }
             }
         }
@@ -1116,7 +1140,15 @@ impl Daemon {
             Delivery::Dropped { .. } => None,
         };
         self.telemetry.metrics().delivery(ifname, &delivery, name);
-        self.dirty = true;
+        // Only the instance the packet was for can show differently; a transition it causes
+        // marks everything dirty on its own.
+        if let Delivery::Accepted(id)
+        | Delivery::Dropped {
+            instance: Some(id), ..
+        } = delivery
+        {
+            self.dirty_instances.insert(id);
+        }
     }
 
     /// Log a dropped advert of one of our VRIDs in keepalived's words, at most once a minute
@@ -1403,7 +1435,7 @@ impl Daemon {
         if let Some(group) = io.resolved.sync_group.clone() {
             self.notify_group(&group);
         }
-        self.dirty = true;
+        self.dirty_instances.insert(id);
     }
 
     /// Run a sync group's own notify scripts when the group as a whole changed state (every
@@ -1456,44 +1488,90 @@ impl Daemon {
         }
     }
 
-    /// Publish `/status` and (in-cluster) the VRRPNode status, when something changed.
-    fn publish_status(&mut self) {
-        if !self.dirty {
+    /// What `/status` and the VRRPNode status show for running instance `id`.
+    fn instance_entry(&self, id: InstanceId) -> Option<(InstanceSnapshot, InstanceStatus)> {
+        let io = self.io.get(&id)?;
+        let inst = self.router.get(id)?;
+        let mut st = inst.status();
+        if let Some(t) = self.takeovers.get(&io.resolved.name) {
+            st.previous_master = t.previous_master.map(|a| a.to_string());
+            st.takeover = Some(t.timing());
+        }
+        st.adoption = self.adoptions.get(&io.resolved.name).cloned();
+        let since = self.since.get(&io.resolved.name);
+        st.last_transition_time =
+            since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let snapshot = InstanceSnapshot {
+            name: io.resolved.name.clone(),
+            state: st.state.unwrap_or(crds::vrrpnode::VrrpState::Init),
+            effective_priority: inst.effective_priority(),
+            base_priority: io.resolved.priority,
+            vips: if inst.state() == State::Master {
+                io.resolved.addresses.clone()
+            } else {
+                vec![]
+            },
+            master_address: st.master_address.clone(),
+            trackers: st.trackers.iter().map(tracker_snapshot).collect(),
+            since: st.last_transition_time.clone(),
+            reason: st.reason.clone(),
+        };
+        Some((snapshot, st))
+    }
+
+    /// Publish now when something may have changed and the last publication is at least
+    /// [`PUBLISH_EVERY`] old; otherwise hold it back until then.
+    fn publish_due(&mut self, now: Instant) {
+        if !self.dirty && self.dirty_instances.is_empty() {
+            self.publish_at = None;
             return;
         }
-        self.dirty = false;
-        let mut snapshots = Vec::new();
-        let mut statuses = Vec::new();
-        for (id, io) in &self.io {
-            let Some(inst) = self.router.get(*id) else {
-                continue;
-            };
-            let mut st = inst.status();
-            if let Some(t) = self.takeovers.get(&io.resolved.name) {
-                st.previous_master = t.previous_master.map(|a| a.to_string());
-                st.takeover = Some(t.timing());
-            }
-            st.adoption = self.adoptions.get(&io.resolved.name).cloned();
-            let since = self.since.get(&io.resolved.name);
-            st.last_transition_time =
-                since.map(|(t, _)| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            snapshots.push(InstanceSnapshot {
-                name: io.resolved.name.clone(),
-                state: st.state.unwrap_or(crds::vrrpnode::VrrpState::Init),
-                effective_priority: inst.effective_priority(),
-                base_priority: io.resolved.priority,
-                vips: if inst.state() == State::Master {
-                    io.resolved.addresses.clone()
-                } else {
-                    vec![]
-                },
-                master_address: st.master_address.clone(),
-                trackers: st.trackers.iter().map(tracker_snapshot).collect(),
-                since: st.last_transition_time.clone(),
-                reason: st.reason.clone(),
-            });
-            statuses.push(st);
+        if let Some(last) = self.last_publish
+            && now < last + PUBLISH_EVERY
+        {
+            self.publish_at = Some(last + PUBLISH_EVERY);
+            return;
         }
+        self.publish_at = None;
+        if self.publish_status() {
+            self.last_publish = Some(now);
+        }
+    }
+
+    /// Publish `/status` and (in-cluster) the VRRPNode status when something changed; returns
+    /// whether it did. Only the instances marked in `dirty_instances` are looked at again
+    /// unless `dirty` says more changed, so a packet or a transition costs O(log n) until
+    /// something shows differently.
+    fn publish_status(&mut self) -> bool {
+        let full = std::mem::take(&mut self.dirty);
+        let ids: Vec<InstanceId> = if full {
+            self.published.retain(|id, _| self.io.contains_key(id));
+            self.io.keys().copied().collect()
+        } else {
+            std::mem::take(&mut self.dirty_instances)
+                .into_iter()
+                .collect()
+        };
+        self.dirty_instances.clear();
+        let mut changed = full;
+        for id in ids {
+            match self.instance_entry(id) {
+                Some(entry) => {
+                    if self.published.get(&id) != Some(&entry) {
+                        self.published.insert(id, entry);
+                        changed = true;
+                    }
+                }
+                None => changed |= self.published.remove(&id).is_some(),
+            }
+        }
+        if !changed {
+            return false;
+        }
+        let mut snapshots: Vec<InstanceSnapshot> =
+            self.published.values().map(|(s, _)| s.clone()).collect();
+        let mut statuses: Vec<InstanceStatus> =
+            self.published.values().map(|(_, st)| st.clone()).collect();
         for (name, (ri, why)) in &self.unplaced {
             snapshots.push(InstanceSnapshot {
                 name: name.clone(),
@@ -1506,7 +1584,7 @@ impl Daemon {
                 since: None,
                 reason: Some(why.clone()),
             });
-            statuses.push(crds::vrrpnode::InstanceStatus {
+            statuses.push(InstanceStatus {
                 name: name.clone(),
                 state: Some(crds::vrrpnode::VrrpState::Fault),
                 fault_reason: Some(why.clone()),
@@ -1553,7 +1631,7 @@ impl Daemon {
                 since: None,
                 reason: Some(reason.clone()),
             });
-            statuses.push(crds::vrrpnode::InstanceStatus {
+            statuses.push(InstanceStatus {
                 name: ri.name.clone(),
                 state: Some(state),
                 effective_priority: priority,
@@ -1587,6 +1665,7 @@ impl Daemon {
                 }
             });
         }
+        true
     }
 
     /// The node's name.
@@ -1664,6 +1743,11 @@ async fn receive_loop(
 /// How long after an address change the interfaces are re-read (every change in between
 /// joins that one re-read).
 const ADDRESS_SETTLE: Duration = Duration::from_millis(50);
+
+/// The shortest time between two publications of `/status` and the VRRPNode status: a burst
+/// of changes (thousands of instances starting, a takeover of many) costs one rebuild per
+/// interval instead of one per change; a lone change is published at once.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 async fn sleep_until_opt(deadline: Option<Instant>) -> crate::net::Wakeup {
     match deadline {
