@@ -56,8 +56,11 @@ struct RunArgs {
     /// VirtualIPs reconciled at the same time.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
-    /// Requests per second the API client may start.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Requests per second the API client may start. A new VirtualIP costs about two writes
+    /// (finalizer, status) plus its share of the VRRPNode writes: at 20, 1000 VirtualIPs took
+    /// 121 s to all have status on a real API server; at 100, 35 s after the last was created
+    /// (tests/bench/RESULTS.md, operator-scale-bench).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     api_qps: u64,
     /// Read Secrets only in this namespace (repeatable; default: all namespaces). Needed when
     /// the operator may not list Secrets cluster-wide.

@@ -3,13 +3,13 @@
 //! and to write every VirtualIP's status, how many writes it makes meanwhile and once all is
 //! settled, and its peak RSS.
 //!
-//! The cluster: `--nodes` Nodes (Ready, one IPv6 `InternalIP` each from 2001:db8::/64,
-//! label `bench.kubevrrp.io/pool` = one of `--pools` pools, so 5 nodes per pool at the
-//! defaults) with their kubelet Leases, and an agent Lease per node in the operator's
+//! The cluster: `--nodes` Nodes (Ready, label `bench.kubevrrp.io/pool` = one of `--pools`
+//! pools, so 5 nodes per pool at the defaults; pool K's nodes have their `InternalIP` in
+//! 2001:db8:K::/64, their own network, as VRIDs are unique per network) with their kubelet Leases, and an agent Lease per node in the operator's
 //! namespace, all renewed every 10 s by this program (one `kubectl apply` of the whole list,
 //! as a fleet of kubelets and agents would; no agent runs, so every node reports nothing and
 //! the status says so). Then `--vips` VirtualIPs are created at once (one `kubectl create`),
-//! one IPv6 address each, round-robin over the pools by node selector, every second one
+//! one IPv6 address each in its pool's network, round-robin over the pools by node selector, every second one
 //! unicast, VRIDs explicit and unique per pool.
 //!
 //! Measured from the create: every VRRPNode planned (the sum of their instances is VIPs ×
@@ -122,7 +122,7 @@ fn nodes_list(o: &Opts) -> String {
                     }},
                     "status": {
                         "addresses": [
-                            {"type": "InternalIP", "address": format!("2001:db8::{:x}", i + 1)},
+                            {"type": "InternalIP", "address": format!("2001:db8:{:x}::{:x}", i % o.pools + 1, i + 1)},
                             {"type": "Hostname", "address": name},
                         ],
                         "conditions": [{
@@ -167,12 +167,12 @@ fn vips_list(o: &Opts) -> String {
                 let pool = i % o.pools;
                 let vrid = i / o.pools + 1;
                 let mut spec = json!({
-                    "addresses": [format!("2001:db8:1::{:x}/128", i + 1)],
+                    "addresses": [format!("2001:db8:{:x}::1:{:x}/64", pool + 1, i + 1)],
                     "interface": "eth0",
                     "version": 3,
                     "advertInterval": "1s",
                     "priority": 200,
-                    "virtualRouterId": vrid,
+                    "virtualRouterID": vrid,
                     "nodeSelector": {"matchLabels": {POOL_LABEL: format!("p{pool}")}},
                 });
                 if i % 2 == 1 {
@@ -373,9 +373,27 @@ fn main() {
         created.as_secs_f64()
     ));
     let (mut planned, mut statused) = (None, None);
-    let deadline = Duration::from_secs(600);
+    let deadline = Duration::from_secs(
+        std::env::var("SCALE_DEADLINE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(600),
+    );
     while planned.is_none() || statused.is_none() {
         if t0.elapsed() > deadline {
+            let nodes = k.run(&["get", "vrrpnodes"]).unwrap_or_default();
+            let one = k
+                .run(&[
+                    "get",
+                    "vip",
+                    "vip-0000",
+                    "-n",
+                    "default",
+                    "-o",
+                    "jsonpath={.status}",
+                ])
+                .unwrap_or_default();
+            eprintln!("VRRPNodes:\n{nodes}\nvip-0000 status: {one}");
             fail(&format!(
                 "not settled within {deadline:?}: planned {planned:?}, status {statused:?} (log: {log_path:?})"
             ));

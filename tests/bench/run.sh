@@ -30,3 +30,7 @@ tail -n +2 "$OUT/fast/failover.csv" >> "$OUT/failover.csv"
 ./target/debug/bench-chart --csv "$OUT/failover.csv" --out tests/bench/failover.png
 
 cargo bench -p kube-vrrp-operator --bench plan
+# Operator at scale on a real API server (KUBEBUILDER_ASSETS; skipped without it).
+cargo build --release -p kube-vrrp-operator
+cargo build -p kube-vrrp-tests --bin operator-scale-bench
+./target/debug/operator-scale-bench --operator-bin target/release/kube-vrrp-operator || true
