@@ -19,15 +19,15 @@ pub const AUTH_SECRET_LABEL: (&str, &str) = ("app.kubernetes.io/component", "kub
 /// The longest name of a Kubernetes object (a DNS subdomain), and of a Secret data key.
 const MAX_NAME: usize = 253;
 
-/// The auth Secret of node `node`: `kube-vrrp-auth-<node>`.
+/// The auth Secret of node `node`: `kube-vrrp-auth-<node>`, or, for a node name too long for
+/// that (over 238 bytes), `kube-vrrp-auth-<first 32 hex digits of the name's SHA-256>`.
 pub fn auth_secret_name(node: &str) -> String {
-    format!("{AUTH_SECRET_PREFIX}{node}")
-}
-
-/// Whether `node`'s auth Secret name is a valid object name (node names are DNS subdomains of
-/// up to 253 bytes; with the prefix, names over 238 bytes do not fit).
-pub fn auth_secret_name_fits(node: &str) -> bool {
-    AUTH_SECRET_PREFIX.len() + node.len() <= MAX_NAME
+    if AUTH_SECRET_PREFIX.len() + node.len() <= MAX_NAME {
+        return format!("{AUTH_SECRET_PREFIX}{node}");
+    }
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(node.as_bytes()));
+    format!("{AUTH_SECRET_PREFIX}{}", &digest[..32])
 }
 
 /// The data key of an instance in its nodes' auth Secrets: the instance name `NAMESPACE/NAME`
@@ -114,8 +114,11 @@ mod tests {
     #[test]
     fn secret_names_and_redaction() {
         assert_eq!(auth_secret_name("n1"), "kube-vrrp-auth-n1");
-        assert!(auth_secret_name_fits(&"n".repeat(238)));
-        assert!(!auth_secret_name_fits(&"n".repeat(239)));
+        let long = "n".repeat(238);
+        assert_eq!(auth_secret_name(&long), format!("kube-vrrp-auth-{long}"));
+        let longer = auth_secret_name(&"n".repeat(239));
+        assert_eq!(longer.len(), 15 + 32, "{longer}");
+        assert_ne!(longer, auth_secret_name(&"m".repeat(239)));
         let p = Password::from("s3cret");
         assert_eq!(format!("{p:?}"), "Password(<redacted>)");
         assert_eq!(format!("{:?}", Some(p.clone())), "Some(Password(<redacted>))");
