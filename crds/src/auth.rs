@@ -121,7 +121,10 @@ mod tests {
         assert_ne!(longer, auth_secret_name(&"m".repeat(239)));
         let p = Password::from("s3cret");
         assert_eq!(format!("{p:?}"), "Password(<redacted>)");
-        assert_eq!(format!("{:?}", Some(p.clone())), "Some(Password(<redacted>))");
+        assert_eq!(
+            format!("{:?}", Some(p.clone())),
+            "Some(Password(<redacted>))"
+        );
         assert_eq!(p.as_str(), "s3cret");
         assert_eq!(serde_json::to_string(&p).unwrap(), "\"<redacted>\"");
         assert_eq!(p.digest().len(), 64);
@@ -147,7 +150,10 @@ mod tests {
         assert_eq!(back.auth_key.as_deref(), Some("ns.web"));
         let view = crate::vrrpnode::adoption_view(&ri, "eth0", "192.0.2.1");
         let text = view.to_string();
-        assert!(!text.contains("s3cret") && !text.contains("authKey"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("authKey"),
+            "{text}"
+        );
         assert_eq!(view["authPassSha256"], Password::from("s3cret").digest());
     }
 }

@@ -250,7 +250,10 @@ pub fn adoption_view(ri: &ResolvedInstance, interface: &str, source: &str) -> se
     // Serialising plain derived structs cannot fail.
     let mut view = serde_json::to_value(&v).unwrap_or_default();
     if let (Some(p), Some(o)) = (&ri.auth_pass, view.as_object_mut()) {
-        o.insert("authPassSha256".into(), serde_json::Value::String(p.digest()));
+        o.insert(
+            "authPassSha256".into(),
+            serde_json::Value::String(p.digest()),
+        );
     }
     view
 }

@@ -421,9 +421,10 @@ impl Context {
                     info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
                 }
                 AuthAfter::Apply => {
-                    let observed = steps.before.as_ref().or(observed_secret
-                        .as_deref()
-                        .and_then(|s| s.data.as_ref()))
+                    let observed = steps
+                        .before
+                        .as_ref()
+                        .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
                         .cloned();
                     let desired_data = auth_secret_data(&np.auth);
                     // A VRRPNode created just now owns its Secret from now on.
@@ -898,11 +899,7 @@ fn vrrp_node_fingerprint(v: &VRRPNode) -> u64 {
 /// What the executor compares of its auth Secrets: data, labels, owners (hashed, so the
 /// passwords are not kept twice).
 fn auth_secret_fingerprint(s: &Secret) -> u64 {
-    hash_json(&(
-        &s.data,
-        &s.metadata.labels,
-        &s.metadata.owner_references,
-    ))
+    hash_json(&(&s.data, &s.metadata.labels, &s.metadata.owner_references))
 }
 
 fn secret_fingerprint(s: &PartialObjectMeta<Secret>) -> u64 {

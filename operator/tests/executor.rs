@@ -753,7 +753,12 @@ fn auth_vip(name: &str) -> VirtualIP {
 fn observed_auth(data: &[(&str, &str)], owner_uid: Option<&str>) -> Secret {
     let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = data
         .iter()
-        .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                k8s_openapi::ByteString(v.as_bytes().to_vec()),
+            )
+        })
         .collect();
     let mut s = controller::desired_auth_secret("n1", "kube-vrrp", &data, owner_uid);
     s.metadata.resource_version = Some("5".into());
@@ -800,7 +805,11 @@ async fn auth_secret_is_written_only_when_it_differs() {
         &v,
     );
     h.reconcile(&v).await;
-    assert_eq!(writes(&h.calls().await), Vec::<String>::new(), "steady state");
+    assert_eq!(
+        writes(&h.calls().await),
+        Vec::<String>::new(),
+        "steady state"
+    );
 
     // The same data without the owner: re-applied to add it.
     let h = harness_auth(
@@ -871,7 +880,10 @@ async fn auth_secret_is_written_only_when_it_differs() {
         vec![format!("PATCH {AUTH_N1}"), format!("PATCH {vn_path}")]
     );
     let body = &calls.iter().find(|c| c.path() == AUTH_N1).unwrap().body;
-    assert_eq!(body["data"], json!({"ns.v": B64_S3CRET, "ns.w": B64_S3CRET}));
+    assert_eq!(
+        body["data"],
+        json!({"ns.v": B64_S3CRET, "ns.w": B64_S3CRET})
+    );
 }
 
 /// The auth Secret steps, pure: what is written before and after the VRRPNode.
@@ -888,7 +900,12 @@ fn auth_secret_steps_table() {
     let bytes = |pairs: &[(&str, &str)]| {
         pairs
             .iter()
-            .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                )
+            })
             .collect::<std::collections::BTreeMap<_, _>>()
     };
     let obs = |pairs: &[(&str, &str)]| observed_auth(pairs, Some("u"));

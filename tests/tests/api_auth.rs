@@ -105,7 +105,9 @@ fn assert_nowhere(env: &KubeLab, password: &str) {
     let views = public_views(env);
     let cache = env.dir.path().join("n1").join("vrrpnode-spec.json");
     assert!(
-        views.iter().any(|(w, t)| w.contains(&*cache.to_string_lossy()) && t.contains("authKey")),
+        views
+            .iter()
+            .any(|(w, t)| w.contains(&*cache.to_string_lossy()) && t.contains("authKey")),
         "n1's cache file holds the instance with its authKey"
     );
     for (what, text) in &views {
@@ -174,10 +176,7 @@ fn password_never_leaks() {
         .kubectl_client()
         .apply(&vip)
         .expect("apply VirtualIP");
-    env.watch = Some(StatusWatch::start(
-        &env.api.kubectl_client(),
-        &env.vip_name,
-    ));
+    env.watch = Some(StatusWatch::start(&env.api.kubectl_client(), &env.vip_name));
     let start = Instant::now();
     env.check(
         env.watch()
@@ -193,7 +192,32 @@ fn password_never_leaks() {
     let instance = format!("default/{}", env.vip_name);
     let key = format!("default.{}", env.vip_name);
 
-    // On the wire: the backups authenticate n1's adverts.
+    // On the wire: n1's adverts carry the password (PASS, RFC 2338 type 1) and the backups
+    // authenticate them.
+    let mut cap = lab::Capture::start(
+        &env.lab,
+        &env.lab.host(1).netns,
+        "eth0",
+        "vrrp",
+        env.dir.path(),
+    )
+    .expect("capture on n2");
+    env.check(
+        cap.wait_count("vrrp", 2, Duration::from_secs(10))
+            .map_err(|e| e.to_string()),
+    );
+    let rows = cap
+        .fields("vrrp", &["vrrp.auth_type", "vrrp.auth_string"])
+        .expect("tshark");
+    let _ = cap.stop();
+    assert!(
+        !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r.first().map(String::as_str) == Some("1")
+                    && r.get(1).map(String::as_str) == Some(password.as_str())),
+        "every advert uses PASS with the Secret's password: {rows:?}"
+    );
     backups_accept_adverts(&env, &instance, 3);
     if env.watch().split_brain_since(start).is_some() {
         env.fail("split brain while running with a password");
@@ -213,7 +237,10 @@ fn password_never_leaks() {
         assert!(inst.get("authPass").is_none(), "{n}: {inst}");
         let s = auth_secret(&env, n).expect("auth Secret");
         assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "VRRPNode");
-        assert_eq!(s["metadata"]["ownerReferences"][0]["uid"], vn["metadata"]["uid"]);
+        assert_eq!(
+            s["metadata"]["ownerReferences"][0]["uid"],
+            vn["metadata"]["uid"]
+        );
         let stored = s["data"][&key].as_str().unwrap_or_default();
         assert_eq!(
             stored,
@@ -243,7 +270,10 @@ fn password_never_leaks() {
     );
     env.check(r.map_err(|e| e.to_string()));
     let gens_after: Vec<String> = NODES.iter().map(|n| env.generation(n)).collect();
-    assert_eq!(gens, gens_after, "a password change leaves the VRRPNodes alone");
+    assert_eq!(
+        gens, gens_after,
+        "a password change leaves the VRRPNodes alone"
+    );
     let changed = Instant::now();
     backups_accept_adverts(&env, &instance, 3);
     if env.watch().split_brain_since(changed).is_some() {

@@ -1417,11 +1417,7 @@ fn rbac_is_least_privilege_with_default_values() {
     // the agents only read them (RBAC cannot give each node's pod one name; see security.md).
     assert_eq!(
         grants(find(&objs, "Role", "kube-vrrp-operator-auth")),
-        expect_grants(&[(
-            "",
-            "secrets",
-            "get list watch create patch update delete"
-        )])
+        expect_grants(&[("", "secrets", "get list watch create patch update delete")])
     );
     assert_eq!(
         grants(find(&objs, "Role", "kube-vrrp-agent-auth")),

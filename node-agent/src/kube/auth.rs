@@ -120,10 +120,7 @@ impl AuthTracker {
                 self.listing = Some(Some(AuthData::from_secret(&s)));
                 None
             }
-            watcher::Event::InitDone => self
-                .listing
-                .take()
-                .map(|l| l.unwrap_or(AuthData::Missing)),
+            watcher::Event::InitDone => self.listing.take().map(|l| l.unwrap_or(AuthData::Missing)),
             _ => None,
         }
     }
@@ -170,7 +167,9 @@ pub async fn run(
                     tracing::warn!(error = %e, secret = %crds::auth::auth_secret_name(&node), "cannot watch the auth Secret; retrying");
                 }
                 failing = true;
-                health.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                health
+                    .errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
         if tx.is_closed() {
@@ -188,7 +187,12 @@ mod tests {
         s.metadata.name = Some(crds::auth::auth_secret_name(node));
         s.data = Some(
             data.iter()
-                .map(|(k, v)| (k.to_string(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
                 .collect(),
         );
         s
@@ -229,12 +233,20 @@ mod tests {
         ] {
             let out = with_passwords(vec![inst("ns/web", Some("ns.web"))], &d, secret_name);
             assert_eq!(out[0].auth_pass, None);
-            assert!(d.missing_reason("ns.web", secret_name).unwrap().contains(why));
+            assert!(
+                d.missing_reason("ns.web", secret_name)
+                    .unwrap()
+                    .contains(why)
+            );
         }
         // A password a stale instance carried is not kept when its key is gone.
         let mut stale = inst("ns/web", Some("ns.web"));
         stale.auth_pass = Some("old".into());
-        let out = with_passwords(vec![stale], &AuthData::Present(Default::default()), secret_name);
+        let out = with_passwords(
+            vec![stale],
+            &AuthData::Present(Default::default()),
+            secret_name,
+        );
         assert_eq!(out[0].auth_pass, None);
     }
 
@@ -247,7 +259,10 @@ mod tests {
         );
         let mut t = AuthTracker::default();
         assert_eq!(t.on_event("a", watcher::Event::Init), None);
-        assert_eq!(t.on_event("a", watcher::Event::InitDone), Some(AuthData::Missing));
+        assert_eq!(
+            t.on_event("a", watcher::Event::InitDone),
+            Some(AuthData::Missing)
+        );
         t.on_event("a", watcher::Event::Init);
         t.on_event("a", watcher::Event::InitApply(secret("a", &[("k", "v")])));
         assert_eq!(
