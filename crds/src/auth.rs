@@ -156,4 +156,29 @@ mod tests {
         );
         assert_eq!(view["authPassSha256"], Password::from("s3cret").digest());
     }
+
+    /// A static agent's instance (password from keepalived.conf) and the in-cluster one
+    /// (password from the node's Secret under authKey) agree for adoption exactly when their
+    /// passwords are equal.
+    #[test]
+    fn adoption_compares_passwords_not_their_source() {
+        let base = crate::ResolvedInstance {
+            name: "VI_1".into(),
+            auth_pass: Some("12345".into()),
+            ..Default::default()
+        };
+        let mut cluster = base.clone();
+        cluster.name = "ns/web".into();
+        cluster.auth_key = Some(auth_key("ns/web"));
+        let view =
+            |ri: &crate::ResolvedInstance| crate::vrrpnode::adoption_view(ri, "eth0", "192.0.2.1");
+        assert_eq!(view(&base), view(&cluster));
+        cluster.auth_pass = Some("54321".into());
+        assert_eq!(
+            crate::vrrpnode::adoption_differences(&view(&base), &view(&cluster)),
+            vec!["authPassSha256".to_string()]
+        );
+        cluster.auth_pass = None;
+        assert_ne!(view(&base), view(&cluster));
+    }
 }
