@@ -5,11 +5,13 @@
 //! - [`virtualip`] / [`vrrpnode`]: the custom resources (schema, CEL rules, printer columns).
 //! - [`pool`]: the `VirtualIPPool` resource (addresses for Services of type LoadBalancer) and
 //!   the parsing of its address ranges.
+//! - [`auth`]: PASS passwords in cluster mode (per-node Secrets, `authKey`, [`auth::Password`]).
 //! - [`policy`]: the cluster admin's script policy (may a VirtualIP run commands?).
 //! - [`validate`]: semantic validation returning every problem with its field path.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
+pub mod auth;
 pub mod policy;
 pub mod pool;
 pub mod resolve;

@@ -72,7 +72,7 @@ pub struct ResolveInput<'a> {
     /// than its InternalIPs when it has one).
     pub peer_node_addresses: Vec<IpAddr>,
     /// The password read from the referenced Secret, when authentication is configured.
-    pub auth_pass: Option<String>,
+    pub auth_pass: Option<crate::auth::Password>,
 }
 
 /// Resolve one instance for one node. Fails with every problem found (spec problems included).
@@ -197,6 +197,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
         unicast_peers,
         allow_lower_ttl,
         auth_pass,
+        auth_key: None,
         track: resolve_track(spec, input.virtual_ip.as_ref()),
         garp: resolve_garp(spec),
         notify: resolve_notify(spec.notify.as_ref()),

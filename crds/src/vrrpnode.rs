@@ -114,9 +114,19 @@ pub struct ResolvedInstance {
     /// Accept unicast adverts with TTL below 255.
     #[serde(default)]
     pub allow_lower_ttl: bool,
-    /// VRRPv2 PASS password, already truncated to 8 bytes.
+    /// VRRPv2 PASS password (1–8 bytes), in memory only: never serialised, so it is in no
+    /// VRRPNode, cache file or report. Standalone mode reads it from keepalived.conf; in
+    /// cluster mode the agent fills it in from its node's auth Secret under `authKey`.
+    // Not `serde(skip)`: the schema derive's copy of this struct would never read the field
+    // (a dead-code warning). `never_serialised` skips it always.
+    #[serde(skip_deserializing, skip_serializing_if = "never_serialised")]
+    #[schemars(skip)]
+    pub auth_pass: Option<crate::auth::Password>,
+    /// Cluster mode, VRRPv2 PASS authentication: the key of this instance's password in the
+    /// node's auth Secret (`kube-vrrp-auth-<node>` in the release namespace). The password
+    /// itself is never in the VRRPNode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_pass: Option<String>,
+    pub auth_key: Option<String>,
     /// Trackers with defaults applied.
     #[serde(default, skip_serializing_if = "ResolvedTrack::is_empty")]
     pub track: ResolvedTrack,
@@ -135,6 +145,11 @@ pub struct ResolvedInstance {
     /// node, when both agree (the VirtualIP annotation `kubevrrp.io/adopt-static: "true"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_static: bool,
+}
+
+/// `skip_serializing_if` of [`ResolvedInstance::auth_pass`]: always skipped.
+fn never_serialised<T>(_: &T) -> bool {
+    true
 }
 
 impl ResolvedInstance {
@@ -172,6 +187,7 @@ impl Default for ResolvedInstance {
             unicast_peers: Vec::new(),
             allow_lower_ttl: false,
             auth_pass: None,
+            auth_key: None,
             track: Default::default(),
             garp: Default::default(),
             notify: Default::default(),
@@ -191,7 +207,8 @@ impl Default for ResolvedInstance {
 /// pick compare equal when they land in the same place. Removed or normalised: the instance
 /// name, the VirtualIP reference, `adoptStatic`, the initial state (it only matters at
 /// start-up, and an adopted instance does not start up), the `NAMESPACE/NAME/` scope of
-/// tracker names and the `NAMESPACE/` scope of the sync group name.
+/// tracker names and the `NAMESPACE/` scope of the sync group name. The password's source
+/// (`authKey`) is left out; the password itself is compared by its SHA-256 (`authPassSha256`).
 pub fn adoption_view(ri: &ResolvedInstance, interface: &str, source: &str) -> serde_json::Value {
     let mut v = ri.clone();
     let unscope = |name: &mut String, prefix: &str| {
@@ -227,8 +244,18 @@ pub fn adoption_view(ri: &ResolvedInstance, interface: &str, source: &str) -> se
     v.initial_state = crate::virtualip::InitialState::Backup;
     v.interface = Some(interface.to_string());
     v.unicast_source = Some(source.to_string());
+    // Where the password comes from does not matter, only that both use the same one; the
+    // view travels between agents, so it carries the password's digest, never the password.
+    v.auth_key = None;
     // Serialising plain derived structs cannot fail.
-    serde_json::to_value(&v).unwrap_or_default()
+    let mut view = serde_json::to_value(&v).unwrap_or_default();
+    if let (Some(p), Some(o)) = (&ri.auth_pass, view.as_object_mut()) {
+        o.insert(
+            "authPassSha256".into(),
+            serde_json::Value::String(p.digest()),
+        );
+    }
+    view
 }
 
 /// SHA-256 (hex) of an [`adoption_view`]: equal hashes ⇒ the instances agree.

@@ -156,9 +156,26 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         Arc::clone(&health),
     ));
 
+    // The passwords: this node's auth Secret, in memory only (the cache holds authKey only).
+    let (auth_tx, mut auth_rx) = watch::channel(crate::kube::auth::AuthData::Unknown);
+    let auth_task = tokio::spawn(crate::kube::auth::run(
+        kube::Api::namespaced(client.clone(), &args.lease_namespace),
+        node.clone(),
+        auth_tx,
+        Arc::clone(&health),
+    ));
+    let secret_name = format!(
+        "{}/{}",
+        args.lease_namespace,
+        crds::auth::auth_secret_name(&node)
+    );
+
     let allow_scripts = args.allow_scripts;
-    let (desired_tx, desired_rx) =
-        watch::channel(without_commands(cached.instances.clone(), allow_scripts));
+    let desired = move |spec: &VRRPNodeSpec, auth: &crate::kube::auth::AuthData| {
+        let instances = without_commands(spec.instances.clone(), allow_scripts);
+        crate::kube::auth::with_passwords(instances, auth, &secret_name)
+    };
+    let (desired_tx, desired_rx) = watch::channel(desired(&cached, &auth_rx.borrow()));
     let (pods_tx, pods_rx) = mpsc::channel(64);
     let pods_client = client.clone();
     let pods_node = node.clone();
@@ -170,13 +187,26 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             &spec_rx.borrow().instances,
             &pods_tx,
         );
-        while spec_rx.changed().await.is_ok() {
+        loop {
+            let spec_changed = tokio::select! {
+                r = spec_rx.changed() => match r { Ok(()) => true, Err(_) => return },
+                r = auth_rx.changed() => match r { Ok(()) => false, Err(_) => return },
+            };
             let spec = spec_rx.borrow_and_update().clone();
-            pods.apply(&pods_client, &pods_node, &spec.instances, &pods_tx);
-            if desired_tx
-                .send(without_commands(spec.instances, allow_scripts))
-                .is_err()
-            {
+            if spec_changed {
+                pods.apply(&pods_client, &pods_node, &spec.instances, &pods_tx);
+            }
+            let auth = auth_rx.borrow_and_update().clone();
+            let next = desired(&spec, &auth);
+            // Unchanged (a Secret change for no instance of ours) is not sent again.
+            desired_tx.send_if_modified(|current| {
+                let changed = *current != next;
+                if changed {
+                    *current = next;
+                }
+                changed
+            });
+            if desired_tx.is_closed() {
                 return;
             }
         }
@@ -206,6 +236,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;
     watch_task.abort();
+    auth_task.abort();
     forward.abort();
     lease_task.abort();
     // The daemon dropped its status sender: the reporter flushes the final state and ends.

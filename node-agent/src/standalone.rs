@@ -260,7 +260,7 @@ pub fn resolve_virtual_ips(
             node: host,
             default_priority: None,
             peer_node_addresses: Vec::new(),
-            auth_pass,
+            auth_pass: auth_pass.map(Into::into),
         };
         match resolve(&input) {
             Ok(r) => out.push(r),

@@ -54,8 +54,10 @@ use crate::planner::{
     self, AgentLiveness, EventType, LeaseTracker, Placement, ReportIndex, VipKey, World,
 };
 
-/// Field manager of every write the operator makes.
+/// Field manager of every write the operator makes (but the auth Secrets').
 pub const FIELD_MANAGER: &str = "kube-vrrp-operator";
+/// Field manager of the per-node auth Secrets the operator writes.
+pub const AUTH_FIELD_MANAGER: &str = "kube-vrrp-operator-auth";
 /// Finalizer the operator puts on VirtualIPs.
 pub const FINALIZER: &str = "kubevrrp.io/cleanup";
 /// Label selector of the agents' liveness Leases.
@@ -73,6 +75,9 @@ pub struct Stores {
     /// Secret metadata (content is fetched only for referenced Secrets): one store for the
     /// whole cluster, or one per namespace the operator may read Secrets in.
     pub secrets: Vec<Store<PartialObjectMeta<Secret>>>,
+    /// The per-node auth Secrets the operator writes (release namespace, label
+    /// [`crds::auth::AUTH_SECRET_LABEL`]), compared with the plan before every write.
+    pub auth_secrets: Store<Secret>,
 }
 
 /// Tunables of the executor.
@@ -87,7 +92,8 @@ pub struct Settings {
     /// Namespaces whose Secrets may be read; empty ⇒ all. A VirtualIP whose Secret lies
     /// elsewhere reports `SecretNotFound`.
     pub secret_namespaces: Vec<String>,
-    /// Namespace of the agents' liveness Leases (one per node, named after it).
+    /// Namespace of the agents' liveness Leases (one per node, named after it) and of the
+    /// per-node auth Secrets: the release namespace.
     pub agent_lease_namespace: String,
     /// Lease duration assumed when a Lease does not state one.
     pub agent_lease_duration: Duration,
@@ -365,24 +371,92 @@ impl Context {
         })
     }
 
-    /// Apply every planned VRRPNode whose spec or owner differs from the observed one.
+    /// Apply every planned VRRPNode whose spec or owner differs from the observed one, and
+    /// each node's auth Secret around it ([`auth_secret_steps`]: passwords a new spec needs
+    /// are written before it, those it no longer needs removed after it).
     async fn sync_vrrp_nodes(&self, plan: &Placement) -> Result<(), Error> {
         let api: Api<VRRPNode> = Api::all(self.client.clone());
+        let ns = &self.settings.agent_lease_namespace;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         for (name, np) in &plan.nodes {
             let desired = desired_vrrp_node(name, np);
             let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
-            if !vrrp_node_differs(observed.as_deref(), &desired)? {
-                continue;
+            let secret_name = crds::auth::auth_secret_name(name);
+            let observed_secret = self
+                .stores
+                .auth_secrets
+                .get(&KubeRef::new(&secret_name).within(ns));
+            let mut owner = observed.as_ref().and_then(|o| o.metadata.uid.clone());
+            let steps = auth_secret_steps(observed_secret.as_deref(), &np.auth, owner.is_some());
+            let mut owned = observed_secret
+                .as_deref()
+                .is_some_and(|s| auth_secret_owned(s, owner.as_deref()));
+            if let Some(data) = &steps.before {
+                self.apply_auth_secret(&secrets, name, data, owner.as_deref())
+                    .await?;
+                owned = true;
             }
-            api.patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await?;
-            self.metrics.write("vrrpnode");
-            info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+            let owner_before = owner.clone();
+            if vrrp_node_differs(observed.as_deref(), &desired)? {
+                let applied = api
+                    .patch(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&desired),
+                    )
+                    .await?;
+                owner = applied.metadata.uid.or(owner);
+                self.metrics.write("vrrpnode");
+                info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+            }
+            match steps.after {
+                AuthAfter::Nothing => {}
+                AuthAfter::Delete => {
+                    match secrets.delete(&secret_name, &Default::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    self.metrics.write("authsecret");
+                    info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
+                }
+                AuthAfter::Apply => {
+                    let observed = steps
+                        .before
+                        .as_ref()
+                        .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
+                        .cloned();
+                    let desired_data = auth_secret_data(&np.auth);
+                    // A VRRPNode created just now owns its Secret from now on.
+                    let owned = owned && owner == owner_before;
+                    if observed.as_ref() != Some(&desired_data) || !owned {
+                        self.apply_auth_secret(&secrets, name, &desired_data, owner.as_deref())
+                            .await?;
+                    }
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Apply node `node`'s auth Secret with `data`, owned by its VRRPNode (`owner`, its uid).
+    async fn apply_auth_secret(
+        &self,
+        api: &Api<Secret>,
+        node: &str,
+        data: &BTreeMap<String, k8s_openapi::ByteString>,
+        owner: Option<&str>,
+    ) -> Result<(), Error> {
+        let s = desired_auth_secret(node, &self.settings.agent_lease_namespace, data, owner);
+        api.patch(
+            &crds::auth::auth_secret_name(node),
+            &PatchParams::apply(AUTH_FIELD_MANAGER).force(),
+            &Patch::Apply(&s),
+        )
+        .await?;
+        self.metrics.write("authsecret");
+        // The keys only: a password is never logged.
+        info!(node, keys = ?data.keys().collect::<Vec<_>>(), "applied the auth Secret");
         Ok(())
     }
 
@@ -426,6 +500,121 @@ pub fn desired_vrrp_node(name: &str, np: &planner::NodePlan) -> VRRPNode {
         }]
     });
     v
+}
+
+/// A node's auth Secret data: each planned password under its `authKey`.
+pub fn auth_secret_data(
+    auth: &BTreeMap<String, crds::auth::Password>,
+) -> BTreeMap<String, k8s_openapi::ByteString> {
+    auth.iter()
+        .map(|(k, p)| {
+            (
+                k.clone(),
+                k8s_openapi::ByteString(p.as_str().as_bytes().to_vec()),
+            )
+        })
+        .collect()
+}
+
+/// The auth Secret the operator applies for node `node`: in `namespace`, labelled
+/// [`crds::auth::AUTH_SECRET_LABEL`], owned by the node's VRRPNode (uid `owner`, when known)
+/// so that it goes when the VRRPNode goes.
+pub fn desired_auth_secret(
+    node: &str,
+    namespace: &str,
+    data: &BTreeMap<String, k8s_openapi::ByteString>,
+    owner: Option<&str>,
+) -> Secret {
+    let (lk, lv) = crds::auth::AUTH_SECRET_LABEL;
+    let mut s = Secret {
+        type_: Some("Opaque".into()),
+        data: Some(data.clone()),
+        ..Default::default()
+    };
+    s.metadata.name = Some(crds::auth::auth_secret_name(node));
+    s.metadata.namespace = Some(namespace.into());
+    s.metadata.labels = Some(BTreeMap::from([(lk.to_string(), lv.to_string())]));
+    s.metadata.owner_references = owner.map(|uid| {
+        vec![OwnerReference {
+            api_version: VRRPNode::api_version(&()).into(),
+            kind: VRRPNode::kind(&()).into(),
+            name: node.into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }]
+    });
+    s
+}
+
+/// Whether an observed auth Secret carries the label and (when `owner` is known) the
+/// ownerReference to the VRRPNode with uid `owner`.
+pub fn auth_secret_owned(s: &Secret, owner: Option<&str>) -> bool {
+    let (lk, lv) = crds::auth::AUTH_SECRET_LABEL;
+    let labelled = s
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(lk))
+        .is_some_and(|v| v == lv);
+    let owned = owner.is_none_or(|uid| {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.kind == VRRPNode::kind(&()))
+    });
+    labelled && owned
+}
+
+/// What to write to a node's auth Secret after its VRRPNode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAfter {
+    /// Nothing.
+    Nothing,
+    /// Apply the planned data (if it or the owner differs from what is there).
+    Apply,
+    /// Delete the Secret: no instance on the node has a password.
+    Delete,
+}
+
+/// The writes of a node's auth Secret around its VRRPNode write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSteps {
+    /// Data to apply before the VRRPNode (the observed keys plus the planned ones), so an
+    /// agent never sees an `authKey` whose password is not there yet; `None`: no write.
+    pub before: Option<BTreeMap<String, k8s_openapi::ByteString>>,
+    /// The write after the VRRPNode, which removes the passwords it no longer needs.
+    pub after: AuthAfter,
+}
+
+/// The auth Secret writes that turn `observed` into the plan (`desired`, by `authKey`), written
+/// only where they differ. `vrrp_node_exists`: the VRRPNode is there (and can own the Secret)
+/// before its own write; a new VRRPNode gets its Secret right after it.
+pub fn auth_secret_steps(
+    observed: Option<&Secret>,
+    desired: &BTreeMap<String, crds::auth::Password>,
+    vrrp_node_exists: bool,
+) -> AuthSteps {
+    let want = auth_secret_data(desired);
+    let have = observed.and_then(|s| s.data.clone()).unwrap_or_default();
+    if want.is_empty() {
+        return AuthSteps {
+            before: None,
+            after: if observed.is_some() {
+                AuthAfter::Delete
+            } else {
+                AuthAfter::Nothing
+            },
+        };
+    }
+    let mut merged = have.clone();
+    merged.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let before = (vrrp_node_exists && merged != have).then_some(merged);
+    AuthSteps {
+        before,
+        after: AuthAfter::Apply,
+    }
 }
 
 fn to_json<T: serde::Serialize>(what: &'static str, v: &T) -> Result<serde_json::Value, Error> {
@@ -707,6 +896,12 @@ fn vrrp_node_fingerprint(v: &VRRPNode) -> u64 {
     hash_json(&v.status)
 }
 
+/// What the executor compares of its auth Secrets: data, labels, owners (hashed, so the
+/// passwords are not kept twice).
+fn auth_secret_fingerprint(s: &Secret) -> u64 {
+    hash_json(&(&s.data, &s.metadata.labels, &s.metadata.owner_references))
+}
+
 fn secret_fingerprint(s: &PartialObjectMeta<Secret>) -> u64 {
     hash_json(&s.metadata.resource_version)
 }
@@ -932,11 +1127,13 @@ pub async fn run(
         .iter()
         .map(|_| reflector::store::<PartialObjectMeta<Secret>>())
         .unzip();
+    let (auth_store, auth_writer) = reflector::store::<Secret>();
     let stores = Stores {
         virtual_ips: vip_store.clone(),
         nodes: node_store.clone(),
         vrrp_nodes: vn_store.clone(),
         secrets: secret_stores,
+        auth_secrets: auth_store,
     };
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -996,6 +1193,23 @@ pub async fn run(
         report_generation,
         false,
     );
+    let (lk, lv) = crds::auth::AUTH_SECRET_LABEL;
+    let auth_api: Api<Secret> =
+        Api::namespaced(client.clone(), &ctx.settings.agent_lease_namespace);
+    // Our own auth Secrets: a change (an edit or deletion by someone else, or our own write)
+    // makes the next reconcile compare them with the plan again.
+    let auth_stream = changes(
+        guarded(
+            "authsecrets",
+            metrics.clone(),
+            watcher(auth_api, wc.clone().labels(&format!("{lk}={lv}")))
+                .backoff(WatchBackoff::default())
+                .reflect(auth_writer),
+        ),
+        auth_secret_fingerprint,
+        spec_generation.clone(),
+        false,
+    );
     let secret_metrics = metrics.clone();
     let secret_stream =
         futures::stream::select_all(secret_apis.into_iter().zip(secret_writers).map(
@@ -1019,11 +1233,12 @@ pub async fn run(
     let ready_ctx = ctx.clone();
     let ready_metrics = metrics.clone();
     let ready = tokio::spawn(async move {
-        let all = future::try_join4(
+        let all = future::try_join5(
             store_ready(&stores.virtual_ips),
             store_ready(&stores.nodes),
             store_ready(&stores.vrrp_nodes),
             future::try_join_all(stores.secrets.iter().map(store_ready)),
+            store_ready(&stores.auth_secrets),
         )
         .await;
         if all.is_ok() {
@@ -1047,6 +1262,7 @@ pub async fn run(
         None => future::pending::<Result<(), Error>>().boxed(),
     };
     let all_vips = vip_store.clone();
+    let auth_vips = vip_store.clone();
     let secret_vips = vip_store.clone();
     let main = Controller::for_stream(vip_stream, vip_store)
         .watches_stream(node_stream, move |_node: Node| {
@@ -1057,6 +1273,15 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .watches_stream(vn_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
+        // Any one VirtualIP will do: its reconcile re-syncs every node's VRRPNode and Secret.
+        .watches_stream(auth_stream, move |_s: Secret| {
+            auth_vips
+                .state()
+                .first()
+                .map(|v| KubeRef::from_obj(&**v))
+                .into_iter()
+                .collect::<Vec<_>>()
+        })
         .watches_stream(lease_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
         .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
             let (ns, name) = (s.metadata.namespace.clone(), s.metadata.name.clone());

@@ -19,7 +19,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
-use operator::controller::{self, Context, FIELD_MANAGER, FINALIZER, Settings, Stores};
+use operator::controller::{
+    self, AUTH_FIELD_MANAGER, Context, FIELD_MANAGER, FINALIZER, Settings, Stores,
+};
 use operator::metrics::Metrics;
 use operator::planner;
 use serde_json::{Value, json};
@@ -80,6 +82,18 @@ fn harness(
     secrets: &[Arc<Secret>],
     answer_vip: &VirtualIP,
 ) -> Harness {
+    harness_auth(vips, nodes, vrrp_nodes, secrets, &[], answer_vip)
+}
+
+/// [`harness`] with the operator's per-node auth Secrets as observed.
+fn harness_auth(
+    vips: &[VirtualIP],
+    nodes: &[Arc<Node>],
+    vrrp_nodes: &[VRRPNode],
+    secrets: &[Arc<Secret>],
+    auth_secrets: &[Secret],
+    answer_vip: &VirtualIP,
+) -> Harness {
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(svc, "default");
     let (vip_store, mut vip_w) = reflector::store::<VirtualIP>();
@@ -102,12 +116,17 @@ fn harness(
         };
         sec_w.apply_watcher_event(&watcher::Event::Apply(meta));
     }
+    let (auth_store, mut auth_w) = reflector::store::<Secret>();
+    for s in auth_secrets {
+        auth_w.apply_watcher_event(&watcher::Event::Apply(s.clone()));
+    }
     let metrics = Arc::new(Metrics::new());
     let stores = Stores {
         virtual_ips: vip_store,
         nodes: node_store,
         vrrp_nodes: vn_store,
         secrets: vec![sec_store],
+        auth_secrets: auth_store,
     };
     let settings = Settings {
         cleanup_timeout: Duration::from_secs(60),
@@ -152,6 +171,13 @@ async fn serve(mut handle: Handle, vip: Value, secret: Option<Value>) -> Vec<Cal
         };
         let answer = if uri.contains("/virtualips/") {
             vip.clone()
+        } else if uri.contains("/secrets/kube-vrrp-auth-") {
+            // Our own auth Secrets: an apply answers with what was applied.
+            if method == "DELETE" {
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})
+            } else {
+                body.clone()
+            }
         } else if uri.contains("/secrets/") {
             secret.clone().unwrap_or(Value::Null)
         } else {
@@ -231,6 +257,7 @@ fn empty_plan(node: &str) -> planner::NodePlan {
             instances: vec![],
             config_hash: planner::config_hash(&[]),
         },
+        auth: Default::default(),
     }
 }
 
@@ -673,7 +700,286 @@ async fn referenced_secret_is_read_once_per_revision() {
         .iter()
         .find(|c| c.path().ends_with("/vrrpnodes/n1"))
         .unwrap();
-    assert_eq!(vn.body["spec"]["instances"][0]["authPass"], "s3cret");
+    // The VRRPNode carries the key only; the password goes to n1's auth Secret, written
+    // after the (new) VRRPNode by the auth field manager.
+    assert_eq!(vn.body["spec"]["instances"][0]["authKey"], "ns.v");
+    assert!(!vn.body.to_string().contains("s3cret"), "{}", vn.body);
+    let sec = calls
+        .iter()
+        .position(|c| c.method == "PATCH" && c.path() == AUTH_N1)
+        .expect("auth Secret applied");
+    let vn_at = calls
+        .iter()
+        .position(|c| c.path().ends_with("/vrrpnodes/n1"))
+        .unwrap();
+    assert!(vn_at < sec, "a new VRRPNode first (it owns the Secret)");
+    let body = &calls[sec].body;
+    assert!(
+        calls[sec]
+            .uri
+            .contains(&format!("fieldManager={AUTH_FIELD_MANAGER}")),
+        "{}",
+        calls[sec].uri
+    );
+    assert_eq!(body["data"]["ns.v"], B64_S3CRET);
+    assert_eq!(
+        body["metadata"]["labels"]["app.kubernetes.io/component"],
+        "kube-vrrp-auth"
+    );
+    assert_eq!(body["type"], "Opaque");
+}
+
+/// Path of n1's auth Secret in the default release namespace.
+const AUTH_N1: &str = "/api/v1/namespaces/kube-vrrp/secrets/kube-vrrp-auth-n1";
+/// base64("s3cret").
+const B64_S3CRET: &str = "czNjcmV0";
+
+fn auth_vip(name: &str) -> VirtualIP {
+    let spec = VirtualIPSpec {
+        version: Some(2),
+        authentication: Some(Authentication {
+            auth_type: AuthType::Pass,
+            password_secret_ref: SecretKeyRef {
+                name: "vrrp-auth".into(),
+                key: None,
+            },
+        }),
+        ..spec("192.0.2.10/24")
+    };
+    with_finalizer(vip("ns", name, 0, spec))
+}
+
+/// The auth Secret of n1 as the API would hold it after our apply.
+fn observed_auth(data: &[(&str, &str)], owner_uid: Option<&str>) -> Secret {
+    let data: std::collections::BTreeMap<String, k8s_openapi::ByteString> = data
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                k8s_openapi::ByteString(v.as_bytes().to_vec()),
+            )
+        })
+        .collect();
+    let mut s = controller::desired_auth_secret("n1", "kube-vrrp", &data, owner_uid);
+    s.metadata.resource_version = Some("5".into());
+    s
+}
+
+/// With the VRRPNode and its auth Secret as planned, nothing is written; a changed password
+/// is written to the Secret (before the VRRPNode, which does not change); a VirtualIP that
+/// drops authentication has its key removed after the VRRPNode no longer names it; with no
+/// password left on the node the Secret is deleted.
+#[tokio::test]
+async fn auth_secret_is_written_only_when_it_differs() {
+    let v = auth_vip("v");
+    let nodes = &two_nodes()[..1];
+    let pw = |p: &str| secret("ns", "vrrp-auth", &[("password", p)]);
+    let planned = |pass: &str, vip: &VirtualIP| {
+        let mut w = world(vec![vip.clone()], nodes.to_vec());
+        w.secrets = vec![pw(pass)];
+        let (_, mut vns) = settled(vip, nodes, &[]);
+        let p = planner::plan(&w);
+        let mut vn = controller::desired_vrrp_node("n1", &p.nodes["n1"]);
+        vn.metadata.uid = Some("vn-uid-1".into());
+        vns[0] = vn;
+        vns
+    };
+    let writes = |calls: &[Call]| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.method == "PATCH" || c.method == "DELETE")
+            .filter(|c| !c.path().contains("/virtualips/"))
+            .map(|c| format!("{} {}", c.method, c.path()))
+            .collect()
+    };
+    let vn_path = "/apis/kubevrrp.io/v1alpha1/vrrpnodes/n1".to_string();
+
+    // Steady state: no write.
+    let vns = planned("s3cret", &v);
+    let h = harness_auth(
+        std::slice::from_ref(&v),
+        nodes,
+        &vns,
+        &[pw("s3cret")],
+        &[observed_auth(&[("ns.v", "s3cret")], Some("vn-uid-1"))],
+        &v,
+    );
+    h.reconcile(&v).await;
+    assert_eq!(
+        writes(&h.calls().await),
+        Vec::<String>::new(),
+        "steady state"
+    );
+
+    // The same data without the owner: re-applied to add it.
+    let h = harness_auth(
+        std::slice::from_ref(&v),
+        nodes,
+        &vns,
+        &[pw("s3cret")],
+        &[observed_auth(&[("ns.v", "s3cret")], None)],
+        &v,
+    );
+    h.reconcile(&v).await;
+    let calls = h.calls().await;
+    assert_eq!(writes(&calls), vec![format!("PATCH {AUTH_N1}")]);
+    let body = &calls.iter().find(|c| c.path() == AUTH_N1).unwrap().body;
+    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "vn-uid-1");
+    assert_eq!(body["metadata"]["ownerReferences"][0]["kind"], "VRRPNode");
+
+    // A new password: only the Secret changes, the VRRPNode (authKey) does not.
+    let h = harness_auth(
+        std::slice::from_ref(&v),
+        nodes,
+        &vns,
+        &[pw("n3w")],
+        &[observed_auth(&[("ns.v", "s3cret")], Some("vn-uid-1"))],
+        &v,
+    );
+    h.reconcile(&v).await;
+    let calls = h.calls().await;
+    assert_eq!(writes(&calls), vec![format!("PATCH {AUTH_N1}")]);
+    let body = &calls.iter().find(|c| c.path() == AUTH_N1).unwrap().body;
+    assert_eq!(body["data"], json!({"ns.v": "bjN3"}));
+
+    // Authentication dropped: the VRRPNode first (no authKey), then the Secret goes.
+    let mut plain = v.clone();
+    plain.spec.authentication = None;
+    let h = harness_auth(
+        std::slice::from_ref(&plain),
+        nodes,
+        &vns,
+        &[],
+        &[observed_auth(&[("ns.v", "s3cret")], Some("vn-uid-1"))],
+        &plain,
+    );
+    h.reconcile(&plain).await;
+    let calls = h.calls().await;
+    assert_eq!(
+        writes(&calls),
+        vec![format!("PATCH {vn_path}"), format!("DELETE {AUTH_N1}")]
+    );
+    let vn = calls.iter().find(|c| c.path() == vn_path).unwrap();
+    assert!(vn.body["spec"]["instances"][0].get("authKey").is_none());
+
+    // A second VirtualIP with a password joins an existing VRRPNode: its key is added to
+    // the Secret before the VRRPNode names it, and the Secret is not written again after.
+    let w2 = auth_vip("w");
+    let h = harness_auth(
+        &[v.clone(), w2.clone()],
+        nodes,
+        &vns,
+        &[pw("s3cret")],
+        &[observed_auth(&[("ns.v", "s3cret")], Some("vn-uid-1"))],
+        &v,
+    );
+    h.reconcile(&v).await;
+    let calls = h.calls().await;
+    assert_eq!(
+        writes(&calls),
+        vec![format!("PATCH {AUTH_N1}"), format!("PATCH {vn_path}")]
+    );
+    let body = &calls.iter().find(|c| c.path() == AUTH_N1).unwrap().body;
+    assert_eq!(
+        body["data"],
+        json!({"ns.v": B64_S3CRET, "ns.w": B64_S3CRET})
+    );
+}
+
+/// The auth Secret steps, pure: what is written before and after the VRRPNode.
+#[test]
+fn auth_secret_steps_table() {
+    use controller::{AuthAfter, auth_secret_steps};
+    use crds::auth::Password;
+    let want = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, Password> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Password::from(*v)))
+            .collect()
+    };
+    let bytes = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let obs = |pairs: &[(&str, &str)]| observed_auth(pairs, Some("u"));
+    struct Case<'a> {
+        what: &'a str,
+        observed: Option<Secret>,
+        desired: std::collections::BTreeMap<String, Password>,
+        exists: bool,
+        before: Option<std::collections::BTreeMap<String, k8s_openapi::ByteString>>,
+        after: AuthAfter,
+    }
+    let cases = [
+        Case {
+            what: "nothing wanted, nothing there",
+            observed: None,
+            desired: want(&[]),
+            exists: true,
+            before: None,
+            after: AuthAfter::Nothing,
+        },
+        Case {
+            what: "nothing wanted, a Secret there: deleted after the VRRPNode",
+            observed: Some(obs(&[("a.b", "x")])),
+            desired: want(&[]),
+            exists: true,
+            before: None,
+            after: AuthAfter::Delete,
+        },
+        Case {
+            what: "new VRRPNode: written after it (it becomes the owner)",
+            observed: None,
+            desired: want(&[("a.b", "x")]),
+            exists: false,
+            before: None,
+            after: AuthAfter::Apply,
+        },
+        Case {
+            what: "existing VRRPNode, new key: added before",
+            observed: Some(obs(&[("a.b", "x")])),
+            desired: want(&[("a.b", "x"), ("a.c", "y")]),
+            exists: true,
+            before: Some(bytes(&[("a.b", "x"), ("a.c", "y")])),
+            after: AuthAfter::Apply,
+        },
+        Case {
+            what: "changed password: before",
+            observed: Some(obs(&[("a.b", "x")])),
+            desired: want(&[("a.b", "z")]),
+            exists: true,
+            before: Some(bytes(&[("a.b", "z")])),
+            after: AuthAfter::Apply,
+        },
+        Case {
+            what: "key removed: kept until after the VRRPNode",
+            observed: Some(obs(&[("a.b", "x"), ("a.c", "y")])),
+            desired: want(&[("a.b", "x")]),
+            exists: true,
+            before: None,
+            after: AuthAfter::Apply,
+        },
+        Case {
+            what: "unchanged",
+            observed: Some(obs(&[("a.b", "x")])),
+            desired: want(&[("a.b", "x")]),
+            exists: true,
+            before: None,
+            after: AuthAfter::Apply,
+        },
+    ];
+    for c in cases {
+        let steps = auth_secret_steps(c.observed.as_ref(), &c.desired, c.exists);
+        assert_eq!(steps.before, c.before, "{}", c.what);
+        assert_eq!(steps.after, c.after, "{}", c.what);
+    }
 }
 
 #[tokio::test]
@@ -686,6 +992,7 @@ async fn not_ready_stores_defer_without_requests() {
         nodes: reflector::store().0,
         vrrp_nodes: reflector::store().0,
         secrets: vec![reflector::store().0],
+        auth_secrets: reflector::store().0,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -809,6 +1116,7 @@ async fn secrets_are_found_in_any_per_namespace_store() {
         nodes: node_store,
         vrrp_nodes: reflector::store().0,
         secrets: vec![team_a, team_b],
+        auth_secrets: reflector::store().0,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -836,5 +1144,6 @@ async fn secrets_are_found_in_any_per_namespace_store() {
         .iter()
         .find(|c| c.path().ends_with("/vrrpnodes/n1"))
         .unwrap();
-    assert_eq!(vn.body["spec"]["instances"][0]["authPass"], "pw");
+    assert_eq!(vn.body["spec"]["instances"][0]["authKey"], "team-b.v");
+    assert!(!vn.body.to_string().contains("\"pw\""), "{}", vn.body);
 }

@@ -773,8 +773,13 @@ fn secrets_table() {
         let p = plan(&w);
         match c.want {
             Ok(pw) => {
+                // The VRRPNode instance carries the key only; the password is in the node's
+                // auth Secret data under that key.
+                let i = inst(&p, "n1", "ns/auth").unwrap();
+                assert_eq!(i.auth_pass, None, "{}", c.what);
+                assert_eq!(i.auth_key.as_deref(), Some("ns.auth"), "{}", c.what);
                 assert_eq!(
-                    inst(&p, "n1", "ns/auth").unwrap().auth_pass.as_deref(),
+                    p.nodes["n1"].auth.get("ns.auth").map(|p| p.as_str()),
                     Some(pw),
                     "{}",
                     c.what
@@ -815,6 +820,114 @@ fn secrets_table() {
             }
         }
     }
+}
+
+/// Passwords go to each node's auth Secret data, never into its VRRPNode: table over which
+/// nodes carry which keys, and the serialised VRRPNode spec never holds a password.
+#[test]
+fn passwords_go_to_the_node_secret_table() {
+    struct Case {
+        what: &'static str,
+        vips: Vec<crds::VirtualIP>,
+        secrets: Vec<Arc<k8s_openapi::api::core::v1::Secret>>,
+        /// Per node: the auth Secret data as (key, password).
+        want: [(&'static str, Vec<(&'static str, &'static str)>); 3],
+    }
+    let on_pool_a = |name: &str, secret: &str| {
+        let mut s = auth_spec(secret, None);
+        s.node_selector = Some(selector(&[("pool", "a")]));
+        s.addresses = vec![format!("192.0.2.{}/24", 20 + name.len())];
+        vip("team", name, 0, s)
+    };
+    let cases = [
+        Case {
+            what: "no authentication: no Secret data anywhere",
+            vips: vec![vip("team", "plain", 0, spec("192.0.2.10/24"))],
+            secrets: vec![],
+            want: [("n1", vec![]), ("n2", vec![]), ("n3", vec![])],
+        },
+        Case {
+            what: "one VirtualIP on every node",
+            vips: vec![vip("team", "web", 0, auth_spec("s", None))],
+            secrets: vec![secret("team", "s", &[("password", "pw-web")])],
+            want: [
+                ("n1", vec![("team.web", "pw-web")]),
+                ("n2", vec![("team.web", "pw-web")]),
+                ("n3", vec![("team.web", "pw-web")]),
+            ],
+        },
+        Case {
+            what: "two VirtualIPs, one only on pool a, their own Secrets",
+            vips: vec![
+                vip("team", "web", 0, auth_spec("s", None)),
+                on_pool_a("db", "t"),
+            ],
+            secrets: vec![
+                secret("team", "s", &[("password", "pw-web")]),
+                secret("team", "t", &[("password", "pw-db")]),
+            ],
+            want: [
+                ("n1", vec![("team.db", "pw-db"), ("team.web", "pw-web")]),
+                ("n2", vec![("team.db", "pw-db"), ("team.web", "pw-web")]),
+                ("n3", vec![("team.web", "pw-web")]),
+            ],
+        },
+        Case {
+            what: "a VirtualIP whose Secret is missing puts nothing anywhere",
+            vips: vec![vip("team", "web", 0, auth_spec("gone", None))],
+            secrets: vec![],
+            want: [("n1", vec![]), ("n2", vec![]), ("n3", vec![])],
+        },
+    ];
+    for c in cases {
+        let mut w = world(c.vips, three_nodes());
+        w.secrets = c.secrets.clone();
+        let p = plan(&w);
+        for (node, want) in &c.want {
+            let np = &p.nodes[*node];
+            let got: Vec<(&str, &str)> = np
+                .auth
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(&got, want, "{}: node {node}", c.what);
+            let keys: Vec<&str> = np
+                .spec
+                .instances
+                .iter()
+                .filter_map(|i| i.auth_key.as_deref())
+                .collect();
+            assert_eq!(
+                keys,
+                want.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+                "{}: node {node}: every key in the Secret is an instance's authKey",
+                c.what
+            );
+            assert!(np.spec.instances.iter().all(|i| i.auth_pass.is_none()));
+            let json = serde_json::to_string(&np.spec).unwrap();
+            let debug = format!("{np:?}");
+            for s in &c.secrets {
+                for v in s.data.iter().flat_map(|d| d.values()) {
+                    let pw = std::str::from_utf8(&v.0).unwrap();
+                    assert!(!json.contains(pw), "{}: {json}", c.what);
+                    assert!(!debug.contains(pw), "{}: {debug}", c.what);
+                }
+            }
+            assert_eq!(np.spec.config_hash, config_hash(&np.spec.instances));
+        }
+        // Deterministic: the same world gives the same plan (the executor writes only what
+        // differs).
+        assert_eq!(plan(&w), p, "{}", c.what);
+    }
+    // A password change changes the Secret data only, not the VRRPNode.
+    let vips = vec![vip("team", "web", 0, auth_spec("s", None))];
+    let mut w = world(vips, three_nodes());
+    w.secrets = vec![secret("team", "s", &[("password", "old")])];
+    let before = plan(&w);
+    w.secrets = vec![secret("team", "s", &[("password", "new")])];
+    let after = plan(&w);
+    assert_eq!(after.nodes["n1"].spec, before.nodes["n1"].spec);
+    assert_eq!(after.nodes["n1"].auth["team.web"].as_str(), "new");
 }
 
 #[test]

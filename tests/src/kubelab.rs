@@ -262,6 +262,8 @@ pub struct KubeLab {
     pub dir: tempfile::TempDir,
     pub vip_name: String,
     pub agent_logs: Vec<PathBuf>,
+    /// Where agent `i` serves /metrics and /status (inside its host's network namespace).
+    pub agent_metrics: Vec<Option<String>>,
     pub operator_log: PathBuf,
     /// Where the operator serves /metrics, /healthz and /readyz (root namespace).
     pub operator_addr: Option<std::net::SocketAddr>,
@@ -300,6 +302,7 @@ impl KubeLab {
                 .iter()
                 .map(|n| dir.path().join(format!("agent-{n}.log")))
                 .collect(),
+            agent_metrics: vec![None, None, None],
             operator_log,
             operator_addr: None,
             dir,
@@ -372,6 +375,28 @@ impl KubeLab {
             )
             .expect("spawn agent");
         self.agents[i] = Some(g);
+        self.agent_metrics[i] = Some(metrics);
+    }
+
+    /// The body of `GET path` from agent `i`'s HTTP endpoint (curl inside its namespace).
+    pub fn agent_get(&self, i: usize, path: &str) -> Result<String, String> {
+        let addr = self.agent_metrics[i]
+            .as_deref()
+            .ok_or_else(|| format!("agent {} not started", NODES[i]))?;
+        let url = format!("http://{addr}{path}");
+        let out = crate::netns::command_in(
+            &self.lab.host(i).netns,
+            &["curl", "-sS", "--max-time", "2", &url],
+        )
+        .output()
+        .map_err(|e| format!("curl: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn kill_agent(&mut self, i: usize) {

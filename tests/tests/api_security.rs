@@ -7,7 +7,8 @@
 //!
 //! - `agent_writes_only_its_own_node`: a pod-bound token of an agent pod on n1 may patch
 //!   VRRPNode n1's status and renew Lease n1, and is denied n2's; a token without a pod (no
-//!   node claim) is denied even n1 (fail closed); the agent cannot read Secrets.
+//!   node claim) is denied even n1 (fail closed); the agent may read Secrets only in the
+//!   release namespace (its auth Secret) and write none.
 //! - `virtual_ips_with_commands_are_refused_at_apply_time`: with scripts disallowed (the
 //!   default), a VirtualIP with `track.scripts`, `notify` or `syncGroupNotify` commands is
 //!   refused naming the field, on create and on a spec update; one without is accepted, and an
@@ -211,16 +212,35 @@ fn agent_writes_only_its_own_node() {
     let denied = lease_apply(&agent, "n2").expect_err("Lease n2 must be denied");
     assert!(forbidden(&denied) && denied.contains("n2"), "{denied}");
 
-    // No Secrets, anywhere.
+    // Secrets: read only, and only in the release namespace (the per-node auth Secrets live
+    // there; RBAC cannot narrow a DaemonSet's read to one name per node, see security.md).
+    agent
+        .run(&["get", "secrets", "-n", NS])
+        .expect("the agent lists the release namespace's Secrets (its auth Secret)");
     for args in [
-        &["get", "secrets", "-n", NS][..],
         &["get", "secrets", "-A"][..],
-        &["get", "secret", "kube-vrrp-auth-n1", "-n", NS][..],
+        &["get", "secrets", "-n", "default"][..],
+        &["get", "secret", "vrrp-pass", "-n", "default"][..],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "kube-vrrp-auth-n1",
+            "-n",
+            NS,
+            "--from-literal=a=b",
+        ][..],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "kube-vrrp-auth-n2",
+            "-n",
+            NS,
+            "--from-literal=a=b",
+        ][..],
     ] {
-        let e = agent
-            .run(args)
-            .expect_err("secrets must be forbidden")
-            .to_string();
+        let e = agent.run(args).expect_err("must be forbidden").to_string();
         assert!(forbidden(&e), "{args:?}: {e}");
     }
     // The spec stays the operator's.

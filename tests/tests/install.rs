@@ -833,8 +833,8 @@ fn default_render_validates_against_kubernetes_1_31_and_1_37() {
         ("ServiceAccount", 2),
         ("ClusterRole", 2),
         ("ClusterRoleBinding", 2),
-        ("Role", 3),
-        ("RoleBinding", 3),
+        ("Role", 5),
+        ("RoleBinding", 5),
         ("Service", 2),
         ("Deployment", 1),
         ("DaemonSet", 1),
@@ -1399,8 +1399,8 @@ fn rbac_is_least_privilege_with_default_values() {
     let roles = all_of(&objs, "Role");
     assert_eq!(
         roles.len(),
-        3,
-        "only the operator's leader-election and load-balancer Roles and the agents' liveness-Lease Role"
+        5,
+        "only the operator's leader-election, load-balancer and auth-Secret Roles and the agents' liveness-Lease and auth-Secret Roles"
     );
     for r in &roles {
         assert_eq!(r["metadata"]["namespace"].as_str(), Some(NAMESPACE));
@@ -1412,6 +1412,16 @@ fn rbac_is_least_privilege_with_default_values() {
     assert_eq!(
         grants(find(&objs, "Role", "kube-vrrp-agent-liveness")),
         expect_grants(&[("coordination.k8s.io", "leases", "get create patch update")])
+    );
+    // PASS passwords: the operator writes the per-node auth Secrets of the release namespace,
+    // the agents only read them (RBAC cannot give each node's pod one name; see security.md).
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-operator-auth")),
+        expect_grants(&[("", "secrets", "get list watch create patch update delete")])
+    );
+    assert_eq!(
+        grants(find(&objs, "Role", "kube-vrrp-agent-auth")),
+        expect_grants(SECRET_GRANTS)
     );
     assert_bindings(&objs);
     let binding = find(&objs, "ClusterRoleBinding", "kube-vrrp-agent");
@@ -1504,7 +1514,9 @@ fn secret_namespaces_replace_cluster_wide_secret_access_with_roles() {
     for r in secret_roles {
         assert_eq!(grants(r), expect_grants(SECRET_GRANTS));
     }
-    assert_eq!(all_of(&objs, "RoleBinding").len(), 5);
+    // Two for the Secret namespaces, leader election, load balancer, the operator's and the
+    // agents' auth Secrets, the agents' liveness Leases.
+    assert_eq!(all_of(&objs, "RoleBinding").len(), 7);
     assert_bindings(&objs);
     // The operator must then watch Secrets only there, or its cluster-wide watch is refused.
     let deploy = find(&objs, "Deployment", "kube-vrrp-operator");

@@ -37,7 +37,7 @@ pub fn resolve_config(
             node: host,
             default_priority: None,
             peer_node_addresses: Vec::new(),
-            auth_pass: item.auth_pass.clone(),
+            auth_pass: item.auth_pass.clone().map(Into::into),
         };
         match resolve(&input) {
             Ok(r) => out.push(r),

@@ -135,7 +135,7 @@ fn three_unicast_files_become_one_virtual_ip_with_node_overrides() {
             node: &facts,
             default_priority: None,
             peer_node_addresses: vec![],
-            auth_pass: conv.items[0].auth_pass.clone(),
+            auth_pass: conv.items[0].auth_pass.clone().map(Into::into),
         })
         .unwrap();
         assert_eq!(r.unicast_source.as_deref(), Some(own));

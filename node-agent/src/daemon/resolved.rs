@@ -89,6 +89,17 @@ impl ConfigFromResolved for InstanceConfig {
             .map(|s| parse_ip("unicastPeers", s))
             .collect::<Result<Vec<_>, _>>()?;
         let auth = match &ri.auth_pass {
+            // Cluster mode: the password comes from the node's auth Secret under authKey;
+            // without it the instance does not run (never silently without authentication).
+            None if ri.auth_key.is_some() => {
+                return Err(err(
+                    "authKey",
+                    format!(
+                        "no password for key {:?}: this node's auth Secret does not hold it (missing Secret or key, or not read yet)",
+                        ri.auth_key.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
             None => Auth::None,
             Some(_) if version == Version::V3 => {
                 return Err(err("authPass", "authentication is VRRPv2 only".into()));
@@ -367,6 +378,14 @@ mod tests {
                 "addresses",
             ),
             (Box::new(|r| r.version = 3), "authPass"),
+            // Cluster mode: an authKey whose password the node's Secret did not give.
+            (
+                Box::new(|r| {
+                    r.auth_pass = None;
+                    r.auth_key = Some("ns.web".into());
+                }),
+                "authKey",
+            ),
         ];
         for (mutate, field) in cases {
             let mut r = resolved();
@@ -376,6 +395,15 @@ mod tests {
             assert_eq!(e.instance, "VI_1");
             assert!(e.to_string().starts_with("instance \"VI_1\": "), "{e}");
         }
+        // With the password resolved from the Secret, the same instance runs with PASS auth,
+        // and no error text carries the password.
+        let mut r = resolved();
+        r.auth_key = Some("ns.web".into());
+        r.auth_pass = Some("12345".into());
+        assert!(InstanceConfig::from_resolved(&r, "eth0", PRIMARY).is_ok());
+        r.auth_pass = Some("123456789".into());
+        let e = InstanceConfig::from_resolved(&r, "eth0", PRIMARY).unwrap_err();
+        assert!(!e.to_string().contains("123456789"), "{e}");
         // Duplicate name across kinds is fine (script and process both "x").
         let mut r = resolved();
         r.track.processes[0].name = "x".into();

@@ -3,6 +3,9 @@
 //! Written atomically (temporary file, fsync, rename) after every applied change; read at start
 //! so the agent resumes the last configuration even when the API server is unreachable. A
 //! corrupt cache is reported and ignored, never fatal: the API will supply a fresh spec.
+//! It holds no password: an instance with PASS authentication is cached with its `authKey`
+//! only ([`crds::ResolvedInstance::auth_pass`] is never serialised), and the password is read
+//! from the node's auth Secret again after a restart.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -108,7 +111,19 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "cache mode {mode:o}");
-        assert_eq!(cache.load().unwrap(), Some(spec));
+        assert_eq!(cache.load().unwrap().as_ref(), Some(&spec));
+        // A password filled in from the auth Secret never reaches the disk: the cache keeps
+        // the authKey only, and the password is read from the Secret again after a restart.
+        let mut with_pass = spec.clone();
+        with_pass.instances[0].auth_key = Some("default.web".into());
+        with_pass.instances[0].auth_pass = Some("s3cret".into());
+        cache.store(&with_pass).unwrap();
+        let text = std::fs::read_to_string(cache.path()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("\"authKey\": \"default.web\""), "{text}");
+        let back = cache.load().unwrap().unwrap();
+        assert_eq!(back.instances[0].auth_pass, None);
+        assert_eq!(back.instances[0].auth_key.as_deref(), Some("default.web"));
         std::fs::write(cache.path(), b"{\"instances\": [{\"name\": 5}]}").unwrap();
         let err = cache.load().unwrap_err().to_string();
         assert!(err.contains("instances[0].name"), "{err}");

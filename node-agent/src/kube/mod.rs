@@ -4,6 +4,7 @@
 //! The data plane never waits for anything here: the watch feeds configs into a channel, the
 //! reporter drains status snapshots from another, and an API outage only delays reports.
 //!
+//! - [`auth`]: this node's auth Secret (the PASS passwords by `authKey`), in memory only.
 //! - [`cache`]: the last applied spec on local disk, so a restarted agent runs without the API.
 //! - [`report`]: coalesced, server-side-applied status writes (pure [`report::Coalescer`] +
 //!   the writer loop).
@@ -12,6 +13,7 @@
 //! - [`pods`]: the `track.pods` tracker (Ready pods on this node).
 //! - [`source`]: the watch on this node's own `VRRPNode` (field selector on its name).
 
+pub mod auth;
 pub mod cache;
 pub mod events;
 pub mod lease;

@@ -24,7 +24,9 @@
 //! 3. **Authentication.** The `passwordSecretRef` Secret and key must exist and hold 1–8 bytes
 //!    of UTF-8; otherwise `Ready=False` with reason `SecretNotFound`, `SecretKeyNotFound` or
 //!    `InvalidPassword`, the instance is not deployed, and no other VirtualIP is affected (the
-//!    VRID claim is kept so nothing else moves into its place).
+//!    VRID claim is kept so nothing else moves into its place). The password never goes into
+//!    a VRRPNode: each node's plan carries it in [`NodePlan::auth`] (the node's auth Secret)
+//!    under the instance's `authKey`, which is all the VRRPNode instance holds.
 //! 4. **Eligible nodes.** The Node exists, is Ready, is not being deleted, and matches
 //!    `nodeSelector` (none ⇒ every node). A node that stops being eligible loses the instance.
 //! 5. **Priorities.** A `nodes[]` priority override always wins. The other eligible nodes, in
@@ -55,6 +57,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crds::auth::{Password, auth_key};
 use crds::policy::{REASON_SCRIPTS_NOT_ALLOWED, ScriptPolicy};
 use crds::resolve::{NodeFacts, ResolveInput, resolve};
 use crds::validate::{Problem, Problems, validate_spec};
@@ -112,8 +115,13 @@ pub struct Plan {
 pub struct NodePlan {
     /// The Node's uid, for the VRRPNode's ownerReference (garbage collection with the Node).
     pub node_uid: Option<String>,
-    /// Desired spec: instances sorted by name, and their hash.
+    /// Desired spec: instances sorted by name, and their hash. Instances with PASS
+    /// authentication carry only `authKey`, never the password.
     pub spec: VRRPNodeSpec,
+    /// Desired data of the node's auth Secret ([`crds::auth::auth_secret_name`]): the
+    /// password of every instance with PASS authentication, by its `authKey`. Empty: the node
+    /// needs no auth Secret.
+    pub auth: BTreeMap<String, Password>,
 }
 
 /// Desired outcome for one VirtualIP.
@@ -281,7 +289,7 @@ struct VipWork<'a> {
     blocker: Option<Blocker>,
     vrid: Option<u8>,
     vrid_conflict_with: Vec<VipKey>,
-    auth_pass: Option<String>,
+    auth_pass: Option<Password>,
 }
 
 /// Where each VirtualIP goes: the first half of [`plan`], which does not look at the agents'
@@ -590,6 +598,7 @@ pub fn place_all(world: &World) -> Placement {
     for n in &nodes {
         let mut instances = per_node.remove(n.name).unwrap_or_default();
         instances.sort_by(|a, b| a.name.cmp(&b.name));
+        let auth = split_passwords(&mut instances);
         let config_hash = config_hash(&instances);
         out.nodes.insert(
             n.name.to_string(),
@@ -599,10 +608,27 @@ pub fn place_all(world: &World) -> Placement {
                     instances,
                     config_hash,
                 },
+                auth,
             },
         );
     }
     out
+}
+
+/// Move every instance's password out of the VRRPNode: the instance keeps its `authKey`
+/// ([`crds::auth::auth_key`] of its name), the returned map (the node's auth Secret data)
+/// holds the password under that key.
+fn split_passwords(instances: &mut [ResolvedInstance]) -> BTreeMap<String, Password> {
+    let mut auth = BTreeMap::new();
+    for inst in instances {
+        inst.auth_key = None;
+        if let Some(pass) = inst.auth_pass.take() {
+            let key = auth_key(&inst.name);
+            auth.insert(key.clone(), pass);
+            inst.auth_key = Some(key);
+        }
+    }
+    auth
 }
 
 /// Condition reason of a VirtualIP refused because a node's VRRPNode would grow too large.
@@ -732,7 +758,7 @@ fn resolve_secret(
     vip: &VirtualIP,
     key: &VipKey,
     secrets: &BTreeMap<(&str, &str), &Secret>,
-) -> Result<Option<String>, Blocker> {
+) -> Result<Option<Password>, Blocker> {
     let Some(auth) = &vip.spec.authentication else {
         return Ok(None);
     };
@@ -782,7 +808,7 @@ fn resolve_secret(
             pass.len()
         )));
     }
-    Ok(Some(pass))
+    Ok(Some(pass.into()))
 }
 
 /// Default priorities that stay put: each eligible node without an override keeps the
