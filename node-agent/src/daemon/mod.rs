@@ -133,7 +133,44 @@ enum Input {
     RetryHeld,
     /// Address changes have settled: re-read the interfaces once.
     AddressesSettled,
+    /// A full batch of packets was served and no other input was ready.
+    Yield,
     Shutdown,
+}
+
+/// Packets served in a row before every other input (timers first) gets a turn.
+const PACKET_BATCH: u32 = 64;
+
+/// Fairness between received packets and everything else in the protocol loop.
+///
+/// Packets come first, so that an advert that arrived before the master down timer fired
+/// still counts. But a flood (valid or not, on any VRID of any interface) must not starve the
+/// timers: the masters' own adverts would stop and backups elsewhere would take over. After
+/// [`PACKET_BATCH`] packets in a row, the loop serves the other inputs once (due timers fire
+/// then) before it reads packets again. A packet costs microseconds, so a due timer waits
+/// at most a batch.
+#[derive(Debug, Default)]
+struct PacketBudget {
+    served: u32,
+}
+
+impl PacketBudget {
+    /// Whether the next turn may read a packet.
+    fn allows_packet(&self) -> bool {
+        self.served < PACKET_BATCH
+    }
+    /// A packet was served.
+    fn packet(&mut self) {
+        self.served += 1;
+    }
+    /// Another input was served (or none was ready): packets may come again.
+    fn other(&mut self) {
+        self.served = 0;
+    }
+    /// Inside a run of packets (status publishing waits for its end).
+    fn in_batch(&self) -> bool {
+        self.served > 0
+    }
 }
 
 /// The running agent.
@@ -289,22 +326,26 @@ impl Daemon {
         self.apply(Instant::now(), initial).await;
         self.telemetry.set_ready(true);
         let mut desired_open = true;
+        let mut budget = PacketBudget::default();
         loop {
             self.drain_actions().await;
             if self.sweep_pending && !self.io.is_empty() {
                 self.sweep_pending = false;
                 self.sweep_stray_vips().await;
             }
-            self.publish_status();
+            // Not after every packet of a run: once the run ends (or the queue is empty).
+            if !budget.in_batch() || self.pkt_rx.is_empty() {
+                self.publish_status();
+            }
             let deadline = self.router.poll_timeout();
             let retry = self.held.values().map(|h| h.retry_at).min();
             let input = tokio::select! {
-                // Packets before timers: an advert that arrived before the master down timer
-                // fired must count, or a busy moment would cause a spurious takeover. Each
-                // packet costs microseconds, so timers are not starved.
+                // Packets before timers, in batches (see [`PacketBudget`]).
                 biased;
                 () = &mut shutdown => Input::Shutdown,
-                Some((ifname, pkt)) = self.pkt_rx.recv() => Input::Packet(ifname, pkt),
+                Some((ifname, pkt)) = self.pkt_rx.recv(), if budget.allows_packet() => {
+                    Input::Packet(ifname, pkt)
+                }
                 wake = sleep_until_opt(deadline) => Input::Timer(wake),
                 ev = self.events.next_event() => Input::Net(ev),
                 Some(obs) = self.obs_rx.recv() => Input::Tracker(obs),
@@ -317,10 +358,17 @@ impl Daemon {
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
+                () = std::future::ready(()), if !budget.allows_packet() => Input::Yield,
             };
             let now = Instant::now();
+            if matches!(input, Input::Packet(..)) {
+                budget.packet();
+            } else {
+                budget.other();
+            }
             match input {
                 Input::Shutdown => break,
+                Input::Yield => {}
                 Input::Packet(ifname, pkt) => self.on_packet(now, &ifname, &pkt),
                 Input::Timer(wake) => {
                     if wake.is_late(LATE_WAKEUP) {
@@ -1697,7 +1745,83 @@ pub async fn serve_metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::{NotifyState, State, group_state};
+    use super::{NotifyState, PacketBudget, State, group_state, sleep_until_opt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    /// The protocol loop's select shape (packets first, then a periodic timer) under a
+    /// producer that keeps the packet queue full for 300 ms. Returns (timer fires, packets
+    /// served, worst timer lateness).
+    async fn flood_against_a_timer(batched: bool) -> (u32, u64, Duration) {
+        let (tx, mut rx) = mpsc::channel::<u64>(1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let producing = stop.clone();
+        let producer = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !producing.load(Ordering::Relaxed) {
+                while tx.try_send(n).is_ok() {
+                    n += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        enum In {
+            Packet,
+            Timer(crate::net::Wakeup),
+            Yield,
+        }
+        let period = Duration::from_millis(10);
+        let start = Instant::now();
+        let end = start + Duration::from_millis(300);
+        let mut next = start + period;
+        let mut budget = PacketBudget::default();
+        let (mut fires, mut packets, mut worst) = (0u32, 0u64, Duration::ZERO);
+        while Instant::now() < end {
+            let input = tokio::select! {
+                biased;
+                Some(_) = rx.recv(), if !batched || budget.allows_packet() => In::Packet,
+                w = sleep_until_opt(Some(next.into_std())) => In::Timer(w),
+                () = std::future::ready(()), if batched && !budget.allows_packet() => In::Yield,
+            };
+            match input {
+                In::Packet => {
+                    budget.packet();
+                    packets += 1;
+                }
+                In::Timer(w) => {
+                    budget.other();
+                    fires += 1;
+                    worst = worst.max(w.lateness());
+                    next = (next + period).max(Instant::now());
+                }
+                In::Yield => budget.other(),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        producer.await.unwrap();
+        (fires, packets, worst)
+    }
+
+    #[tokio::test]
+    async fn a_packet_flood_does_not_starve_the_timers() {
+        let (fires, packets, worst) = flood_against_a_timer(true).await;
+        eprintln!("batched: {fires} timer fires, {packets} packets, worst lateness {worst:?}");
+        assert!(packets > 10_000, "the flood ran ({packets} packets)");
+        assert!(fires >= 15, "{fires} of 30 timer fires in 300 ms");
+        assert!(
+            worst < Duration::from_millis(50),
+            "worst lateness {worst:?}"
+        );
+        // The same loop without the batch limit: the timer starves (what the issue saw).
+        let (fires, packets, _) = flood_against_a_timer(false).await;
+        eprintln!("unbatched: {fires} timer fires, {packets} packets");
+        assert!(packets > 10_000);
+        assert!(fires <= 2, "without batches the timer fired {fires} times");
+    }
 
     #[test]
     fn a_group_changes_state_when_all_its_members_have() {
