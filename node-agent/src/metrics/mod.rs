@@ -136,6 +136,8 @@ pub struct Metrics {
     api_connected: Gauge,
     api_errors: Counter,
     api_outages: Counter,
+    config_held: Gauge,
+    config_held_total: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -274,6 +276,19 @@ impl Metrics {
             "Times the Kubernetes API became unreachable (VRRP kept running on the last config)",
             api_outages.clone(),
         );
+        let config_held = Gauge::default();
+        registry.register(
+            "config_held",
+            "1 while the agent keeps running its last config because its VRRPNode is absent \
+             (deleted or not listed), for a grace period before it stops every instance",
+            config_held.clone(),
+        );
+        let config_held_total = Counter::default();
+        registry.register(
+            "config_holds",
+            "Times the agent's VRRPNode went absent while it ran instances (the last config held)",
+            config_held_total.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -302,7 +317,17 @@ impl Metrics {
             api_connected,
             api_errors,
             api_outages,
+            config_held,
+            config_held_total,
         }
+    }
+
+    /// The VRRPNode went absent and the last config is held (`true`), or the hold ended.
+    pub fn config_held(&self, held: bool) {
+        if held && self.config_held.get() == 0 {
+            self.config_held_total.inc();
+        }
+        self.config_held.set(i64::from(held));
     }
 
     /// The Kubernetes API answered.
@@ -904,6 +929,20 @@ mod tests {
             Some("2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_held_config_is_a_gauge_and_a_count() {
+        let m = Metrics::new();
+        let v = |m: &Metrics, p: &str| line_value(&m.encode().unwrap(), p);
+        assert_eq!(v(&m, "kube_vrrp_config_held ").as_deref(), Some("0"));
+        m.config_held(true);
+        m.config_held(true);
+        assert_eq!(v(&m, "kube_vrrp_config_held ").as_deref(), Some("1"));
+        assert_eq!(v(&m, "kube_vrrp_config_holds_total ").as_deref(), Some("1"));
+        m.config_held(false);
+        m.config_held(true);
+        assert_eq!(v(&m, "kube_vrrp_config_holds_total ").as_deref(), Some("2"));
     }
 
     #[test]
