@@ -441,7 +441,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             true,
             REASON_VRID_CONFLICT,
             format!(
-                "VRID {} is also requested by the newer VirtualIP(s) {} on the same network; they are not deployed",
+                "VRID {} is also requested by the newer VirtualIP(s) {} on a shared interface; they are not deployed",
                 input.vrid.unwrap_or_default(),
                 input
                     .vrid_conflict_with
@@ -455,7 +455,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             false,
             "NoConflict",
             match input.vrid {
-                Some(v) => format!("VRID {v} is not used by another VirtualIP on the same network"),
+                Some(v) => format!("VRID {v} is not used by another VirtualIP on its interfaces"),
                 None => "no VRID assigned".into(),
             },
         ),
