@@ -412,7 +412,31 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        match self.recorder.publish(&ev, &vip.object_ref(&())).await {
+        let reference = vip.object_ref(&());
+        let published = if crds::events::recorder_can_name(&vip.name_any()) {
+            self.recorder.publish(&ev, &reference).await
+        } else {
+            // The Recorder's `{name}.{nanos}` would be over 253 characters.
+            let event = crds::events::event(
+                &reference,
+                matches!(e.type_, EventType::Warning),
+                e.reason,
+                Some(&e.note),
+                "Reconcile",
+                FIELD_MANAGER,
+                self.settings
+                    .reporter_instance
+                    .as_deref()
+                    .unwrap_or(FIELD_MANAGER),
+                Timestamp::now(),
+            );
+            let ns = reference.namespace.clone().unwrap_or_default();
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &ns)
+                .create(&kube::api::PostParams::default(), &event)
+                .await
+                .map(|_| ())
+        };
+        match published {
             Ok(()) => {
                 self.metrics
                     .events

@@ -864,6 +864,21 @@ fn secrets_table() {
                     r.message
                 );
                 assert_eq!(phase(&p, "ns", "auth"), Phase::Conflict, "{}", c.what);
+                // A Warning Event says so, once (values.yaml promises it).
+                assert_eq!(event_reasons(&p, "ns", "auth"), vec![reason], "{}", c.what);
+                assert_eq!(
+                    p.virtual_ips[&key("ns", "auth")].events[0].type_,
+                    EventType::Warning
+                );
+                let mut again = w.clone();
+                write_back(&mut again, &p);
+                assert!(
+                    plan(&again).virtual_ips[&key("ns", "auth")]
+                        .events
+                        .is_empty(),
+                    "{}: not again once the status says it",
+                    c.what
+                );
                 // Nothing else is disturbed: the other VirtualIP's instances are unchanged.
                 for n in ["n1", "n2", "n3"] {
                     assert_eq!(p.nodes[n], baseline.nodes[n], "{}: node {n}", c.what);

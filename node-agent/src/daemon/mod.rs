@@ -538,23 +538,43 @@ impl Daemon {
             .map(|(id, _)| *id)
     }
 
+    /// Record `ri` as not runnable here for `reason`. Logged at ERROR once per reason: a retry
+    /// after each address or link event that fails the same way is logged at debug only.
+    fn unplace(
+        &mut self,
+        ri: ResolvedInstance,
+        reason: String,
+        previous: Option<String>,
+        what: &str,
+    ) {
+        if previous.as_deref() == Some(reason.as_str()) {
+            tracing::debug!(instance = %ri.name, %reason, "{what} (still)");
+        } else {
+            tracing::error!(instance = %ri.name, %reason, "{what}");
+        }
+        self.unplaced.insert(ri.name.clone(), (ri, reason));
+    }
+
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
-        self.unplaced.remove(&ri.name);
+        let previous = self.unplaced.remove(&ri.name).map(|(_, why)| why);
         self.held.remove(&ri.name);
         self.negotiating.remove(&ri.name);
         if ri.use_vmac
             && let Err(reason) = self.ensure_vmac(&ri).await
         {
-            tracing::error!(instance = %ri.name, %reason, "cannot create the virtual MAC interface");
-            self.unplaced.insert(ri.name.clone(), (ri, reason));
+            self.unplace(
+                ri,
+                reason,
+                previous,
+                "cannot create the virtual MAC interface",
+            );
             return;
         }
         let placement = match place(&ri, &self.interfaces) {
             Ok(p) => p,
             Err(reason) => {
-                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.claims.remove(&ri.name);
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                self.unplace(ri, reason, previous, "cannot run instance on this host");
                 return;
             }
         };
@@ -602,9 +622,8 @@ impl Daemon {
         match self.add_instance(now, &ri) {
             Ok(_) => self.feed_interface_trackers(now),
             Err(reason) => {
-                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.claims.remove(&ri.name);
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                self.unplace(ri, reason, previous, "cannot run instance on this host");
             }
         }
     }
@@ -1248,8 +1267,11 @@ impl Daemon {
             .map(|(ri, _)| ri.clone())
             .collect();
         for ri in waiting {
-            tracing::info!(instance = %ri.name, "interface now available; starting instance");
+            let name = ri.name.clone();
             self.start_instance(now, ri).await;
+            if !self.unplaced.contains_key(&name) {
+                tracing::info!(instance = %name, "interface now available; instance started");
+            }
         }
         self.router.start(now);
     }

@@ -22,7 +22,9 @@
 //!   keeps its `lastTransitionTime` while its status stays the same.
 //! - Events fire on transitions only: `MasterElected` (no master → one), `Failover` (master
 //!   moved), `SplitBrain` (phase entered), `VRIDConflict` (condition became true),
-//!   `InvalidSpec` (spec newly invalid, or invalid differently).
+//!   `InvalidSpec` (spec newly invalid, or invalid differently), `SecretNotFound` /
+//!   `SecretKeyNotFound` / `InvalidPassword` (the authentication Secret newly unusable, or
+//!   unusable differently), and the policy refusals.
 
 use std::collections::BTreeMap;
 
@@ -685,6 +687,7 @@ pub fn events(
     let refusal = match blocker {
         Some(Blocker::InvalidSpec(_)) => Some(REASON_INVALID_SPEC),
         Some(Blocker::Refused { reason, .. }) => Some(*reason),
+        Some(Blocker::Secret { reason, .. }) => Some(*reason),
         _ => None,
     };
     if let Some(reason) = refusal
