@@ -31,8 +31,19 @@ fn agent_logs_an_unplaced_instance_once_not_on_every_address_event() {
     lab.exec(
         lab.host(0),
         &[
-            "ip", "link", "add", "link", "eth0", "name", "taken", "address",
-            "00:00:5e:00:01:34", "type", "macvlan", "mode", "private",
+            "ip",
+            "link",
+            "add",
+            "link",
+            "eth0",
+            "name",
+            "taken",
+            "address",
+            "00:00:5e:00:01:34",
+            "type",
+            "macvlan",
+            "mode",
+            "private",
         ],
     )
     .unwrap();
