@@ -5,7 +5,8 @@
 //! h1 (priority 200) is master of VI_1 (VRID 51) and VI_2 (VRID 52), h2 (priority 100) their
 //! backup, v3 at 100 ms. From the client namespace a raw socket sends, as fast as it can for
 //! 2.5 s each: valid priority-1 adverts for VRID 51, then the same with a bad checksum, then
-//! valid adverts for a VRID nobody runs (99). Each phase must cause no transition anywhere,
+//! valid adverts for a VRID nobody runs (99); then the first again paced at 36 k pps (the
+//! rate issue 19 measured split brain at). Each phase must cause no transition anywhere,
 //! keep VI_2's advert cadence, and keep VI_1 at no more than one advert per interval. The
 //! send rate, the agents' CPU (from /proc/PID/stat) and the counters are printed.
 
@@ -71,9 +72,9 @@ fn advert(src: Ipv4Addr, vrid: u8, priority: u8, bad_checksum: bool) -> Vec<u8> 
     p
 }
 
-/// Sends `packet` to 224.0.0.18 from the client's namespace as fast as one raw socket can, for
-/// `FLOOD`. Returns (packets sent, seconds).
-fn flood(lab: &Lab, packet: Vec<u8>) -> (u64, f64) {
+/// Sends `packet` to 224.0.0.18 from the client's namespace for `FLOOD`, as fast as one raw
+/// socket can, or paced at `rate` packets per second. Returns (packets sent, seconds).
+fn flood(lab: &Lab, packet: Vec<u8>, rate: Option<u64>) -> (u64, f64) {
     let client = lab.client();
     let src = client.ipv4;
     let sock = lab::netns::socket_in(
@@ -93,11 +94,19 @@ fn flood(lab: &Lab, packet: Vec<u8>) -> (u64, f64) {
     let (s2, st2) = (sent.clone(), stop.clone());
     let start = Instant::now();
     let t = std::thread::spawn(move || {
+        let mut due: u64 = 0;
         while !st2.load(Ordering::Relaxed) {
-            for _ in 0..256 {
+            // Paced: 1 ms worth of packets per round, the next round at its slot.
+            let round = rate.map_or(256, |r| r.div_ceil(1000));
+            for _ in 0..round {
                 if sock.send_to(&packet, &to).is_ok() {
                     s2.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            if rate.is_some() {
+                due += 1;
+                let slot = start + Duration::from_millis(due);
+                std::thread::sleep(slot.saturating_duration_since(Instant::now()));
             }
         }
     });
@@ -154,9 +163,15 @@ struct Phase {
     unknown_vrid: f64,
 }
 
-fn phase(lab: &Lab, agents: &[Agent; 2], name: &'static str, packet: Vec<u8>) -> Phase {
+fn phase(
+    lab: &Lab,
+    agents: &[Agent; 2],
+    name: &'static str,
+    packet: Vec<u8>,
+    rate: Option<u64>,
+) -> Phase {
     let before = read(agents);
-    let (sent, secs) = flood(lab, packet);
+    let (sent, secs) = flood(lab, packet, rate);
     let after = read(agents);
     let wall = after.at.duration_since(before.at).as_secs_f64();
     let d = |f: &dyn Fn(&Reading) -> f64| f(&after) - f(&before);
@@ -245,6 +260,7 @@ fn agent_flood_of_low_priority_and_bad_adverts_moves_nothing() {
         &agents,
         "priority-1 adverts, VRID 51",
         advert(client, 51, 1, false),
+        None,
     );
     assert!(
         low.vi1_received > 0.0,
@@ -256,6 +272,7 @@ fn agent_flood_of_low_priority_and_bad_adverts_moves_nothing() {
         &agents,
         "bad checksum, VRID 51",
         advert(client, 51, 1, true),
+        None,
     );
     assert_eq!(bad.vi1_received, 0.0, "no bad-checksum advert accepted");
     assert!(
@@ -267,13 +284,22 @@ fn agent_flood_of_low_priority_and_bad_adverts_moves_nothing() {
         &agents,
         "unknown VRID 99",
         advert(client, 99, 1, false),
+        None,
     );
     assert!(unknown.unknown_vrid > 0.0, "unknown-VRID packets counted");
+    // The issue's reference rate (36 k pps), paced.
+    let paced = phase(
+        &lab,
+        &agents,
+        "priority-1 adverts at 36k pps",
+        advert(client, 51, 1, false),
+        Some(36_000),
+    );
 
     for vip in [VIP_A, VIP_B] {
         assert_eq!(lab.holders(vip), vec![0], "{vip} stays on h1 alone");
     }
-    for p in [&low, &bad, &unknown] {
+    for p in [&low, &bad, &unknown, &paced] {
         eprintln!(
             "FLOOD {:<28} {:>8.0} pps  CPU h1 {:>5.1} %  h2 {:>5.1} %  transitions {}",
             p.name, p.pps, p.cpu_pct[0], p.cpu_pct[1], p.transitions

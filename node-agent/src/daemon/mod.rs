@@ -122,7 +122,8 @@ struct InstanceIo {
 enum Input {
     Desired,
     DesiredClosed,
-    Packet(String, ReceivedPacket),
+    /// Packets received on one interface, in arrival order (at most [`RX_BATCH`]).
+    Packets(String, Vec<ReceivedPacket>),
     Net(Option<NetEvent>),
     Tracker(TrackObservation),
     Pods(PodsReady),
@@ -160,8 +161,15 @@ impl PacketBudget {
         self.served < PACKET_BATCH
     }
     /// A packet was served.
+    #[cfg(test)]
     fn packet(&mut self) {
-        self.served += 1;
+        self.packets(1);
+    }
+    /// `n` packets were served.
+    fn packets(&mut self, n: usize) {
+        self.served = self
+            .served
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     }
     /// Another input was served (or none was ready): packets may come again.
     fn other(&mut self) {
@@ -188,8 +196,8 @@ pub struct Daemon {
     interfaces: Vec<Interface>,
     sockets: VrrpSockets,
     rx_tasks: BTreeMap<(u32, u8), JoinHandle<()>>,
-    pkt_tx: mpsc::Sender<(String, ReceivedPacket)>,
-    pkt_rx: mpsc::Receiver<(String, ReceivedPacket)>,
+    pkt_tx: mpsc::Sender<(String, Vec<ReceivedPacket>)>,
+    pkt_rx: mpsc::Receiver<(String, Vec<ReceivedPacket>)>,
     vips: VipWorker,
     milestone_rx: mpsc::UnboundedReceiver<(String, vips::Milestone, Instant)>,
     takeovers: takeover::Takeovers,
@@ -266,7 +274,7 @@ impl Daemon {
             }
         };
         let (obs_tx, obs_rx) = mpsc::channel(256);
-        let (pkt_tx, pkt_rx) = mpsc::channel(1024);
+        let (pkt_tx, pkt_rx) = mpsc::channel(64);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
         let vips = VipWorker::spawn(&manager, telemetry.clone(), milestone_tx).await?;
         let (claim_tx, claim_rx) = mpsc::channel(16);
@@ -343,8 +351,8 @@ impl Daemon {
                 // Packets before timers, in batches (see [`PacketBudget`]).
                 biased;
                 () = &mut shutdown => Input::Shutdown,
-                Some((ifname, pkt)) = self.pkt_rx.recv(), if budget.allows_packet() => {
-                    Input::Packet(ifname, pkt)
+                Some((ifname, pkts)) = self.pkt_rx.recv(), if budget.allows_packet() => {
+                    Input::Packets(ifname, pkts)
                 }
                 wake = sleep_until_opt(deadline) => Input::Timer(wake),
                 ev = self.events.next_event() => Input::Net(ev),
@@ -361,15 +369,19 @@ impl Daemon {
                 () = std::future::ready(()), if !budget.allows_packet() => Input::Yield,
             };
             let now = Instant::now();
-            if matches!(input, Input::Packet(..)) {
-                budget.packet();
+            if let Input::Packets(_, pkts) = &input {
+                budget.packets(pkts.len());
             } else {
                 budget.other();
             }
             match input {
                 Input::Shutdown => break,
                 Input::Yield => {}
-                Input::Packet(ifname, pkt) => self.on_packet(now, &ifname, &pkt),
+                Input::Packets(ifname, pkts) => {
+                    for pkt in &pkts {
+                        self.on_packet(now, &ifname, pkt);
+                    }
+                }
                 Input::Timer(wake) => {
                     if wake.is_late(LATE_WAKEUP) {
                         tracing::warn!(
@@ -1711,15 +1723,34 @@ fn select_vips(all: &[Vip], nets: &[ipnet::IpNet]) -> Vec<Vip> {
         .collect()
 }
 
+/// Packets taken off a socket per wake-up and handed to the protocol loop together.
+const RX_BATCH: usize = 64;
+
+/// Read one interface's VRRP socket: wait for a packet, take whatever else is queued (up to
+/// [`RX_BATCH`]) without waiting, and hand the batch over. Under a flood this wakes the
+/// protocol loop once per batch instead of once per packet: the thread switches, not the
+/// packets, were most of the cost.
 async fn receive_loop(
     socket: Arc<VrrpSocket>,
     ifname: String,
-    tx: mpsc::Sender<(String, ReceivedPacket)>,
+    tx: mpsc::Sender<(String, Vec<ReceivedPacket>)>,
 ) {
     loop {
         match socket.recv().await {
             Ok(pkt) => {
-                if tx.send((ifname.clone(), pkt)).await.is_err() {
+                let mut batch = Vec::with_capacity(8);
+                batch.push(pkt);
+                while batch.len() < RX_BATCH {
+                    match socket.try_recv() {
+                        Ok(Some(p)) => batch.push(p),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(interface = %ifname, error = %e, "VRRP receive failed");
+                            break;
+                        }
+                    }
+                }
+                if tx.send((ifname.clone(), batch)).await.is_err() {
                     return;
                 }
             }
