@@ -430,3 +430,55 @@ fn vrrpnodes_deleted_or_edited_by_someone_else_are_restored() {
         env.fail(&format!("edit undone after {undone:?}, not within 5 s"));
     }
 }
+
+/// VirtualIP names of 253 characters (the limit): kube's Recorder would name their Events
+/// `{name}.{nanos}`, over the limit, and the API server refused them. The operator's
+/// SecretNotFound Warning and the agent's BecameMaster Event both appear.
+#[test]
+fn events_for_virtualip_names_of_253_characters() {
+    let env = setup!("events_for_virtualip_names_of_253_characters");
+    let long = |c: char| format!("{}{}", "v".repeat(252), c);
+    let (bad, good) = (long('a'), long('b'));
+    let client = env.api.kubectl_client();
+    client
+        .apply(&serde_json::json!({
+            "apiVersion": "kubevrrp.io/v1alpha1",
+            "kind": "VirtualIP",
+            "metadata": {"name": bad, "namespace": "default"},
+            "spec": {
+                "addresses": ["192.0.2.211/24"], "interface": "eth0", "advertInterval": "1s",
+                "version": 2,
+                "authentication": {"type": "PASS", "passwordSecretRef": {"name": "absent"}},
+            }
+        }))
+        .expect("apply the VirtualIP with a missing Secret");
+    env.apply_vip(&good, "192.0.2.212/24");
+    let started = Instant::now();
+    let found = |reason: &str, name: &str| {
+        let out = env
+            .api
+            .kubectl(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"])
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["reason"] == reason && e["regarding"]["name"] == name)
+            .then_some(())
+    };
+    let r = lab::apiserver::wait_every(
+        lab::apiserver::KUBECTL_POLL,
+        Duration::from_secs(20),
+        "SecretNotFound and BecameMaster Events for the long names",
+        || {
+            found("SecretNotFound", &bad)?;
+            found("BecameMaster", &good)?;
+            Some(started.elapsed())
+        },
+    );
+    let took = env.check(r.map_err(|e| e.to_string()));
+    say(&format!(
+        "MEASURED: Events for 253-character names published within {:.2}s",
+        took.as_secs_f64()
+    ));
+}
