@@ -219,7 +219,7 @@ pub async fn run_with_grace(
                                         tracing::info!(node = %node, "VRRPNode is back; the held config ends");
                                         held(false);
                                     }
-                                    publish(&cache, &tx, spec);
+                                    publish(&cache, &tx, spec, health.telemetry.as_ref());
                                 }
                                 None if !was_holding => {
                                     tracing::warn!(node = %node, instances = running, grace_s = grace_period.as_secs(), reason = "VRRPNodeAbsent", "VRRPNode deleted or not listed: keeping the last config running for the grace period while the operator restores it");
@@ -236,7 +236,7 @@ pub async fn run_with_grace(
                 if let Some(spec) = grace.on_timeout(Instant::now()) {
                     tracing::warn!(node = %node, grace_s = grace_period.as_secs(), "VRRPNode still absent after the grace period: stopping every instance");
                     held(false);
-                    publish(&cache, &tx, spec);
+                    publish(&cache, &tx, spec, health.telemetry.as_ref());
                 }
             }
         }
@@ -253,7 +253,12 @@ async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
-fn publish(cache: &ConfigCache, tx: &watch::Sender<VRRPNodeSpec>, spec: VRRPNodeSpec) {
+fn publish(
+    cache: &ConfigCache,
+    tx: &watch::Sender<VRRPNodeSpec>,
+    spec: VRRPNodeSpec,
+    telemetry: Option<&crate::metrics::Telemetry>,
+) {
     let changed = tx.send_if_modified(|current| {
         if *current == spec {
             false
@@ -265,6 +270,9 @@ fn publish(cache: &ConfigCache, tx: &watch::Sender<VRRPNodeSpec>, spec: VRRPNode
     if changed {
         if let Err(e) = cache.store(&spec) {
             tracing::warn!(error = %e, "cannot cache the VRRPNode spec on disk");
+            if let Some(t) = telemetry {
+                t.metrics().state_write_failed("config_cache", 1);
+            }
         }
         tracing::info!(instances = spec.instances.len(), hash = %spec.config_hash, "new VRRPNode spec");
     }
@@ -400,11 +408,11 @@ mod tests {
         let cache = ConfigCache::new(dir.path());
         let (tx, mut rx) = watch::channel(VRRPNodeSpec::default());
         rx.borrow_and_update();
-        publish(&cache, &tx, VRRPNodeSpec::default());
+        publish(&cache, &tx, VRRPNodeSpec::default(), None);
         assert!(!rx.has_changed().unwrap());
         assert!(cache.load().unwrap().is_none());
         let spec = node("a", &["x"]).spec;
-        publish(&cache, &tx, spec.clone());
+        publish(&cache, &tx, spec.clone(), None);
         assert!(rx.has_changed().unwrap());
         assert_eq!(cache.load().unwrap(), Some(spec));
     }

@@ -75,6 +75,11 @@ struct InterfaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AnnounceLabels {
     instance: String,
     /// `garp` (IPv4 gratuitous ARP) or `na` (IPv6 unsolicited neighbour advertisement).
@@ -138,6 +143,7 @@ pub struct Metrics {
     api_outages: Counter,
     config_held: Gauge,
     config_held_total: Counter,
+    state_write_errors: Family<FileLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -289,6 +295,13 @@ impl Metrics {
             "Times the agent's VRRPNode went absent while it ran instances (the last config held)",
             config_held_total.clone(),
         );
+        let state_write_errors = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "state_write_errors",
+            "Failed writes of the agent's files in its state directory (disk full or read-only): \
+             file=\"vip_record\" (the VIPs it added) or \"config_cache\" (the last VRRPNode spec)",
+            state_write_errors.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -319,7 +332,15 @@ impl Metrics {
             api_outages,
             config_held,
             config_held_total,
+            state_write_errors,
         }
+    }
+
+    /// `n` more writes of `file` (`vip_record`, `config_cache`) failed.
+    pub fn state_write_failed(&self, file: &str, n: u64) {
+        self.state_write_errors
+            .get_or_create(&FileLabels { file: file.into() })
+            .inc_by(n);
     }
 
     /// The VRRPNode went absent and the last config is held (`true`), or the hold ended.
@@ -928,6 +949,30 @@ mod tests {
             v("kube_vrrp_unknown_vrid_packets_total{interface=\"eth0\"}").as_deref(),
             Some("2"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn state_write_errors_per_file() {
+        let m = Metrics::new();
+        m.state_write_failed("vip_record", 2);
+        m.state_write_failed("config_cache", 1);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(
+                &text,
+                "kube_vrrp_state_write_errors_total{file=\"vip_record\"}"
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "kube_vrrp_state_write_errors_total{file=\"config_cache\"}"
+            )
+            .as_deref(),
+            Some("1")
         );
     }
 
