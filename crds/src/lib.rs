@@ -8,10 +8,12 @@
 //! - [`auth`]: PASS passwords in cluster mode (per-node Secrets, `authKey`, [`auth::Password`]).
 //! - [`policy`]: the cluster admin's script policy (may a VirtualIP run commands?).
 //! - [`validate`]: semantic validation returning every problem with its field path.
+//! - [`events`]: Event names valid for object names of any length.
 //! - [`resolve`]: VirtualIP × facts about a node → [`vrrpnode::ResolvedInstance`].
 //! - [`crd_yaml`]: the CRDs as YAML, as `kube-vrrp-operator crd` prints them.
 
 pub mod auth;
+pub mod events;
 pub mod policy;
 pub mod pool;
 pub mod resolve;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every VRRP fuzz target for a bounded time, starting from the committed seed corpus.
 #
-#   node-agent/fuzz/run.sh [SECONDS_PER_TARGET]     (default 20; CI smoke: 20 × 5 targets)
+#   node-agent/fuzz/run.sh [SECONDS_PER_TARGET]     (default 20; CI smoke: 20 × 4 targets)
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); works on the stable toolchain through
 # RUSTC_BOOTSTRAP=1. New inputs go to a temporary directory, so the committed corpus is not
@@ -15,7 +15,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "cargo-fuzz is not installed: cargo install cargo-fuzz" >&2
     exit 2
 fi
-targets=(parse_v2_ipv4 parse_v2_ipv6 parse_v3_ipv4 parse_v3_ipv6 state_machine)
+# VRRPv2 over IPv6 (refused by design) is checked inside parse_v3_ipv6.
+targets=(parse_v2_ipv4 parse_v3_ipv4 parse_v3_ipv6 state_machine)
 cargo fuzz build -O
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

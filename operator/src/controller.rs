@@ -135,6 +135,8 @@ struct PlanCache {
     placement: Option<Arc<Placement>>,
     nodes_synced: bool,
     synced_at: Option<Instant>,
+    /// [`Context::vrrp_nodes_changed`] count at the last VRRPNode sync.
+    nodes_generation: Option<u64>,
     reports_generation: Option<u64>,
     reports: Option<Arc<ReportIndex>>,
     secrets: SecretCache,
@@ -150,6 +152,8 @@ pub struct Context {
     settings: Settings,
     spec_generation: Arc<AtomicU64>,
     report_generation: Arc<AtomicU64>,
+    /// Bumped when a VRRPNode's spec or owner changed or it was deleted (by anyone).
+    nodes_generation: AtomicU64,
     stores_ready: AtomicBool,
     leases_ready: AtomicBool,
     leases: std::sync::Mutex<LeaseTracker>,
@@ -178,6 +182,7 @@ impl Context {
             clock,
             spec_generation: Arc::new(AtomicU64::new(0)),
             report_generation: Arc::new(AtomicU64::new(0)),
+            nodes_generation: AtomicU64::new(0),
             stores_ready: AtomicBool::new(false),
             leases_ready: AtomicBool::new(false),
             leases: std::sync::Mutex::new(LeaseTracker::new(settings.agent_lease_duration)),
@@ -251,6 +256,13 @@ impl Context {
         self.report_generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Note that a VRRPNode was deleted, or its spec or owner changed (by us or by someone
+    /// else): the next reconcile compares every planned VRRPNode with the store again and
+    /// restores what differs.
+    pub fn vrrp_nodes_changed(&self) {
+        self.nodes_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Note that only the agents' reports changed (the placement stays valid).
     pub fn reports_changed(&self) {
         self.report_generation.fetch_add(1, Ordering::AcqRel);
@@ -290,14 +302,17 @@ impl Context {
                 placement
             }
         };
-        // Re-check the VRRPNodes now and then even without a change, to undo edits by others.
+        // Re-check the VRRPNodes when one was deleted or edited (the watch says so within a
+        // second), and now and then even without a change.
+        let nodes_generation = self.nodes_generation.load(Ordering::Acquire);
         let stale = cache
             .synced_at
             .is_none_or(|t| t.elapsed() >= self.settings.resync);
-        if !cache.nodes_synced || stale {
+        if !cache.nodes_synced || stale || cache.nodes_generation != Some(nodes_generation) {
             self.sync_vrrp_nodes(&placement).await?;
             cache.nodes_synced = true;
             cache.synced_at = Some(Instant::now());
+            cache.nodes_generation = Some(nodes_generation);
         }
         Ok(placement)
     }
@@ -471,7 +486,31 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        match self.recorder.publish(&ev, &vip.object_ref(&())).await {
+        let reference = vip.object_ref(&());
+        let published = if crds::events::recorder_can_name(&vip.name_any()) {
+            self.recorder.publish(&ev, &reference).await
+        } else {
+            // The Recorder's `{name}.{nanos}` would be over 253 characters.
+            let event = crds::events::event(
+                &reference,
+                matches!(e.type_, EventType::Warning),
+                e.reason,
+                Some(&e.note),
+                "Reconcile",
+                FIELD_MANAGER,
+                self.settings
+                    .reporter_instance
+                    .as_deref()
+                    .unwrap_or(FIELD_MANAGER),
+                Timestamp::now(),
+            );
+            let ns = reference.namespace.clone().unwrap_or_default();
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &ns)
+                .create(&kube::api::PostParams::default(), &event)
+                .await
+                .map(|_| ())
+        };
+        match published {
             Ok(()) => {
                 self.metrics
                     .events
@@ -891,9 +930,52 @@ fn node_fingerprint(n: &Node) -> u64 {
     ))
 }
 
-/// What the planner reads of a VRRPNode: the agent's status only.
+/// What matters of a VRRPNode: the agent's status (the planner reads it) and the spec and
+/// owner (the executor restores them when someone else changed them).
 fn vrrp_node_fingerprint(v: &VRRPNode) -> u64 {
-    hash_json(&v.status)
+    hash_json(&(&v.status, &v.spec, &v.metadata.owner_references))
+}
+
+/// Which VRRPNode events mean "compare the VRRPNodes with the plan again" (pure): a deletion,
+/// a changed spec or owner, or an object gone from a re-list. Status-only changes (the
+/// agents' reports) do not.
+#[derive(Debug, Default)]
+pub struct VrrpNodeSpecs {
+    seen: HashMap<String, u64>,
+    relisted: Option<BTreeSet<String>>,
+}
+
+impl VrrpNodeSpecs {
+    /// Feed one event; `true` when the VRRPNodes must be compared with the plan again.
+    pub fn on_event(&mut self, event: &watcher::Event<VRRPNode>) -> bool {
+        let key = |o: &VRRPNode| o.metadata.name.clone().unwrap_or_default();
+        let print = |o: &VRRPNode| hash_json(&(&o.spec, &o.metadata.owner_references));
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                if let Some(r) = self.relisted.as_mut() {
+                    r.insert(key(o));
+                }
+                let value = print(o);
+                self.seen.insert(key(o), value) != Some(value)
+            }
+            watcher::Event::Delete(o) => {
+                self.seen.remove(&key(o));
+                true
+            }
+            watcher::Event::Init => {
+                self.relisted = Some(BTreeSet::new());
+                false
+            }
+            watcher::Event::InitDone => {
+                let Some(r) = self.relisted.take() else {
+                    return false;
+                };
+                let before = self.seen.len();
+                self.seen.retain(|k, _| r.contains(k));
+                before != self.seen.len()
+            }
+        }
+    }
 }
 
 /// What the executor compares of its auth Secrets: data, labels, owners (hashed, so the
@@ -1181,13 +1263,20 @@ pub async fn run(
                 .backoff(WatchBackoff::default()),
         ),
     );
+    let vn_ctx = ctx.clone();
+    let mut vn_specs = VrrpNodeSpecs::default();
     let vn_stream = changes(
         guarded(
             "vrrpnodes",
             metrics.clone(),
             watcher(Api::<VRRPNode>::all(client.clone()), wc.clone())
                 .backoff(WatchBackoff::default())
-                .reflect(vn_writer),
+                .reflect(vn_writer)
+                .inspect_ok(move |ev| {
+                    if vn_specs.on_event(ev) {
+                        vn_ctx.vrrp_nodes_changed();
+                    }
+                }),
         ),
         vrrp_node_fingerprint,
         report_generation,
@@ -1263,6 +1352,7 @@ pub async fn run(
     };
     let all_vips = vip_store.clone();
     let auth_vips = vip_store.clone();
+    let any_vip = vip_store.clone();
     let secret_vips = vip_store.clone();
     let main = Controller::for_stream(vip_stream, vip_store)
         .watches_stream(node_stream, move |_node: Node| {
@@ -1272,7 +1362,21 @@ pub async fn run(
                 .map(|v| KubeRef::from_obj(&**v))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(vn_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
+        .watches_stream(vn_stream, move |vn: VRRPNode| {
+            // Any reconcile compares every VRRPNode: one that names no VirtualIP (emptied by
+            // someone) still needs one.
+            let named = vips_of_vrrp_node(&vn);
+            if named.is_empty() {
+                any_vip
+                    .state()
+                    .first()
+                    .map(|v| KubeRef::from_obj(&**v))
+                    .into_iter()
+                    .collect()
+            } else {
+                named
+            }
+        })
         // Any one VirtualIP will do: its reconcile re-syncs every node's VRRPNode and Secret.
         .watches_stream(auth_stream, move |_s: Secret| {
             auth_vips

@@ -1147,3 +1147,85 @@ async fn secrets_are_found_in_any_per_namespace_store() {
     assert_eq!(vn.body["spec"]["instances"][0]["authKey"], "team-b.v");
     assert!(!vn.body.to_string().contains("\"pw\""), "{}", vn.body);
 }
+
+#[test]
+fn vrrpnode_deletions_and_foreign_edits_call_for_a_comparison_and_reports_do_not() {
+    use controller::VrrpNodeSpecs;
+    let v = with_finalizer(vip("ns", "v", 0, spec("192.0.2.10/24")));
+    let (_, vns) = settled(&v, &two_nodes(), &[]);
+    let mut t = VrrpNodeSpecs::default();
+    assert!(!t.on_event(&watcher::Event::Init));
+    for vn in &vns {
+        t.on_event(&watcher::Event::InitApply(vn.clone()));
+    }
+    assert!(!t.on_event(&watcher::Event::InitDone));
+    // The operator's own object coming back unchanged, or an agent's report: nothing to do.
+    assert!(!t.on_event(&watcher::Event::Apply(vns[0].clone())));
+    let mut reported = vns[0].clone();
+    reported.status = report("n1", &[("ns/v", Master, 100)]).status.clone();
+    assert!(!t.on_event(&watcher::Event::Apply(reported)));
+    // Someone edits the spec, or strips the owner: compare.
+    let mut edited = vns[0].clone();
+    edited.spec.instances.clear();
+    assert!(t.on_event(&watcher::Event::Apply(edited)));
+    assert!(
+        t.on_event(&watcher::Event::Apply(vns[0].clone())),
+        "put back"
+    );
+    let mut orphan = vns[1].clone();
+    orphan.metadata.owner_references = None;
+    assert!(t.on_event(&watcher::Event::Apply(orphan)));
+    // Deleted, or gone from a re-list after a watch outage: compare.
+    assert!(t.on_event(&watcher::Event::Delete(vns[0].clone())));
+    t.on_event(&watcher::Event::Apply(vns[0].clone()));
+    t.on_event(&watcher::Event::Init);
+    t.on_event(&watcher::Event::InitApply(vns[0].clone()));
+    assert!(t.on_event(&watcher::Event::InitDone), "n2 vanished");
+}
+
+#[tokio::test]
+async fn a_vrrpnode_deleted_or_edited_by_someone_else_is_restored_at_the_next_reconcile() {
+    let v = with_finalizer(vip("ns", "v", 0, spec("192.0.2.10/24")));
+    let reports = [
+        ("n1", vec![("ns/v", Master, 100)]),
+        ("n2", vec![("ns/v", Backup, 99)]),
+    ];
+    let (v, vns) = settled(&v, &two_nodes(), &reports);
+    let mut h = harness(std::slice::from_ref(&v), &two_nodes(), &vns, &[], &v);
+    h.reconcile(&v).await;
+    // `kubectl delete vrrpnode n1` and an edit of n2's spec, as the watch delivers them.
+    h.vrrp_nodes
+        .apply_watcher_event(&watcher::Event::Delete(via_json(&vns[0])));
+    let mut edited = vns[1].clone();
+    edited.spec.instances[0].priority = 1;
+    h.vrrp_nodes
+        .apply_watcher_event(&watcher::Event::Apply(via_json(&edited)));
+    h.ctx.vrrp_nodes_changed();
+    h.reconcile(&v).await;
+    // Once restored (the store holds the planned objects again), nothing more is written.
+    for vn in &vns {
+        h.vrrp_nodes
+            .apply_watcher_event(&watcher::Event::Apply(via_json(vn)));
+    }
+    h.ctx.vrrp_nodes_changed();
+    h.reconcile(&v).await;
+    let calls = h.calls().await;
+    let got: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.path()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("PATCH", "/apis/kubevrrp.io/v1alpha1/vrrpnodes/n1"),
+            ("PATCH", "/apis/kubevrrp.io/v1alpha1/vrrpnodes/n2"),
+        ],
+        "{calls:#?}"
+    );
+    let n2 = &calls[1].body;
+    assert_eq!(
+        n2["spec"]["instances"][0]["priority"],
+        json!(vns[1].spec.instances[0].priority),
+        "the planned priority is put back"
+    );
+}

@@ -567,20 +567,78 @@ fn selector_change_moves_the_instance() {
     assert_eq!(inst(&b, "n3", "ns/v").unwrap().priority, 100);
 }
 
+/// `spec` with `interface` set.
+fn on(interface: &str, spec: VirtualIPSpec) -> VirtualIPSpec {
+    VirtualIPSpec {
+        interface: Some(interface.into()),
+        ..spec
+    }
+}
+
+/// Issue 19: two VirtualIPs on eth0 with different subnets both got VRID 1 and the second
+/// FAULTed on every node with no VRIDConflict shown. VRIDs are per (interface, family).
+#[test]
+fn vrids_are_unique_per_interface_and_family_not_per_subnet() {
+    let vips = vec![
+        vip(
+            "ns",
+            "a",
+            0,
+            VirtualIPSpec {
+                virtual_router_id: Some(1),
+                ..on("eth0", spec("192.0.2.10/24"))
+            },
+        ),
+        vip("ns", "b", 1, on("eth0", spec("198.51.100.10/24"))),
+        vip("ns", "c", 2, on("eth1", spec("192.0.2.20/24"))),
+        vip("ns", "d", 3, on("eth0", spec("2001:db8::10/64"))),
+        vip(
+            "ns",
+            "e",
+            4,
+            VirtualIPSpec {
+                virtual_router_id: Some(1),
+                ..on("eth0", spec("203.0.113.10/24"))
+            },
+        ),
+    ];
+    let p = plan(&world(vips, three_nodes()));
+    let vrid = |n: &str| p.virtual_ips[&key("ns", n)].status.virtual_router_id;
+    assert_eq!(
+        ["a", "b", "c", "d"].map(vrid),
+        [Some(1), Some(2), Some(1), Some(1)],
+        "eth0 IPv4 a/b differ; eth1 and IPv6 are other spaces"
+    );
+    // e also asks for VRID 1 on eth0, held by the older a: the clash is shown on both, naming
+    // eth0.
+    assert!(inst(&p, "n1", "ns/e").is_none(), "e is not deployed");
+    let lost = cond(&p, "ns", "e", "VRIDConflict");
+    assert_eq!(lost.status, "True");
+    assert!(
+        lost.message.contains("interface eth0 (IPv4)") && lost.message.contains("ns/a"),
+        "{}",
+        lost.message
+    );
+    let won = cond(&p, "ns", "a", "VRIDConflict");
+    assert_eq!(won.status, "True");
+    assert!(won.message.contains("ns/e"), "{}", won.message);
+    assert_eq!(cond(&p, "ns", "b", "VRIDConflict").status, "False");
+}
+
 #[test]
 fn vrid_allocation_is_lowest_free_and_stable() {
     let mut w = world(
         vec![
-            vip("ns", "first", 0, spec("192.0.2.10/24")),
-            vip("ns", "second", 1, spec("192.0.2.20/24")),
-            vip("ns", "other-net", 2, spec("198.51.100.10/24")),
+            vip("ns", "first", 0, on("eth0", spec("192.0.2.10/24"))),
+            vip("ns", "second", 1, on("eth0", spec("192.0.2.20/24"))),
+            vip("ns", "other-net", 2, on("eth1", spec("198.51.100.10/24"))),
             vip(
                 "ns",
                 "explicit",
                 3,
                 VirtualIPSpec {
                     virtual_router_id: Some(1),
-                    ..spec("198.51.100.20/24")
+                    ..on("eth1", spec("198.51.100.20/24"))
                 },
             ),
         ],
@@ -590,7 +648,7 @@ fn vrid_allocation_is_lowest_free_and_stable() {
     let vrid = |p: &Plan, n: &str| p.virtual_ips[&key("ns", n)].status.virtual_router_id;
     assert_eq!(vrid(&p, "first"), Some(1));
     assert_eq!(vrid(&p, "second"), Some(2));
-    // The explicit VRID 1 on 198.51.100.0/24 is served before allocations, so other-net gets 2.
+    // The explicit VRID 1 on eth1 is served before allocations, so other-net gets 2.
     assert_eq!(vrid(&p, "other-net"), Some(2));
     assert_eq!(vrid(&p, "explicit"), Some(1));
     assert_eq!(inst(&p, "n1", "ns/second").unwrap().virtual_router_id, 2);
@@ -599,8 +657,12 @@ fn vrid_allocation_is_lowest_free_and_stable() {
     write_back(&mut w, &p);
     w.virtual_ips
         .retain(|v| v.metadata.name.as_deref() != Some("first"));
-    w.virtual_ips
-        .push(Arc::new(vip("ns", "third", 10, spec("192.0.2.30/24"))));
+    w.virtual_ips.push(Arc::new(vip(
+        "ns",
+        "third",
+        10,
+        on("eth0", spec("192.0.2.30/24")),
+    )));
     let p2 = plan(&w);
     assert_eq!(vrid(&p2, "second"), Some(2));
     assert_eq!(vrid(&p2, "third"), Some(1));
@@ -620,7 +682,7 @@ fn vrid_conflict_older_wins_both_flagged() {
             0,
             VirtualIPSpec {
                 virtual_router_id: Some(42),
-                ..spec("192.0.2.10/24")
+                ..on("eth0", spec("192.0.2.10/24"))
             },
         ),
         vip(
@@ -629,7 +691,7 @@ fn vrid_conflict_older_wins_both_flagged() {
             5,
             VirtualIPSpec {
                 virtual_router_id: Some(42),
-                ..spec("192.0.2.20/24")
+                ..on("eth0", spec("192.0.2.20/24"))
             },
         ),
         vip(
@@ -638,7 +700,7 @@ fn vrid_conflict_older_wins_both_flagged() {
             7,
             VirtualIPSpec {
                 virtual_router_id: Some(42),
-                ..spec("198.51.100.1/24")
+                ..on("eth1", spec("198.51.100.1/24"))
             },
         ),
     ];
@@ -759,12 +821,13 @@ fn secrets_table() {
             want: Err("InvalidPassword"),
         },
     ];
-    let bystander = vip("ns", "plain", 1, spec("198.51.100.10/24"));
+    // On another interface: its VRID space is its own.
+    let bystander = vip("ns", "plain", 1, on("eth1", spec("198.51.100.10/24")));
     let baseline = plan(&world(vec![bystander.clone()], three_nodes()));
     for c in cases {
         let mut w = world(
             vec![
-                vip("ns", "auth", 0, auth_spec("s", c.key)),
+                vip("ns", "auth", 0, on("eth0", auth_spec("s", c.key))),
                 bystander.clone(),
             ],
             three_nodes(),
@@ -806,6 +869,21 @@ fn secrets_table() {
                     r.message
                 );
                 assert_eq!(phase(&p, "ns", "auth"), Phase::Conflict, "{}", c.what);
+                // A Warning Event says so, once (values.yaml promises it).
+                assert_eq!(event_reasons(&p, "ns", "auth"), vec![reason], "{}", c.what);
+                assert_eq!(
+                    p.virtual_ips[&key("ns", "auth")].events[0].type_,
+                    EventType::Warning
+                );
+                let mut again = w.clone();
+                write_back(&mut again, &p);
+                assert!(
+                    plan(&again).virtual_ips[&key("ns", "auth")]
+                        .events
+                        .is_empty(),
+                    "{}: not again once the status says it",
+                    c.what
+                );
                 // Nothing else is disturbed: the other VirtualIP's instances are unchanged.
                 for n in ["n1", "n2", "n3"] {
                     assert_eq!(p.nodes[n], baseline.nodes[n], "{}: node {n}", c.what);

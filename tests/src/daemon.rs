@@ -409,6 +409,11 @@ impl Agent {
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         self.proc.try_wait()
     }
+
+    /// The agent's PID (for CPU and memory readings from /proc).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
 }
 
 impl VrrpDaemon for Agent {

@@ -327,3 +327,158 @@ fn reconciles_resume_after_an_api_restart() {
         )),
     }
 }
+
+/// `kubectl delete vrrpnodes --all` (a sweep by someone else): the operator's watch sees the
+/// deletions and puts every VRRPNode back within 5 s; meanwhile the agents keep their last
+/// config (the grace period), so the VIP never leaves n1. Then an edit of n2's spec by someone
+/// else is undone within 5 s.
+#[test]
+fn vrrpnodes_deleted_or_edited_by_someone_else_are_restored() {
+    let env = setup!("vrrpnodes_deleted_or_edited_by_someone_else_are_restored");
+    let planned = |node: &str| {
+        env.api
+            .kubectl(&[
+                "get",
+                "vrrpnode",
+                node,
+                "-o",
+                "jsonpath={.spec.configHash}/{.spec.instances[0].priority}",
+            ])
+            .ok()
+    };
+    let before: Vec<Option<String>> = lab::kubelab::NODES.iter().map(|n| planned(n)).collect();
+    assert!(
+        before
+            .iter()
+            .all(|p| p.as_ref().is_some_and(|p| p.len() > 2)),
+        "{before:?}"
+    );
+
+    let deleted = Instant::now();
+    env.check(
+        env.api
+            .kubectl(&["delete", "vrrpnodes", "--all", "--wait=false"])
+            .map_err(|e| e.to_string()),
+    );
+    let mut vip_left = None;
+    let restored = env.check(
+        lab::apiserver::wait_every(
+            lab::apiserver::KUBECTL_POLL,
+            Duration::from_secs(20),
+            "every VRRPNode back with its planned spec",
+            || {
+                if vip_left.is_none() && !env.lab.holds(env.lab.host(0), VIP) {
+                    vip_left = Some(deleted.elapsed());
+                }
+                let now: Vec<Option<String>> =
+                    lab::kubelab::NODES.iter().map(|n| planned(n)).collect();
+                (now == before).then(|| deleted.elapsed())
+            },
+        )
+        .map_err(|e| e.to_string()),
+    );
+    // The VIP stays on n1 a while longer: the agents ride out the gap.
+    lab::wait::holds_for(Duration::from_secs(2), "VIP stays on n1", || {
+        env.lab.holds(env.lab.host(0), VIP)
+    })
+    .unwrap_or_else(|e| env.fail(&format!("VIP left n1 after the restore: {e}")));
+    let held_logged = std::fs::read_to_string(&env.agent_logs[0])
+        .unwrap_or_default()
+        .contains("VRRPNodeAbsent");
+    say(&format!(
+        "MEASURED: VRRPNodes deleted -> all restored {:.2}s; VIP left n1: {vip_left:?}; \
+         n1 agent logged the held config: {held_logged}",
+        restored.as_secs_f64()
+    ));
+    if restored > Duration::from_secs(5) {
+        env.fail(&format!(
+            "VRRPNodes restored after {restored:?}, not within 5 s"
+        ));
+    }
+    if let Some(t) = vip_left {
+        env.fail(&format!("the VIP left n1 {t:?} after the deletion"));
+    }
+
+    // Someone edits n2's spec (priority 1): put back within 5 s.
+    let edited = Instant::now();
+    env.check(
+        env.api
+            .kubectl(&[
+                "patch",
+                "vrrpnode",
+                "n2",
+                "--type=json",
+                "-p",
+                r#"[{"op":"replace","path":"/spec/instances/0/priority","value":1}]"#,
+            ])
+            .map_err(|e| e.to_string()),
+    );
+    let undone = env.check(
+        lab::apiserver::wait_every(
+            lab::apiserver::KUBECTL_POLL,
+            Duration::from_secs(20),
+            "n2's spec put back",
+            || (planned("n2") == before[1]).then(|| edited.elapsed()),
+        )
+        .map_err(|e| e.to_string()),
+    );
+    say(&format!(
+        "MEASURED: foreign edit of VRRPNode n2 undone in {:.2}s",
+        undone.as_secs_f64()
+    ));
+    if undone > Duration::from_secs(5) {
+        env.fail(&format!("edit undone after {undone:?}, not within 5 s"));
+    }
+}
+
+/// VirtualIP names of 253 characters (the limit): kube's Recorder would name their Events
+/// `{name}.{nanos}`, over the limit, and the API server refused them. The operator's
+/// SecretNotFound Warning and the agent's BecameMaster Event both appear.
+#[test]
+fn events_for_virtualip_names_of_253_characters() {
+    let env = setup!("events_for_virtualip_names_of_253_characters");
+    let long = |c: char| format!("{}{}", "v".repeat(252), c);
+    let (bad, good) = (long('a'), long('b'));
+    let client = env.api.kubectl_client();
+    client
+        .apply(&serde_json::json!({
+            "apiVersion": "kubevrrp.io/v1alpha1",
+            "kind": "VirtualIP",
+            "metadata": {"name": bad, "namespace": "default"},
+            "spec": {
+                "addresses": ["192.0.2.211/24"], "interface": "eth0", "advertInterval": "1s",
+                "version": 2,
+                "authentication": {"type": "PASS", "passwordSecretRef": {"name": "absent"}},
+            }
+        }))
+        .expect("apply the VirtualIP with a missing Secret");
+    env.apply_vip(&good, "192.0.2.212/24");
+    let started = Instant::now();
+    let found = |reason: &str, name: &str| {
+        let out = env
+            .api
+            .kubectl(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"])
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["reason"] == reason && e["regarding"]["name"] == name)
+            .then_some(())
+    };
+    let r = lab::apiserver::wait_every(
+        lab::apiserver::KUBECTL_POLL,
+        Duration::from_secs(20),
+        "SecretNotFound and BecameMaster Events for the long names",
+        || {
+            found("SecretNotFound", &bad)?;
+            found("BecameMaster", &good)?;
+            Some(started.elapsed())
+        },
+    );
+    let took = env.check(r.map_err(|e| e.to_string()));
+    say(&format!(
+        "MEASURED: Events for 253-character names published within {:.2}s",
+        took.as_secs_f64()
+    ));
+}

@@ -122,7 +122,8 @@ struct InstanceIo {
 enum Input {
     Desired,
     DesiredClosed,
-    Packet(String, ReceivedPacket),
+    /// Packets received on one interface, in arrival order (at most [`RX_BATCH`]).
+    Packets(String, Vec<ReceivedPacket>),
     Net(Option<NetEvent>),
     Tracker(TrackObservation),
     Pods(PodsReady),
@@ -135,7 +136,51 @@ enum Input {
     AddressesSettled,
     /// A publication held back by [`PUBLISH_EVERY`] is due.
     Publish,
+    /// A full batch of packets was served and no other input was ready.
+    Yield,
     Shutdown,
+}
+
+/// Packets served in a row before every other input (timers first) gets a turn.
+const PACKET_BATCH: u32 = 64;
+
+/// Fairness between received packets and everything else in the protocol loop.
+///
+/// Packets come first, so that an advert that arrived before the master down timer fired
+/// still counts. But a flood (valid or not, on any VRID of any interface) must not starve the
+/// timers: the masters' own adverts would stop and backups elsewhere would take over. After
+/// [`PACKET_BATCH`] packets in a row, the loop serves the other inputs once (due timers fire
+/// then) before it reads packets again. A packet costs microseconds, so a due timer waits
+/// at most a batch.
+#[derive(Debug, Default)]
+struct PacketBudget {
+    served: u32,
+}
+
+impl PacketBudget {
+    /// Whether the next turn may read a packet.
+    fn allows_packet(&self) -> bool {
+        self.served < PACKET_BATCH
+    }
+    /// A packet was served.
+    #[cfg(test)]
+    fn packet(&mut self) {
+        self.packets(1);
+    }
+    /// `n` packets were served.
+    fn packets(&mut self, n: usize) {
+        self.served = self
+            .served
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    /// Another input was served (or none was ready): packets may come again.
+    fn other(&mut self) {
+        self.served = 0;
+    }
+    /// Inside a run of packets (status publishing waits for its end).
+    fn in_batch(&self) -> bool {
+        self.served > 0
+    }
 }
 
 /// The running agent.
@@ -153,8 +198,8 @@ pub struct Daemon {
     interfaces: Vec<Interface>,
     sockets: VrrpSockets,
     rx_tasks: BTreeMap<(u32, u8), JoinHandle<()>>,
-    pkt_tx: mpsc::Sender<(String, ReceivedPacket)>,
-    pkt_rx: mpsc::Receiver<(String, ReceivedPacket)>,
+    pkt_tx: mpsc::Sender<(String, Vec<ReceivedPacket>)>,
+    pkt_rx: mpsc::Receiver<(String, Vec<ReceivedPacket>)>,
     vips: VipWorker,
     milestone_rx: mpsc::UnboundedReceiver<(String, vips::Milestone, Instant)>,
     takeovers: takeover::Takeovers,
@@ -241,7 +286,7 @@ impl Daemon {
             }
         };
         let (obs_tx, obs_rx) = mpsc::channel(256);
-        let (pkt_tx, pkt_rx) = mpsc::channel(1024);
+        let (pkt_tx, pkt_rx) = mpsc::channel(64);
         let (milestone_tx, milestone_rx) = mpsc::unbounded_channel();
         let vips = VipWorker::spawn(&manager, telemetry.clone(), milestone_tx).await?;
         let (claim_tx, claim_rx) = mpsc::channel(16);
@@ -305,22 +350,26 @@ impl Daemon {
         self.apply(Instant::now(), initial).await;
         self.telemetry.set_ready(true);
         let mut desired_open = true;
+        let mut budget = PacketBudget::default();
         loop {
             self.drain_actions().await;
             if self.sweep_pending && !self.io.is_empty() {
                 self.sweep_pending = false;
                 self.sweep_stray_vips().await;
             }
-            self.publish_due(Instant::now());
+            // Not after every packet of a run: once the run ends (or the queue is empty).
+            if !budget.in_batch() || self.pkt_rx.is_empty() {
+                self.publish_due(Instant::now());
+            }
             let deadline = self.router.poll_timeout();
             let retry = self.held.values().map(|h| h.retry_at).min();
             let input = tokio::select! {
-                // Packets before timers: an advert that arrived before the master down timer
-                // fired must count, or a busy moment would cause a spurious takeover. Each
-                // packet costs microseconds, so timers are not starved.
+                // Packets before timers, in batches (see [`PacketBudget`]).
                 biased;
                 () = &mut shutdown => Input::Shutdown,
-                Some((ifname, pkt)) = self.pkt_rx.recv() => Input::Packet(ifname, pkt),
+                Some((ifname, pkts)) = self.pkt_rx.recv(), if budget.allows_packet() => {
+                    Input::Packets(ifname, pkts)
+                }
                 wake = sleep_until_opt(deadline) => Input::Timer(wake),
                 ev = self.events.next_event() => Input::Net(ev),
                 Some(obs) = self.obs_rx.recv() => Input::Tracker(obs),
@@ -334,11 +383,22 @@ impl Daemon {
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
+                () = std::future::ready(()), if !budget.allows_packet() => Input::Yield,
             };
             let now = Instant::now();
+            if let Input::Packets(_, pkts) = &input {
+                budget.packets(pkts.len());
+            } else {
+                budget.other();
+            }
             match input {
                 Input::Shutdown => break,
-                Input::Packet(ifname, pkt) => self.on_packet(now, &ifname, &pkt),
+                Input::Yield => {}
+                Input::Packets(ifname, pkts) => {
+                    for pkt in &pkts {
+                        self.on_packet(now, &ifname, pkt);
+                    }
+                }
                 Input::Timer(wake) => {
                     if wake.is_late(LATE_WAKEUP) {
                         tracing::warn!(
@@ -514,23 +574,43 @@ impl Daemon {
             .map(|(id, _)| *id)
     }
 
+    /// Record `ri` as not runnable here for `reason`. Logged at ERROR once per reason: a retry
+    /// after each address or link event that fails the same way is logged at debug only.
+    fn unplace(
+        &mut self,
+        ri: ResolvedInstance,
+        reason: String,
+        previous: Option<String>,
+        what: &str,
+    ) {
+        if previous.as_deref() == Some(reason.as_str()) {
+            tracing::debug!(instance = %ri.name, %reason, "{what} (still)");
+        } else {
+            tracing::error!(instance = %ri.name, %reason, "{what}");
+        }
+        self.unplaced.insert(ri.name.clone(), (ri, reason));
+    }
+
     async fn start_instance(&mut self, now: Instant, ri: ResolvedInstance) {
-        self.unplaced.remove(&ri.name);
+        let previous = self.unplaced.remove(&ri.name).map(|(_, why)| why);
         self.held.remove(&ri.name);
         self.negotiating.remove(&ri.name);
         if ri.use_vmac
             && let Err(reason) = self.ensure_vmac(&ri).await
         {
-            tracing::error!(instance = %ri.name, %reason, "cannot create the virtual MAC interface");
-            self.unplaced.insert(ri.name.clone(), (ri, reason));
+            self.unplace(
+                ri,
+                reason,
+                previous,
+                "cannot create the virtual MAC interface",
+            );
             return;
         }
         let placement = match place(&ri, &self.interfaces) {
             Ok(p) => p,
             Err(reason) => {
-                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.claims.remove(&ri.name);
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                self.unplace(ri, reason, previous, "cannot run instance on this host");
                 return;
             }
         };
@@ -578,9 +658,8 @@ impl Daemon {
         match self.add_instance(now, &ri) {
             Ok(_) => self.feed_interface_trackers(now),
             Err(reason) => {
-                tracing::error!(instance = %ri.name, %reason, "cannot run instance on this host");
                 self.claims.remove(&ri.name);
-                self.unplaced.insert(ri.name.clone(), (ri, reason));
+                self.unplace(ri, reason, previous, "cannot run instance on this host");
             }
         }
     }
@@ -1232,8 +1311,11 @@ impl Daemon {
             .map(|(ri, _)| ri.clone())
             .collect();
         for ri in waiting {
-            tracing::info!(instance = %ri.name, "interface now available; starting instance");
+            let name = ri.name.clone();
             self.start_instance(now, ri).await;
+            if !self.unplaced.contains_key(&name) {
+                tracing::info!(instance = %name, "interface now available; instance started");
+            }
         }
         self.router.start(now);
     }
@@ -1720,15 +1802,34 @@ fn select_vips(all: &[Vip], nets: &[ipnet::IpNet]) -> Vec<Vip> {
         .collect()
 }
 
+/// Packets taken off a socket per wake-up and handed to the protocol loop together.
+const RX_BATCH: usize = 64;
+
+/// Read one interface's VRRP socket: wait for a packet, take whatever else is queued (up to
+/// [`RX_BATCH`]) without waiting, and hand the batch over. Under a flood this wakes the
+/// protocol loop once per batch instead of once per packet: the thread switches, not the
+/// packets, were most of the cost.
 async fn receive_loop(
     socket: Arc<VrrpSocket>,
     ifname: String,
-    tx: mpsc::Sender<(String, ReceivedPacket)>,
+    tx: mpsc::Sender<(String, Vec<ReceivedPacket>)>,
 ) {
     loop {
         match socket.recv().await {
             Ok(pkt) => {
-                if tx.send((ifname.clone(), pkt)).await.is_err() {
+                let mut batch = Vec::with_capacity(8);
+                batch.push(pkt);
+                while batch.len() < RX_BATCH {
+                    match socket.try_recv() {
+                        Ok(Some(p)) => batch.push(p),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(interface = %ifname, error = %e, "VRRP receive failed");
+                            break;
+                        }
+                    }
+                }
+                if tx.send((ifname.clone(), batch)).await.is_err() {
                     return;
                 }
             }
@@ -1781,7 +1882,83 @@ pub async fn serve_metrics(
 
 #[cfg(test)]
 mod tests {
-    use super::{NotifyState, State, group_state};
+    use super::{NotifyState, PacketBudget, State, group_state, sleep_until_opt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    /// The protocol loop's select shape (packets first, then a periodic timer) under a
+    /// producer that keeps the packet queue full for 300 ms. Returns (timer fires, packets
+    /// served, worst timer lateness).
+    async fn flood_against_a_timer(batched: bool) -> (u32, u64, Duration) {
+        let (tx, mut rx) = mpsc::channel::<u64>(1024);
+        let stop = Arc::new(AtomicBool::new(false));
+        let producing = stop.clone();
+        let producer = tokio::spawn(async move {
+            let mut n = 0u64;
+            while !producing.load(Ordering::Relaxed) {
+                while tx.try_send(n).is_ok() {
+                    n += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        enum In {
+            Packet,
+            Timer(crate::net::Wakeup),
+            Yield,
+        }
+        let period = Duration::from_millis(10);
+        let start = Instant::now();
+        let end = start + Duration::from_millis(300);
+        let mut next = start + period;
+        let mut budget = PacketBudget::default();
+        let (mut fires, mut packets, mut worst) = (0u32, 0u64, Duration::ZERO);
+        while Instant::now() < end {
+            let input = tokio::select! {
+                biased;
+                Some(_) = rx.recv(), if !batched || budget.allows_packet() => In::Packet,
+                w = sleep_until_opt(Some(next.into_std())) => In::Timer(w),
+                () = std::future::ready(()), if batched && !budget.allows_packet() => In::Yield,
+            };
+            match input {
+                In::Packet => {
+                    budget.packet();
+                    packets += 1;
+                }
+                In::Timer(w) => {
+                    budget.other();
+                    fires += 1;
+                    worst = worst.max(w.lateness());
+                    next = (next + period).max(Instant::now());
+                }
+                In::Yield => budget.other(),
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        producer.await.unwrap();
+        (fires, packets, worst)
+    }
+
+    #[tokio::test]
+    async fn a_packet_flood_does_not_starve_the_timers() {
+        let (fires, packets, worst) = flood_against_a_timer(true).await;
+        eprintln!("batched: {fires} timer fires, {packets} packets, worst lateness {worst:?}");
+        assert!(packets > 10_000, "the flood ran ({packets} packets)");
+        assert!(fires >= 15, "{fires} of 30 timer fires in 300 ms");
+        assert!(
+            worst < Duration::from_millis(50),
+            "worst lateness {worst:?}"
+        );
+        // The same loop without the batch limit: the timer starves (what the issue saw).
+        let (fires, packets, _) = flood_against_a_timer(false).await;
+        eprintln!("unbatched: {fires} timer fires, {packets} packets");
+        assert!(packets > 10_000);
+        assert!(fires <= 2, "without batches the timer fired {fires} times");
+    }
 
     #[test]
     fn a_group_changes_state_when_all_its_members_have() {

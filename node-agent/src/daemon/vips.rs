@@ -151,7 +151,12 @@ async fn serve(
     telemetry: Telemetry,
     milestones: mpsc::UnboundedSender<(String, Milestone, std::time::Instant)>,
 ) {
+    let mut write_failures = 0;
     while let Some(cmd) = rx.recv().await {
+        let writes = matches!(
+            cmd,
+            Command::Add(..) | Command::Remove(..) | Command::Forget(..)
+        );
         match cmd {
             Command::Add(instance, vips) => {
                 report(
@@ -184,6 +189,15 @@ async fn serve(
             }
             Command::Flush(done) => {
                 let _ = done.send(());
+            }
+        }
+        if writes {
+            let now = manager.record_write_failures();
+            if now > write_failures {
+                telemetry
+                    .metrics()
+                    .state_write_failed("vip_record", now - write_failures);
+                write_failures = now;
             }
         }
     }

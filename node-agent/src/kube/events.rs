@@ -49,6 +49,7 @@ pub fn virtualip_reference(vip: &ObjectRef) -> ObjectReference {
 #[derive(Clone)]
 pub struct TransitionEvents {
     recorder: Recorder,
+    client: Client,
     node: String,
 }
 
@@ -60,7 +61,8 @@ impl TransitionEvents {
             instance: Some(node.into()),
         };
         Self {
-            recorder: Recorder::new(client, reporter),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
             node: node.into(),
         }
     }
@@ -71,11 +73,30 @@ impl TransitionEvents {
         let Some(event) = transition_event(&self.node, to, reason) else {
             return;
         };
-        if let Err(e) = self
-            .recorder
-            .publish(&event, &virtualip_reference(vip))
+        let reference = virtualip_reference(vip);
+        let published = if crds::events::recorder_can_name(&vip.name) {
+            self.recorder.publish(&event, &reference).await
+        } else {
+            // The Recorder's `{name}.{nanos}` would be over 253 characters.
+            let e = crds::events::event(
+                &reference,
+                matches!(event.type_, EventType::Warning),
+                &event.reason,
+                event.note.as_deref(),
+                &event.action,
+                super::FIELD_MANAGER,
+                &self.node,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+                self.client.clone(),
+                &vip.namespace,
+            )
+            .create(&kube::api::PostParams::default(), &e)
             .await
-        {
+            .map(|_| ())
+        };
+        if let Err(e) = published {
             tracing::debug!(error = %e, vip = %format!("{}/{}", vip.namespace, vip.name), "cannot publish event");
         }
     }

@@ -75,6 +75,11 @@ struct InterfaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileLabels {
+    file: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AnnounceLabels {
     instance: String,
     /// `garp` (IPv4 gratuitous ARP) or `na` (IPv6 unsolicited neighbour advertisement).
@@ -136,6 +141,9 @@ pub struct Metrics {
     api_connected: Gauge,
     api_errors: Counter,
     api_outages: Counter,
+    config_held: Gauge,
+    config_held_total: Counter,
+    state_write_errors: Family<FileLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -274,6 +282,26 @@ impl Metrics {
             "Times the Kubernetes API became unreachable (VRRP kept running on the last config)",
             api_outages.clone(),
         );
+        let config_held = Gauge::default();
+        registry.register(
+            "config_held",
+            "1 while the agent keeps running its last config because its VRRPNode is absent \
+             (deleted or not listed), for a grace period before it stops every instance",
+            config_held.clone(),
+        );
+        let config_held_total = Counter::default();
+        registry.register(
+            "config_holds",
+            "Times the agent's VRRPNode went absent while it ran instances (the last config held)",
+            config_held_total.clone(),
+        );
+        let state_write_errors = Family::<FileLabels, Counter>::default();
+        registry.register(
+            "state_write_errors",
+            "Failed writes of the agent's files in its state directory (disk full or read-only): \
+             file=\"vip_record\" (the VIPs it added) or \"config_cache\" (the last VRRPNode spec)",
+            state_write_errors.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -302,7 +330,25 @@ impl Metrics {
             api_connected,
             api_errors,
             api_outages,
+            config_held,
+            config_held_total,
+            state_write_errors,
         }
+    }
+
+    /// `n` more writes of `file` (`vip_record`, `config_cache`) failed.
+    pub fn state_write_failed(&self, file: &str, n: u64) {
+        self.state_write_errors
+            .get_or_create(&FileLabels { file: file.into() })
+            .inc_by(n);
+    }
+
+    /// The VRRPNode went absent and the last config is held (`true`), or the hold ended.
+    pub fn config_held(&self, held: bool) {
+        if held && self.config_held.get() == 0 {
+            self.config_held_total.inc();
+        }
+        self.config_held.set(i64::from(held));
     }
 
     /// The Kubernetes API answered.
@@ -904,6 +950,44 @@ mod tests {
             Some("2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn state_write_errors_per_file() {
+        let m = Metrics::new();
+        m.state_write_failed("vip_record", 2);
+        m.state_write_failed("config_cache", 1);
+        let text = m.encode().unwrap();
+        assert_eq!(
+            line_value(
+                &text,
+                "kube_vrrp_state_write_errors_total{file=\"vip_record\"}"
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            line_value(
+                &text,
+                "kube_vrrp_state_write_errors_total{file=\"config_cache\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn a_held_config_is_a_gauge_and_a_count() {
+        let m = Metrics::new();
+        let v = |m: &Metrics, p: &str| line_value(&m.encode().unwrap(), p);
+        assert_eq!(v(&m, "kube_vrrp_config_held ").as_deref(), Some("0"));
+        m.config_held(true);
+        m.config_held(true);
+        assert_eq!(v(&m, "kube_vrrp_config_held ").as_deref(), Some("1"));
+        assert_eq!(v(&m, "kube_vrrp_config_holds_total ").as_deref(), Some("1"));
+        m.config_held(false);
+        m.config_held(true);
+        assert_eq!(v(&m, "kube_vrrp_config_holds_total ").as_deref(), Some("2"));
     }
 
     #[test]

@@ -78,6 +78,8 @@ pub struct VipRecord {
     path: PathBuf,
     vips: BTreeSet<RecordedVip>,
     trusted: bool,
+    /// Failed writes so far (a full or read-only disk), exported as a metric.
+    write_failures: u64,
 }
 
 impl VipRecord {
@@ -113,6 +115,7 @@ impl VipRecord {
             path,
             vips,
             trusted,
+            write_failures: 0,
         }
     }
 
@@ -176,8 +179,22 @@ impl VipRecord {
         }
     }
 
-    /// Writes the record atomically.
-    fn persist(&self) -> Result<(), Error> {
+    /// How many writes of the record have failed so far (the disk full or read-only): the
+    /// record then lags the kernel, and a crash could leave VIPs it does not name.
+    pub fn write_failures(&self) -> u64 {
+        self.write_failures
+    }
+
+    /// Writes the record atomically, counting a failure.
+    fn persist(&mut self) -> Result<(), Error> {
+        let r = self.write_file();
+        if r.is_err() {
+            self.write_failures += 1;
+        }
+        r
+    }
+
+    fn write_file(&self) -> Result<(), Error> {
         let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
         let ctx = |what: &str| format!("{what} the VIP record {}", self.path.display());
         fs::create_dir_all(dir).map_err(|e| Error::io(ctx("creating the directory of"), e))?;
@@ -327,6 +344,11 @@ pub struct VipManager {
 }
 
 impl VipManager {
+    /// Failed writes of the record so far ([`VipRecord::write_failures`]).
+    pub fn record_write_failures(&self) -> u64 {
+        lock(&self.record).write_failures()
+    }
+
     /// Manages VIPs through `netlink`, keeping `record`.
     pub fn new(netlink: Netlink, record: VipRecord) -> VipManager {
         VipManager {
@@ -471,6 +493,28 @@ mod tests {
             .unwrap();
         let v: Vec<_> = VipRecord::load(dir.path()).vips().cloned().collect();
         assert_eq!(v, vec![rv("eth0", "192.0.2.10/24", Some("eth0:x"))]);
+    }
+
+    #[test]
+    fn failed_writes_are_counted_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the state directory should be: every write fails, as on a
+        // full or read-only disk.
+        let blocked = dir.path().join("state");
+        std::fs::write(&blocked, b"").unwrap();
+        let mut r = VipRecord::load(&blocked);
+        let v = RecordedVip {
+            interface: "eth0".into(),
+            address: "192.0.2.200/24".parse().unwrap(),
+            label: None,
+        };
+        assert!(r.record([&v]).is_err());
+        assert!(r.forget([&v]).is_err());
+        assert_eq!(r.write_failures(), 2);
+        // Writable again: no new failure.
+        let mut ok = VipRecord::load(dir.path());
+        ok.record([&v]).unwrap();
+        assert_eq!(ok.write_failures(), 0);
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct Counters {
     /// Priority-0 adverts a master did not answer at once: its one immediate advert per
     /// interval was already spent (the next scheduled advert follows within an interval).
     pub priority_zero_rate_limited: u64,
+    /// Gratuitous ARP/NA bursts held back because another burst went out less than one
+    /// advert interval earlier (coalesced into one burst at the end of that interval).
+    pub gratuitous_deferred: u64,
     drops: [u64; DropReason::ALL.len()],
 }
 

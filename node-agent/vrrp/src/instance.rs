@@ -298,14 +298,19 @@ enum Timer {
     Advert = 1,
     GarpDelayed = 2,
     GarpRefresh = 3,
+    /// A gratuitous burst held back by the per-instance rate limit.
+    GarpDeferred = 4,
 }
 
-const TIMERS: [Timer; 4] = [
+const TIMERS: [Timer; 5] = [
     Timer::MasterDown,
     Timer::Advert,
     Timer::GarpDelayed,
     Timer::GarpRefresh,
+    Timer::GarpDeferred,
 ];
+
+const NO_TIMERS: [Option<Instant>; TIMERS.len()] = [None; TIMERS.len()];
 
 /// One VRRP instance.
 #[derive(Debug)]
@@ -323,10 +328,15 @@ pub struct Instance {
     master_left: Option<IpAddr>,
     /// The last master heard while BACKUP, and when (the evidence behind a takeover).
     last_heard: Option<(IpAddr, Instant)>,
-    timers: [Option<Instant>; 4],
+    timers: [Option<Instant>; TIMERS.len()],
     preempt_allowed_at: Option<Instant>,
-    /// When the last advert sent in reply to a received one (not on the timer) went out.
+    /// When the last advert sent in reply to a received one went out, or the last periodic
+    /// one while replies are being sent (the budget of immediate replies, one per interval).
     last_reply: Option<Instant>,
+    /// When the last gratuitous ARP/NA burst went out (the per-instance rate limit).
+    last_burst: Option<Instant>,
+    /// The kind of the burst waiting for [`Timer::GarpDeferred`].
+    deferred_burst: Option<GratuitousKind>,
     actions: VecDeque<Action>,
     counters: Counters,
     last_reason: Option<Reason>,
@@ -350,9 +360,11 @@ impl Instance {
             master_address: None,
             master_left: None,
             last_heard: None,
-            timers: [None; 4],
+            timers: NO_TIMERS,
             preempt_allowed_at: None,
             last_reply: None,
+            last_burst: None,
+            deferred_burst: None,
             actions: VecDeque::new(),
             counters: Counters::default(),
             last_reason: None,
@@ -456,11 +468,18 @@ impl Instance {
                     self.become_master(now, reason)
                 }
                 (Timer::Advert, State::Master) => self.send_advert_on_schedule(now, deadline),
-                (Timer::GarpDelayed, State::Master) => self.gratuitous(GratuitousKind::Delayed),
+                (Timer::GarpDelayed, State::Master) => {
+                    self.gratuitous(now, GratuitousKind::Delayed)
+                }
                 (Timer::GarpRefresh, State::Master) => {
-                    self.gratuitous(GratuitousKind::Refresh);
+                    self.gratuitous(now, GratuitousKind::Refresh);
                     self.timers[Timer::GarpRefresh as usize] =
                         Some(now + self.cfg.garp.master_refresh);
+                }
+                (Timer::GarpDeferred, State::Master) => {
+                    if let Some(kind) = self.deferred_burst.take() {
+                        self.gratuitous(now, kind);
+                    }
                 }
                 _ => {}
             }
@@ -603,7 +622,8 @@ impl Instance {
             self.state = State::Stop;
             self.push_state_changed(from, State::Stop, Reason::HandedOver);
         }
-        self.timers = [None; 4];
+        self.timers = NO_TIMERS;
+        self.deferred_burst = None;
         inheritance
     }
 
@@ -675,7 +695,8 @@ impl Instance {
             self.send_advert(now, 0);
             self.actions.push_back(Action::RemoveVips(self.all_vips()));
         }
-        self.timers = [None; 4];
+        self.timers = NO_TIMERS;
+        self.deferred_burst = None;
     }
 
     /// Apply a new configuration without a state flap. Identity fields (name, interface,
@@ -755,11 +776,12 @@ impl Instance {
             if !added.is_empty() {
                 self.actions.push_back(Action::AddVips(added.clone()));
                 if self.cfg.garp.master_repeat > 0 {
-                    self.actions.push_back(Action::SendGratuitous {
-                        addresses: added.iter().map(|n| n.addr()).collect(),
-                        repeat: self.cfg.garp.master_repeat,
-                        kind: GratuitousKind::Initial,
-                    });
+                    self.burst(
+                        now,
+                        added.iter().map(|n| n.addr()).collect(),
+                        self.cfg.garp.master_repeat,
+                        GratuitousKind::Initial,
+                    );
                 }
             }
             if self.cfg.garp.master_refresh.is_zero() {
@@ -912,7 +934,8 @@ impl Instance {
             self.send_advert(now, 0);
             self.actions.push_back(Action::RemoveVips(self.all_vips()));
         }
-        self.timers = [None; 4];
+        self.timers = NO_TIMERS;
+        self.deferred_burst = None;
         self.master_address = None;
     }
 
@@ -925,7 +948,7 @@ impl Instance {
         self.timers[Timer::MasterDown as usize] = None;
         self.send_advert_now(now);
         self.actions.push_back(Action::AddVips(self.all_vips()));
-        self.gratuitous(GratuitousKind::Initial);
+        self.gratuitous(now, GratuitousKind::Initial);
         let g = self.cfg.garp;
         self.timers[Timer::GarpDelayed as usize] =
             (!g.master_delay.is_zero() && g.master_repeat > 0).then(|| now + g.master_delay);
@@ -944,6 +967,8 @@ impl Instance {
         self.timers[Timer::Advert as usize] = None;
         self.timers[Timer::GarpDelayed as usize] = None;
         self.timers[Timer::GarpRefresh as usize] = None;
+        self.timers[Timer::GarpDeferred as usize] = None;
+        self.deferred_burst = None;
         self.arm_master_down(now);
     }
 
@@ -962,6 +987,17 @@ impl Instance {
     fn send_advert_on_schedule(&mut self, now: Instant, deadline: Instant) {
         let interval = self.cfg.advert_interval.duration();
         self.send_advert(now, self.effective_priority);
+        // While lower-priority adverts keep coming (a reply went out within the last two
+        // intervals), this advert tells their sender as much as a reply would, so it spends
+        // the reply budget: one advert per interval in all under a flood, whichever of the
+        // timer and a hostile packet comes first at each interval. A lower-priority master
+        // heard for the first time (a healed partition) is still answered at once.
+        if self
+            .last_reply
+            .is_some_and(|t| now.saturating_duration_since(t) < 2 * interval)
+        {
+            self.last_reply = Some(now);
+        }
         let next = deadline + interval;
         self.timers[Timer::Advert as usize] = Some(if next > now { next } else { now + interval });
     }
@@ -1013,7 +1049,7 @@ impl Instance {
         }
     }
 
-    fn gratuitous(&mut self, kind: GratuitousKind) {
+    fn gratuitous(&mut self, now: Instant, kind: GratuitousKind) {
         let repeat = match kind {
             GratuitousKind::Refresh => self.cfg.garp.master_refresh_repeat,
             _ => self.cfg.garp.master_repeat,
@@ -1022,6 +1058,36 @@ impl Instance {
             return;
         }
         let addresses = self.all_vips().iter().map(|n| n.addr()).collect();
+        self.burst(now, addresses, repeat, kind);
+    }
+
+    /// Queue a gratuitous burst, at most one per advert interval per instance: a burst asked
+    /// for sooner is held back to the end of that interval, and every burst asked for in the
+    /// meantime joins it (then for all the instance's addresses). A master flapped on purpose,
+    /// or a spec churning its addresses, cannot turn into a stream of ARP/NA this way, and
+    /// nothing is lost: the neighbours still hear one burst after the last change.
+    fn burst(&mut self, now: Instant, addresses: Vec<IpAddr>, repeat: u32, kind: GratuitousKind) {
+        let gap = self.cfg.advert_interval.duration();
+        if let Some(last) = self.last_burst {
+            let since = now.saturating_duration_since(last);
+            if since < gap {
+                self.counters.gratuitous_deferred += 1;
+                // The strongest reason wins: an initial burst carries the master_repeat count.
+                let pending = match (self.deferred_burst, kind) {
+                    (Some(GratuitousKind::Initial), _) | (_, GratuitousKind::Initial) => {
+                        GratuitousKind::Initial
+                    }
+                    (Some(GratuitousKind::Delayed), _) | (_, GratuitousKind::Delayed) => {
+                        GratuitousKind::Delayed
+                    }
+                    _ => GratuitousKind::Refresh,
+                };
+                self.deferred_burst = Some(pending);
+                self.timers[Timer::GarpDeferred as usize] = Some(last + gap);
+                return;
+            }
+        }
+        self.last_burst = Some(now);
         self.actions.push_back(Action::SendGratuitous {
             addresses,
             repeat,
@@ -1137,7 +1203,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sustained_flood_costs_at_most_one_extra_advert_per_interval() {
+    fn a_sustained_flood_costs_one_advert_per_interval_in_all() {
         let t0 = Instant::now();
         let mut i = master(t0);
         let (rx, adv) = hostile(50);
@@ -1159,11 +1225,170 @@ mod tests {
             adverts += a;
             assert_eq!(g, 0, "no gratuitous burst in reply");
         }
-        // 10 scheduled + at most 10 immediate, instead of 10 000 adverts and GARP bursts.
-        assert!(adverts <= 20, "{adverts} adverts");
+        // One advert per interval in all (scheduled or immediate, never both), instead of
+        // 10 000 adverts and GARP bursts.
+        assert!(adverts <= 11, "{adverts} adverts");
         assert!(adverts >= 10, "{adverts} adverts");
         assert!(garps <= 1);
         assert_eq!(i.state(), State::Master);
+    }
+
+    /// Gratuitous actions drained from `i` (the rest is dropped).
+    fn bursts(i: &mut Instance) -> Vec<(GratuitousKind, usize)> {
+        let mut out = Vec::new();
+        while let Some(a) = i.poll_action() {
+            if let Action::SendGratuitous {
+                kind, addresses, ..
+            } = a
+            {
+                out.push((kind, addresses.len()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_master_flapped_on_purpose_sends_at_most_one_burst_per_interval() {
+        // A hostile peer makes a backup flap: a priority-0 advert (the backup takes over after
+        // Skew_Time), then a higher-priority advert (it steps down), again and again, 10 s.
+        let t0 = Instant::now();
+        let mut i = Instance::new(cfg(Version::V3, 100, v4(1))).unwrap();
+        i.start(t0);
+        while i.poll_action().is_some() {}
+        let interval = i.config().advert_interval.duration();
+        let (rx, leave) = hostile(0);
+        let (_, higher) = hostile(200);
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(10);
+        let (mut burst_at, mut masters, mut last_master) = (Vec::new(), 0, t0);
+        let mut told = false;
+        let step = |i: &mut Instance, now: Instant, burst_at: &mut Vec<Instant>| {
+            for (kind, n) in bursts(i) {
+                assert_eq!(n, 1, "{kind:?} names every VIP");
+                burst_at.push(now);
+            }
+        };
+        while now < end {
+            now += Duration::from_millis(1);
+            if i.poll_timeout().is_some_and(|t| t <= now) {
+                let was = i.state();
+                i.handle_timeout(now);
+                if was != State::Master && i.state() == State::Master {
+                    masters += 1;
+                    last_master = now;
+                }
+                step(&mut i, now, &mut burst_at);
+            }
+            // 5 ms after each change, the hostile peer speaks: priority 0 to a backup (once:
+            // a repeat would restart its Skew_Time), a higher priority to a master.
+            if (now - t0).as_millis().is_multiple_of(5) {
+                let adv = match i.state() {
+                    State::Master => Some(&higher),
+                    State::Backup if !told => Some(&leave),
+                    _ => None,
+                };
+                if let Some(adv) = adv {
+                    told = i.state() == State::Backup;
+                    i.handle_advert(now, &rx, adv).unwrap();
+                    step(&mut i, now, &mut burst_at);
+                }
+            }
+        }
+        // Skew_Time is 609 ms here (priority 100, 1 s interval): one flap per ~615 ms.
+        assert!(
+            masters >= 15,
+            "the peer flapped the instance {masters} times"
+        );
+        assert!(
+            burst_at.windows(2).all(|w| w[1] - w[0] >= interval),
+            "bursts at least one interval apart"
+        );
+        assert!(
+            burst_at.len() < masters,
+            "{} bursts for {masters} takeovers in 10 s",
+            burst_at.len()
+        );
+        assert!(burst_at.len() <= 11, "{} bursts in 10 s", burst_at.len());
+        assert!(i.counters().gratuitous_deferred > 0);
+        // Left as master at the end: the held-back burst still goes out after the last
+        // takeover, within one interval.
+        if i.state() != State::Master {
+            i.handle_timeout(now + Duration::from_millis(700));
+            assert_eq!(i.state(), State::Master);
+            last_master = now + Duration::from_millis(700);
+            now = last_master;
+            step(&mut i, now, &mut burst_at);
+        }
+        let deadline = last_master + interval;
+        while burst_at.last().is_none_or(|b| *b < last_master) && now < deadline {
+            now += Duration::from_millis(1);
+            if i.poll_timeout().is_some_and(|t| t <= now) {
+                i.handle_timeout(now);
+                step(&mut i, now, &mut burst_at);
+            }
+        }
+        let last = *burst_at.last().unwrap();
+        assert!(
+            last >= last_master && last <= deadline,
+            "a burst follows the last takeover within one interval"
+        );
+    }
+
+    #[test]
+    fn address_churn_on_a_master_is_announced_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let interval = i.config().advert_interval.duration();
+        // A first takeover burst went out at t0. Ten spec updates 10 ms apart, each adding one
+        // VIP: the first is held back to t0 + interval, the rest join it.
+        let mut c = i.config().clone();
+        let mut got = Vec::new();
+        for k in 0..10u8 {
+            c.vips
+                .push(format!("198.51.100.{}/24", k + 1).parse().unwrap());
+            let at = t0 + Duration::from_millis(10 * (u64::from(k) + 1));
+            assert_eq!(
+                i.update_config(at, c.clone()).unwrap(),
+                ConfigUpdate::Applied
+            );
+            got.extend(bursts(&mut i));
+        }
+        assert_eq!(got, vec![], "held back");
+        assert_eq!(i.counters().gratuitous_deferred, 10);
+        i.handle_timeout(t0 + interval - Duration::from_millis(1));
+        assert_eq!(bursts(&mut i), vec![]);
+        i.handle_timeout(t0 + interval);
+        assert_eq!(
+            bursts(&mut i),
+            vec![(GratuitousKind::Initial, 11)],
+            "one burst naming every VIP"
+        );
+        // A later change, an interval after that burst, goes out at once.
+        c.vips.pop();
+        c.vips.push("203.0.113.1/24".parse().unwrap());
+        i.update_config(t0 + interval * 2, c).unwrap();
+        assert_eq!(bursts(&mut i), vec![(GratuitousKind::Initial, 1)]);
+    }
+
+    #[test]
+    fn a_held_back_burst_is_dropped_when_mastership_is_lost() {
+        let t0 = Instant::now();
+        let mut i = master(t0);
+        let mut c = i.config().clone();
+        c.vips.push("198.51.100.1/24".parse().unwrap());
+        i.update_config(t0 + Duration::from_millis(10), c).unwrap();
+        assert_eq!(bursts(&mut i), vec![]);
+        let (rx, higher) = hostile(200);
+        i.handle_advert(t0 + Duration::from_millis(20), &rx, &higher)
+            .unwrap();
+        assert_eq!(i.state(), State::Backup);
+        while i.poll_action().is_some() {}
+        i.handle_timeout(t0 + Duration::from_millis(1000));
+        assert_eq!(
+            bursts(&mut i),
+            vec![],
+            "no ARP for addresses no longer held"
+        );
     }
 
     #[test]
@@ -1251,7 +1476,9 @@ mod tests {
         let mut i = master(t0);
         let mut c = i.config().clone();
         c.vips = vec!["192.0.2.201/24".parse().unwrap()];
-        assert_eq!(i.update_config(t0, c).unwrap(), ConfigUpdate::Applied);
+        // One advert interval after the takeover burst (a sooner one would be held back).
+        let t1 = t0 + i.config().advert_interval.duration();
+        assert_eq!(i.update_config(t1, c).unwrap(), ConfigUpdate::Applied);
         assert_eq!(
             i.poll_action(),
             Some(Action::RemoveVips(vec!["192.0.2.200/24".parse().unwrap()]))

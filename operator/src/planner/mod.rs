@@ -13,14 +13,16 @@
 //!    problem ⇒ not deployed, `Ready=False` reason `InvalidSpec`, phase `Conflict`, an
 //!    `InvalidSpec` event.
 //! 2. **VRID** ([`vrid`]). An explicit `virtualRouterID` is used as is; otherwise the VRID
-//!    recorded in `status.virtualRouterID` is kept; otherwise the lowest free VRID of the
-//!    VirtualIP's network is allocated. The network is (address family, first address with its
-//!    prefix, masked). A first address written without a prefix is placed in the longest
-//!    prefixed network of another VirtualIP that contains it, else in one shared per-family
-//!    pool: the operator cannot see node subnets, and sharing a VRID space is the safe guess.
+//!    recorded in `status.virtualRouterID` is kept; otherwise the lowest VRID free on the
+//!    VirtualIP's interfaces is allocated. VRIDs are unique per (interface, address family), as
+//!    on the wire: a VirtualIP naming `interface` (and `nodes[].interface`) shares a VRID space
+//!    with the others on those interfaces, whatever their subnets; one naming none may run on
+//!    any interface (the agent picks the one with its subnet, which the operator cannot see),
+//!    so it must differ from every VirtualIP of its family: the safe guess.
 //!    Claims are served oldest first (creationTimestamp, then namespace/name). When a user-set
-//!    VRID collides with an older claim, both get `VRIDConflict=True` and the newer one is not
-//!    deployed; a VRID the operator allocated itself is simply reallocated instead.
+//!    VRID collides with an older claim, both get `VRIDConflict=True` naming the interface of
+//!    the clash, and the newer one is not deployed; a VRID the operator allocated itself is
+//!    simply reallocated instead.
 //! 3. **Authentication.** The `passwordSecretRef` Secret and key must exist and hold 1–8 bytes
 //!    of UTF-8; otherwise `Ready=False` with reason `SecretNotFound`, `SecretKeyNotFound` or
 //!    `InvalidPassword`, the instance is not deployed, and no other VirtualIP is affected (the
@@ -147,18 +149,18 @@ pub struct VipPlan {
 pub enum Blocker {
     /// The spec is invalid.
     InvalidSpec(Problems),
-    /// The VRID is also claimed by an older VirtualIP on the same network.
+    /// The VRID is also claimed by an older VirtualIP on a shared interface.
     VridConflict {
         /// The contested VRID.
         vrid: u8,
-        /// The network, as text.
+        /// Where they clash (interface and family), as text.
         network: String,
         /// The older VirtualIP that keeps the VRID.
         winner: VipKey,
     },
-    /// Every VRID of the network is taken.
+    /// Every VRID of the VirtualIP's interfaces is taken.
     NoFreeVrid {
-        /// The network, as text.
+        /// The interfaces and family, as text.
         network: String,
     },
     /// Refused by a cluster policy (script policy, plan size); other VirtualIPs are unaffected.
@@ -715,6 +717,14 @@ fn assign_vrids(vips: &mut [VipWork<'_>]) {
                     key: w.key.clone(),
                     created: w.vip.metadata.creation_timestamp.as_ref().map(|t| t.0),
                     first_address: first,
+                    interfaces: vrid::Interfaces::from_spec(
+                        w.vip.spec.interface.as_deref(),
+                        w.vip
+                            .spec
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.interface.as_deref()),
+                    ),
                     explicit: w.vip.spec.virtual_router_id,
                     recorded: w.vip.status.as_ref().and_then(|s| s.virtual_router_id),
                 },

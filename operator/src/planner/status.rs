@@ -22,7 +22,9 @@
 //!   keeps its `lastTransitionTime` while its status stays the same.
 //! - Events fire on transitions only: `MasterElected` (no master → one), `Failover` (master
 //!   moved), `SplitBrain` (phase entered), `VRIDConflict` (condition became true),
-//!   `InvalidSpec` (spec newly invalid, or invalid differently).
+//!   `InvalidSpec` (spec newly invalid, or invalid differently), `SecretNotFound` /
+//!   `SecretKeyNotFound` / `InvalidPassword` (the authentication Secret newly unusable, or
+//!   unusable differently), and the policy refusals.
 
 use std::collections::BTreeMap;
 
@@ -441,7 +443,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             true,
             REASON_VRID_CONFLICT,
             format!(
-                "VRID {} is also requested by the newer VirtualIP(s) {} on the same network; they are not deployed",
+                "VRID {} is also requested by the newer VirtualIP(s) {} on a shared interface; they are not deployed",
                 input.vrid.unwrap_or_default(),
                 input
                     .vrid_conflict_with
@@ -455,7 +457,7 @@ pub fn aggregate(input: &StatusInput<'_>) -> (VirtualIPStatus, Option<std::time:
             false,
             "NoConflict",
             match input.vrid {
-                Some(v) => format!("VRID {v} is not used by another VirtualIP on the same network"),
+                Some(v) => format!("VRID {v} is not used by another VirtualIP on its interfaces"),
                 None => "no VRID assigned".into(),
             },
         ),
@@ -685,6 +687,7 @@ pub fn events(
     let refusal = match blocker {
         Some(Blocker::InvalidSpec(_)) => Some(REASON_INVALID_SPEC),
         Some(Blocker::Refused { reason, .. }) => Some(*reason),
+        Some(Blocker::Secret { reason, .. }) => Some(*reason),
         _ => None,
     };
     if let Some(reason) = refusal
