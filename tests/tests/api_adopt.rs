@@ -166,25 +166,7 @@ fn api_in_cluster_agents_adopt_the_static_vip_without_a_flap() {
     let mut capture = lab.capture(lab.client(), "ip proto 112").expect("capture");
 
     // 2. The cluster: CRDs, Nodes, in-cluster agents, operator.
-    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for f in ["virtualip.yaml", "vrrpnode.yaml"] {
-        let p = crd_dir.join(f);
-        api.kubectl(&["apply", "-f", &p.to_string_lossy()])
-            .expect("apply CRD");
-    }
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/virtualips.kubevrrp.io",
-        "crd/vrrpnodes.kubevrrp.io",
-    ])
-    .expect("CRDs established");
-    api.kubectl_client()
-        .apply(&serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NS}
-        }))
-        .expect("namespace");
+    lab::kubelab::install_crds(&api);
     let mut sims: Vec<NodeSim> = Vec::new();
     for (i, n) in NODES.iter().enumerate() {
         let addr = IpAddr::V4(lab.host(i).ipv4);

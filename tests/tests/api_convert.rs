@@ -131,24 +131,7 @@ fn three_converted_unicast_files_elect_one_master_without_fault() {
         .prefix("kvapicv-")
         .tempdir()
         .expect("temp dir");
-    let crd_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for f in ["virtualip.yaml", "vrrpnode.yaml"] {
-        api.kubectl(&["apply", "-f", &crd_dir.join(f).to_string_lossy()])
-            .expect("apply CRD");
-    }
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/virtualips.kubevrrp.io",
-        "crd/vrrpnodes.kubevrrp.io",
-    ])
-    .expect("CRDs established");
-    api.kubectl_client()
-        .apply(&serde_json::json!({
-            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NS}
-        }))
-        .expect("namespace");
+    lab::kubelab::install_crds(&api);
     let addrs: Vec<IpAddr> = (0..3).map(|i| IpAddr::V4(lab.host(i).ipv4)).collect();
     let mut sims = Vec::new();
     for (i, n) in NODES.iter().enumerate() {

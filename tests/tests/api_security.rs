@@ -32,24 +32,7 @@ fn repo_file(rel: &str) -> String {
 
 /// CRDs, the release namespace, and the manifests' agent RBAC and admission policies.
 fn install(api: &ApiServer) {
-    for f in ["virtualip.yaml", "vrrpnode.yaml"] {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../crds")
-            .join(f);
-        api.kubectl(&["apply", "-f", &p.to_string_lossy()])
-            .expect("apply CRD");
-    }
-    api.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/virtualips.kubevrrp.io",
-        "crd/vrrpnodes.kubevrrp.io",
-    ])
-    .expect("CRDs established");
-    api.kubectl_client()
-        .apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
-        .expect("namespace");
+    lab::kubelab::install_crds(api);
     let text = repo_file("deploy/manifests/kube-vrrp.yaml");
     let mut applied = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
