@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let host = NodeFacts {
         name: "n1".into(),
         interfaces: vec![InterfaceFacts { name: "eth0".into(), addresses: vec!["192.0.2.10/24".parse().unwrap()] }],
+        addresses: vec!["192.0.2.10".parse().unwrap()],
     };
     let _ = resolve_config(&parsed.config, &host);
 });
