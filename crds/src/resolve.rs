@@ -211,6 +211,7 @@ pub fn resolve(input: &ResolveInput<'_>) -> Result<ResolvedInstance, Problems> {
             None => g.clone(),
         }),
         adopt_static: false,
+        peer_priorities: None,
     })
 }
 

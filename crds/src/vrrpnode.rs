@@ -145,6 +145,13 @@ pub struct ResolvedInstance {
     /// node, when both agree (the VirtualIP annotation `kubevrrp.io/adopt-static: "true"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_static: bool,
+    /// The highest priority each other node running this instance can advertise (its
+    /// priority plus its trackers' positive weights), when the operator planned them all:
+    /// the backup that outranks every node but the one leaving takes over at once on the
+    /// master's priority-0 advert instead of waiting Skew_Time (planned handover). Absent in
+    /// standalone mode, where peers are unknown and RFC timing applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_priorities: Option<Vec<u8>>,
 }
 
 /// `skip_serializing_if` of [`ResolvedInstance::auth_pass`]: always skipped.
@@ -153,6 +160,34 @@ fn never_serialised<T>(_: &T) -> bool {
 }
 
 impl ResolvedInstance {
+    /// The highest priority this instance can advertise: its priority plus the most every
+    /// tracker can add (a positive weight; with `reverse`, either sign may end up added),
+    /// at most 254 (an owner's 255 stays 255), as the agent's trackers compute it.
+    pub fn priority_ceiling(&self) -> u8 {
+        if self.priority == 255 {
+            return 255;
+        }
+        let t = &self.track;
+        let most = |weight: i16, reverse: bool| {
+            if reverse {
+                i32::from(weight).abs()
+            } else {
+                i32::from(weight.max(0))
+            }
+        };
+        let up: i32 = t
+            .interfaces
+            .iter()
+            .map(|x| most(x.weight, x.reverse))
+            .chain(t.scripts.iter().map(|x| most(x.weight, x.reverse)))
+            .chain(t.processes.iter().map(|x| most(x.weight, x.reverse)))
+            .chain(t.files.iter().map(|x| most(x.weight, x.reverse)))
+            .chain(t.pods.iter().map(|x| most(x.weight, false)))
+            .chain(t.http.iter().map(|x| most(x.weight, x.reverse)))
+            .sum();
+        (i32::from(self.priority) + up).clamp(1, 254) as u8
+    }
+
     /// Whether the agent would run commands for this instance (`track.scripts`, `notify`,
     /// `syncGroupNotify`): see [`crate::policy`].
     pub fn runs_commands(&self) -> bool {
@@ -194,6 +229,7 @@ impl Default for ResolvedInstance {
             sync_group: None,
             sync_group_notify: Default::default(),
             adopt_static: false,
+            peer_priorities: None,
         }
     }
 }
@@ -241,6 +277,8 @@ pub fn adoption_view(ri: &ResolvedInstance, interface: &str, source: &str) -> se
     v.name = String::new();
     v.virtual_ip = None;
     v.adopt_static = false;
+    // Who else runs the instance is the operator's knowledge, not the instance's behaviour.
+    v.peer_priorities = None;
     v.initial_state = crate::virtualip::InitialState::Backup;
     v.interface = Some(interface.to_string());
     v.unicast_source = Some(source.to_string());
@@ -726,4 +764,34 @@ pub struct TrackerStatus {
     /// Contribution to the priority (0 for weight-0 trackers).
     #[serde(default)]
     pub delta: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(weight: i16, reverse: bool) -> ResolvedTrackInterface {
+        ResolvedTrackInterface {
+            name: format!("eth{weight}"),
+            weight,
+            reverse,
+        }
+    }
+
+    #[test]
+    fn the_priority_ceiling_counts_what_trackers_can_add() {
+        let mut ri = ResolvedInstance {
+            priority: 100,
+            ..Default::default()
+        };
+        assert_eq!(ri.priority_ceiling(), 100);
+        ri.track.interfaces = vec![link(20, false), link(-30, false)];
+        assert_eq!(ri.priority_ceiling(), 120, "a negative weight only lowers");
+        ri.track.interfaces.push(link(-10, true));
+        assert_eq!(ri.priority_ceiling(), 130, "reversed, either sign can add");
+        ri.track.interfaces.push(link(200, false));
+        assert_eq!(ri.priority_ceiling(), 254, "never above 254");
+        ri.priority = 255;
+        assert_eq!(ri.priority_ceiling(), 255, "an owner stays 255");
+    }
 }

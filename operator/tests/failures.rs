@@ -398,8 +398,25 @@ fn prios(list: &[(&str, u8)]) -> BTreeMap<String, u8> {
     list.iter().map(|(n, p)| (n.to_string(), *p)).collect()
 }
 
+/// The instance of node `n`'s plan without its peers' priorities.
+fn but_peers(p: &Plan, n: &str) -> Vec<crds::vrrpnode::ResolvedInstance> {
+    let mut v = p.nodes[n].spec.instances.clone();
+    for i in &mut v {
+        i.peer_priorities = None;
+    }
+    v
+}
+
+/// The peers' priorities planned for node `n`'s only instance.
+fn peers(p: &Plan, n: &str) -> Vec<u8> {
+    p.nodes[n].spec.instances[0]
+        .peer_priorities
+        .clone()
+        .unwrap_or_default()
+}
+
 #[test]
-fn node_lifecycle_keeps_other_nodes_untouched() {
+fn node_lifecycle_keeps_other_nodes_priorities() {
     let vips = vec![vip("ns", "v", 0, spec("192.0.2.200/24"))];
     let mut w = world(vips, three_nodes());
     let p0 = plan(&w);
@@ -409,13 +426,19 @@ fn node_lifecycle_keeps_other_nodes_untouched() {
     );
     write_back(&mut w, &p0);
 
-    // n2 is deleted: withdrawn; n1 and n3 keep their priorities and their VRRPNode specs.
+    assert_eq!(peers(&p0, "n1"), [99, 98]);
+    assert_eq!(peers(&p0, "n2"), [100, 98]);
+
+    // n2 is deleted: withdrawn; n1 and n3 keep their priorities and everything else in
+    // their VRRPNode specs but the list of their peers' priorities.
     w.nodes = vec![three_nodes()[0].clone(), three_nodes()[2].clone()];
     w.agents = live(&w.nodes);
     let p1 = plan(&w);
     assert_eq!(priorities(&p1), prios(&[("n1", 100), ("n3", 98)]));
-    assert_eq!(p1.nodes["n1"], p0.nodes["n1"]);
-    assert_eq!(p1.nodes["n3"], p0.nodes["n3"]);
+    assert_eq!(but_peers(&p1, "n1"), but_peers(&p0, "n1"));
+    assert_eq!(but_peers(&p1, "n3"), but_peers(&p0, "n3"));
+    assert_eq!(peers(&p1, "n1"), [98]);
+    assert_eq!(peers(&p1, "n3"), [100]);
     write_back(&mut w, &p1);
 
     // A node joins: it takes the free slot; nobody else changes.
@@ -426,11 +449,13 @@ fn node_lifecycle_keeps_other_nodes_untouched() {
         priorities(&p2),
         prios(&[("n1", 100), ("n3", 98), ("n4", 99)])
     );
-    assert_eq!(p2.nodes["n1"], p0.nodes["n1"]);
-    assert_eq!(p2.nodes["n3"], p0.nodes["n3"]);
+    assert_eq!(but_peers(&p2, "n1"), but_peers(&p0, "n1"));
+    assert_eq!(but_peers(&p2, "n3"), but_peers(&p0, "n3"));
+    assert_eq!(peers(&p2, "n3"), [100, 99]);
     write_back(&mut w, &p2);
 
-    // n3 goes NotReady: nothing moves; status says so.
+    // n3 goes NotReady: nothing moves (its agent may still advertise, so it stays ranked);
+    // status says so.
     w.nodes[1] = not_ready("n3", &["192.0.2.3"]);
     let p3 = plan(&w);
     assert_eq!(p3.nodes, p2.nodes);
@@ -446,7 +471,9 @@ fn node_lifecycle_keeps_other_nodes_untouched() {
     w.nodes[0] = Arc::new(cordoned);
     let p4 = plan(&w);
     assert_eq!(priorities(&p4), prios(&[("n1", 1), ("n3", 98), ("n4", 99)]));
-    assert_eq!(p4.nodes["n3"], p3.nodes["n3"]);
+    assert_eq!(but_peers(&p4, "n3"), but_peers(&p3, "n3"));
+    // n4 now outranks every node but a leaving n1: it takes over at once when n1 leaves.
+    assert_eq!(peers(&p4, "n4"), [1, 98]);
     let n1 = status(&p4).nodes.iter().find(|e| e.node == "n1").unwrap();
     assert_eq!(n1.reason.as_deref(), Some("Draining"));
     assert_eq!(

@@ -498,13 +498,32 @@ impl Daemon {
         }
     }
 
-    /// Leave: every instance sends priority 0 if master, VIPs are removed, STOP notifications
-    /// run.
+    /// Leave: every master sends priority 0 and keeps its VIPs until it hears its successor
+    /// (then a short grace; at most [`crate::vrrp::LINGER_INTERVALS`] advert intervals), so a planned
+    /// handover loses no packet; then the VIPs are removed and STOP notifications run.
     async fn leave(&mut self) {
         tracing::info!("stopping: leaving every VRRP instance");
         self.telemetry.set_ready(false);
         self.router.shutdown(Instant::now());
         self.drain_actions().await;
+        if self.router.poll_timeout().is_some() {
+            tracing::info!("masters hold their VIPs until a successor advertises");
+        }
+        // Only the instances holding VIPs have timers left: their release, or a successor's
+        // advert (which shortens it). Nothing else is followed any more.
+        while let Some(deadline) = self.router.poll_timeout() {
+            tokio::select! {
+                biased;
+                Some((ifname, pkts)) = self.pkt_rx.recv() => {
+                    let now = Instant::now();
+                    for pkt in &pkts {
+                        self.on_packet(now, &ifname, pkt);
+                    }
+                }
+                _ = sleep_until_opt(Some(deadline)) => self.router.handle_timeout(Instant::now()),
+            }
+            self.drain_actions().await;
+        }
         self.vips.flush().await;
         self.cleanup_vmacs().await;
         if !self.notifier.flush(NOTIFY_FLUSH).await {

@@ -191,6 +191,7 @@ impl ConfigFromResolved for InstanceConfig {
                 master_refresh_repeat: ri.garp.master_refresh_repeat,
             },
             sync_group: ri.sync_group.clone(),
+            peer_priorities: ri.peer_priorities.clone(),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -895,6 +895,7 @@ mod tests {
             trackers: vec![],
             garp: Default::default(),
             sync_group: None,
+            peer_priorities: None,
         };
         let mut r = Router::new();
         r.add(cfg).unwrap();

@@ -107,6 +107,7 @@ fn config(priority: u8, source: u8, master: bool) -> InstanceConfig {
         trackers: vec![],
         garp: GarpConfig::default(),
         sync_group: None,
+        peer_priorities: None,
     }
 }
 

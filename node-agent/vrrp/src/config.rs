@@ -117,6 +117,14 @@ pub struct InstanceConfig {
     pub garp: GarpConfig,
     /// Sync group name.
     pub sync_group: Option<String>,
+    /// The highest priority each *other* router of this virtual router can advertise, when the
+    /// caller knows every one of them (kube-vrrp's operator plans all the peers); `None` when
+    /// it does not (a keepalived.conf, whose peers may be anything). With the list, a backup
+    /// that outranks every router except the one leaving takes over at once on its
+    /// priority-0 advert instead of waiting Skew_Time, and an empty list tells a leaving
+    /// master nobody will take over, so it need not hold its VIPs for a successor. Entries
+    /// are 1–255.
+    pub peer_priorities: Option<Vec<u8>>,
 }
 
 impl InstanceConfig {
@@ -260,6 +268,16 @@ impl InstanceConfig {
             && g.is_empty()
         {
             return err("syncGroup", "must not be empty when set".into());
+        }
+        if self
+            .peer_priorities
+            .as_ref()
+            .is_some_and(|p| p.contains(&0))
+        {
+            return err(
+                "peerPriorities",
+                "0 is reserved for a master leaving; use 1–255".into(),
+            );
         }
         Ok(())
     }

@@ -299,7 +299,7 @@ impl super::instance::Instance {
         (
             self.state(),
             self.counters().clone(),
-            self.poll_timeout(),
+            self.master_down_at(),
             self.effective_priority(),
         )
     }
@@ -580,21 +580,19 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        rule: "Master: higher priority makes it backup and drop the VIPs",
+        rule: "Master: higher priority makes it backup; the VIPs go after the release grace",
         given: Given::Master,
         when: When::Advert(Adv {
             priority: 150,
             ..ADV
         }),
-        remove_vips: true,
         timer: Timer::ResetMdi(100),
         ..BASE
     },
     Case {
-        rule: "Master: equal priority from a higher address makes it backup",
+        rule: "Master: equal priority from a higher address makes it backup (VIPs after the grace)",
         given: Given::Master,
         when: When::Advert(Adv { src: 20, ..ADV }),
-        remove_vips: true,
         timer: Timer::ResetMdi(100),
         ..BASE
     },
@@ -633,17 +631,15 @@ const CASES: &[Case] = &[
             interval: 30,
             ..ADV
         }),
-        remove_vips: true,
         timer: Timer::ResetMdi(30),
         ..BASE
     },
     Case {
-        rule: "Shutdown of a master: priority 0, then VIPs removed",
+        rule: "Shutdown of a master: priority 0, VIPs kept until a successor speaks (bounded)",
         given: Given::Master,
         when: When::Shutdown,
         state: State::Stop,
         adverts: &[0],
-        remove_vips: true,
         ..BASE
     },
     Case {

@@ -9,11 +9,14 @@
 //! RFC 9568 §6.4 with keepalived's choices where the RFC leaves room:
 //! - INIT: owner (priority 255) or `state MASTER` ⇒ MASTER at once; else BACKUP with the
 //!   master down timer at Master_Down_Interval. Weight-0 trackers without a result hold INIT.
-//! - BACKUP: down timer ⇒ MASTER. Priority-0 advert ⇒ timer = Skew_Time. Priority ≥ ours, or
+//! - BACKUP: down timer ⇒ MASTER. Priority-0 advert ⇒ timer = Skew_Time, or MASTER at once
+//!   when the configuration knows every peer ([`InstanceConfig::peer_priorities`]) and this
+//!   router outranks all of them but the one leaving (planned handover). Priority ≥ ours, or
 //!   preempt off, or inside `preempt_delay` ⇒ learn the interval (v3) and reset the timer to
 //!   Master_Down_Interval. Lower priority with preempt ⇒ ignored.
 //! - MASTER: advert timer ⇒ advert. Higher priority, or equal priority from a higher
-//!   address ⇒ BACKUP. Priority 0 ⇒ advert at once. Lower priority (or equal from a lower
+//!   address ⇒ BACKUP, keeping the VIPs bound for a short grace ([`release_grace`]) so the
+//!   new master's gratuitous ARP / NA is out before they go. Priority 0 ⇒ advert at once. Lower priority (or equal from a lower
 //!   address) ⇒ discarded (RFC 3768 / RFC 9568 §6.4.3), except that, like keepalived's
 //!   "forcing new election", an advert is sent at once to make the other master yield —
 //!   never a gratuitous burst. Immediate adverts (for priority 0 or a lower-priority master)
@@ -22,7 +25,12 @@
 //!   ([`Counters::lower_priority_discarded`], [`Counters::priority_zero_rate_limited`]).
 //! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
 //!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
-//! - shutdown: MASTER sends priority 0 and then removes the VIPs.
+//! - shutdown: MASTER sends priority 0 and keeps its VIPs bound until it hears a new master
+//!   (then for [`release_grace`] more) or [`LINGER_INTERVALS`] advert intervals pass, so a
+//!   planned handover loses no packet; with no peers at all (an empty
+//!   [`InstanceConfig::peer_priorities`]) it removes them at once, as does
+//!   [`Instance::shutdown_at_once`]. While the VIPs are held the instance is STOP on the wire
+//!   (no adverts) and [`Instance::holds_vips`] says so.
 //! - hand-over ([`Instance::hand_over`] / [`Instance::start_inherited`]): another process on
 //!   the same host continues the instance. The old one stops without a priority-0 advert and
 //!   leaves its VIPs bound; the new one starts directly in the state handed over (MASTER keeps
@@ -34,7 +42,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -300,15 +308,34 @@ enum Timer {
     GarpRefresh = 3,
     /// A gratuitous burst held back by the per-instance rate limit.
     GarpDeferred = 4,
+    /// VIPs still bound after leaving MASTER are released.
+    Release = 5,
 }
 
-const TIMERS: [Timer; 5] = [
+const TIMERS: [Timer; 6] = [
     Timer::MasterDown,
     Timer::Advert,
     Timer::GarpDelayed,
     Timer::GarpRefresh,
     Timer::GarpDeferred,
+    Timer::Release,
 ];
+
+/// Longest a master that left keeps its VIPs after hearing the new master (capped at one
+/// advert interval, see [`release_grace`]).
+pub const RELEASE_GRACE_MAX: Duration = Duration::from_millis(100);
+
+/// A master shutting down keeps its VIPs at most this many advert intervals while waiting to
+/// hear a successor.
+pub const LINGER_INTERVALS: u32 = 3;
+
+/// How long a master that left keeps its VIPs bound once a new master advertises: the new
+/// master's gratuitous ARP / NA follows its first advert by the time it takes to bind the
+/// addresses, so withdrawing them at once would drop whatever neighbours still send to the
+/// old MAC in between. One advert interval, at most [`RELEASE_GRACE_MAX`].
+pub fn release_grace(advert_interval: Interval) -> Duration {
+    advert_interval.duration().min(RELEASE_GRACE_MAX)
+}
 
 const NO_TIMERS: [Option<Instant>; TIMERS.len()] = [None; TIMERS.len()];
 
@@ -326,6 +353,10 @@ pub struct Instance {
     master_address: Option<IpAddr>,
     /// The master that sent priority 0 and has not advertised since.
     master_left: Option<IpAddr>,
+    /// The priority the master heard last advertised (BACKUP).
+    master_priority: Option<u8>,
+    /// VIPs are still bound after leaving MASTER, until [`Timer::Release`].
+    holding: bool,
     /// The last master heard while BACKUP, and when (the evidence behind a takeover).
     last_heard: Option<(IpAddr, Instant)>,
     timers: [Option<Instant>; TIMERS.len()],
@@ -359,6 +390,8 @@ impl Instance {
             sync_hold: None,
             master_address: None,
             master_left: None,
+            master_priority: None,
+            holding: false,
             last_heard: None,
             timers: NO_TIMERS,
             preempt_allowed_at: None,
@@ -426,6 +459,11 @@ impl Instance {
     pub fn last_heard(&self) -> Option<(IpAddr, Instant)> {
         self.last_heard
     }
+    /// Whether the VIPs are still bound although the instance left MASTER (a short grace
+    /// after a new master spoke, or a shutdown waiting for a successor).
+    pub fn holds_vips(&self) -> bool {
+        self.holding
+    }
 
     // ---- sans-IO driving ----
 
@@ -481,6 +519,7 @@ impl Instance {
                         self.gratuitous(now, kind);
                     }
                 }
+                (Timer::Release, _) => self.release_vips(),
                 _ => {}
             }
         }
@@ -526,15 +565,20 @@ impl Instance {
         match self.state {
             State::Backup => {
                 if advert.priority == 0 {
-                    let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
-                    self.timers[Timer::MasterDown as usize] = Some(now + skew);
-                    self.master_left = Some(rx.src);
                     self.last_heard = Some((rx.src, now));
+                    if self.outranks_all_but_the_leaving() {
+                        self.become_master(now, Reason::MasterLeft { from: rx.src });
+                    } else {
+                        let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
+                        self.timers[Timer::MasterDown as usize] = Some(now + skew);
+                        self.master_left = Some(rx.src);
+                    }
                 } else if !self.cfg.preempt
                     || advert.priority >= ours
                     || self.preempt_allowed_at.is_some_and(|t| now < t)
                 {
                     self.master_address = Some(rx.src);
+                    self.master_priority = Some(advert.priority);
                     self.master_left = None;
                     self.last_heard = Some((rx.src, now));
                     if self.cfg.version == Version::V3 {
@@ -562,17 +606,25 @@ impl Instance {
                         Reason::EqualPriorityHigherAddress { from: rx.src }
                     };
                     self.master_address = Some(rx.src);
+                    self.master_priority = Some(advert.priority);
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval = advert.interval;
                     }
-                    self.become_backup(now, reason);
+                    // Someone else answers for the VIPs now: ours go after a grace.
+                    let release = now + release_grace(self.cfg.advert_interval);
+                    self.become_backup_holding(now, reason, Some(release));
                 } else if !self.reply_now(now) {
                     // RFC 9568 §6.4.3: discard. The one advert per interval above is the
                     // keepalived-style nudge to a lower-priority master; no GARP in reply.
                     self.counters.lower_priority_discarded += 1;
                 }
             }
-            // check_advert admits only BACKUP and MASTER.
+            // A master that left and holds its VIPs for a successor: the first advert of a
+            // new master starts the short release grace.
+            State::Stop if advert.priority > 0 => {
+                self.hold_vips_until(now + release_grace(self.cfg.advert_interval));
+            }
+            // check_advert admits only BACKUP, MASTER and a STOP that holds VIPs.
             State::Init | State::Fault | State::Stop => {}
         }
         Ok(())
@@ -622,6 +674,8 @@ impl Instance {
             self.state = State::Stop;
             self.push_state_changed(from, State::Stop, Reason::HandedOver);
         }
+        // VIPs held after leaving MASTER are not the successor's to keep.
+        self.release_vips();
         self.timers = NO_TIMERS;
         self.deferred_burst = None;
         inheritance
@@ -683,20 +737,41 @@ impl Instance {
         self.reevaluate(now);
     }
 
-    /// Stop: a master sends a priority-0 advert and removes its VIPs. Final.
+    /// Stop (keepalived on SIGTERM): a master sends a priority-0 advert and keeps its VIPs
+    /// bound until a new master advertises (then [`release_grace`] more) or
+    /// [`LINGER_INTERVALS`] advert intervals pass, whichever is first; keep driving the
+    /// instance (packets, [`Instance::poll_timeout`]) until [`Instance::holds_vips`] is false.
+    /// With no peers configured at all it removes them at once. Final.
     pub fn shutdown(&mut self, now: Instant) {
+        let alone = self.cfg.peer_priorities.as_ref().is_some_and(Vec::is_empty);
+        self.stop(now, !alone);
+    }
+
+    /// Stop like [`Instance::shutdown`], but a master removes its VIPs right after its
+    /// priority-0 advert (an instance being removed, which cannot be driven any longer).
+    pub fn shutdown_at_once(&mut self, now: Instant) {
+        self.stop(now, false);
+    }
+
+    fn stop(&mut self, now: Instant, linger: bool) {
         if self.state == State::Stop {
             return;
         }
         let from = self.state;
         self.state = State::Stop;
         self.push_state_changed(from, State::Stop, Reason::Shutdown);
-        if from == State::Master {
-            self.send_advert(now, 0);
-            self.actions.push_back(Action::RemoveVips(self.all_vips()));
-        }
         self.timers = NO_TIMERS;
         self.deferred_burst = None;
+        if from == State::Master {
+            self.send_advert(now, 0);
+            self.holding = true;
+            if linger {
+                let wait = self.cfg.advert_interval.duration() * LINGER_INTERVALS;
+                self.timers[Timer::Release as usize] = Some(now + wait);
+                return;
+            }
+        }
+        self.release_vips();
     }
 
     /// Apply a new configuration without a state flap. Identity fields (name, interface,
@@ -752,6 +827,10 @@ impl Instance {
             });
         }
         let old_all = self.all_vips();
+        if self.holding && cfg.vips.iter().chain(&cfg.excluded).ne(old_all.iter()) {
+            // Release what is held under the old list rather than guess later.
+            self.release_vips();
+        }
         self.cfg = cfg;
         self.trackers = trackers;
         // A v3 backup keeps the interval it learned from the master; everyone else uses ours.
@@ -795,7 +874,13 @@ impl Instance {
         Ok(ConfigUpdate::Applied)
     }
 
-    // ---- crate-internal hooks for the router (sync groups) ----
+    // ---- crate-internal hooks for the router (sync groups) and the tests ----
+
+    /// When the master down timer expires, if armed.
+    #[cfg(test)]
+    pub(crate) fn master_down_at(&self) -> Option<Instant> {
+        self.timers[Timer::MasterDown as usize]
+    }
 
     /// Own fault condition (interface, trackers), ignoring the sync group.
     pub(crate) fn own_fault_cause(&self) -> Option<Reason> {
@@ -838,7 +923,7 @@ impl Instance {
     // ---- internals ----
 
     fn check_advert(&self, rx: &RxInfo, advert: &Advert) -> Result<(), DropReason> {
-        if !matches!(self.state, State::Backup | State::Master) {
+        if !matches!(self.state, State::Backup | State::Master) && !self.holding {
             return Err(DropReason::NotRunning);
         }
         if Family::of(&rx.src) != self.cfg.family() {
@@ -932,11 +1017,13 @@ impl Instance {
         self.push_state_changed(from, State::Fault, cause);
         if from == State::Master {
             self.send_advert(now, 0);
-            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+            self.holding = true;
         }
+        self.release_vips();
         self.timers = NO_TIMERS;
         self.deferred_burst = None;
         self.master_address = None;
+        self.master_priority = None;
     }
 
     fn become_master(&mut self, now: Instant, reason: Reason) {
@@ -946,6 +1033,11 @@ impl Instance {
         self.master_adver_interval = self.cfg.advert_interval;
         self.push_state_changed(from, State::Master, reason);
         self.timers[Timer::MasterDown as usize] = None;
+        // Back before the VIPs held were released: they stay (AddVips below is idempotent).
+        self.holding = false;
+        self.timers[Timer::Release as usize] = None;
+        self.master_left = None;
+        self.master_priority = None;
         self.send_advert_now(now);
         self.actions.push_back(Action::AddVips(self.all_vips()));
         self.gratuitous(now, GratuitousKind::Initial);
@@ -957,12 +1049,21 @@ impl Instance {
     }
 
     fn become_backup(&mut self, now: Instant, reason: Reason) {
+        self.become_backup_holding(now, reason, None);
+    }
+
+    /// To BACKUP; a master keeps its VIPs bound until `hold` when given, else removes them.
+    fn become_backup_holding(&mut self, now: Instant, reason: Reason, hold: Option<Instant>) {
         self.master_left = None;
         let from = self.state;
         self.state = State::Backup;
         self.push_state_changed(from, State::Backup, reason);
         if from == State::Master {
-            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+            self.holding = true;
+        }
+        match hold {
+            Some(at) if self.holding => self.hold_vips_until(at),
+            _ => self.release_vips(),
         }
         self.timers[Timer::Advert as usize] = None;
         self.timers[Timer::GarpDelayed as usize] = None;
@@ -970,6 +1071,42 @@ impl Instance {
         self.timers[Timer::GarpDeferred as usize] = None;
         self.deferred_burst = None;
         self.arm_master_down(now);
+    }
+
+    /// Release the VIPs held after leaving MASTER at `at`, or sooner if already due sooner.
+    fn hold_vips_until(&mut self, at: Instant) {
+        if !self.holding {
+            return;
+        }
+        let t = &mut self.timers[Timer::Release as usize];
+        *t = Some(t.map_or(at, |due| due.min(at)));
+    }
+
+    /// Remove the VIPs held after leaving MASTER, if any.
+    fn release_vips(&mut self) {
+        if std::mem::take(&mut self.holding) {
+            self.timers[Timer::Release as usize] = None;
+            self.actions.push_back(Action::RemoveVips(self.all_vips()));
+        }
+    }
+
+    /// Planned handover: a priority-0 advert came from the master, and this router
+    /// outranks every other one that could take over (the configuration knows their
+    /// highest priorities; the one that left is taken out as the lowest entry that can have
+    /// advertised the master's last priority), so waiting Skew_Time would only leave the
+    /// virtual router without a master. Unknown peers, or a tie, keep RFC timing.
+    fn outranks_all_but_the_leaving(&self) -> bool {
+        let Some(peers) = &self.cfg.peer_priorities else {
+            return false;
+        };
+        let mut others = peers.clone();
+        others.sort_unstable();
+        if let Some(p) = self.master_priority
+            && let Some(i) = others.iter().position(|&c| c >= p)
+        {
+            others.remove(i);
+        }
+        others.iter().all(|&c| self.effective_priority > c)
     }
 
     fn arm_master_down(&mut self, now: Instant) {
@@ -1150,6 +1287,97 @@ mod tests {
             }
         }
         (adv, garp, other)
+    }
+
+    /// Whether `i` queued a VIP removal, draining its actions.
+    fn removes(i: &mut Instance) -> bool {
+        std::iter::from_fn(|| i.poll_action()).any(|a| matches!(a, Action::RemoveVips(_)))
+    }
+
+    #[test]
+    fn a_master_yielding_keeps_its_vips_for_the_grace_unless_it_faults() {
+        let t0 = Instant::now();
+        let (rx, adv) = hostile(150);
+        // Preempted: held, released at +100 ms by the timer.
+        let mut i = master(t0);
+        i.handle_advert(t0, &rx, &adv).unwrap();
+        assert_eq!(i.state(), State::Backup);
+        assert!(i.holds_vips() && !removes(&mut i));
+        let grace = t0 + Duration::from_millis(100);
+        assert_eq!(i.poll_timeout(), Some(grace));
+        i.handle_timeout(grace - Duration::from_millis(1));
+        assert!(!removes(&mut i));
+        i.handle_timeout(grace);
+        assert!(removes(&mut i) && !i.holds_vips());
+        // A fault inside the grace takes them at once; nothing is removed twice.
+        let mut i = master(t0);
+        i.handle_advert(t0, &rx, &adv).unwrap();
+        while i.poll_action().is_some() {}
+        i.handle_link(t0 + Duration::from_millis(10), false);
+        assert!(removes(&mut i) && !i.holds_vips());
+        i.handle_timeout(grace);
+        assert!(!removes(&mut i));
+    }
+
+    #[test]
+    fn master_again_inside_the_grace_keeps_the_vips() {
+        let t0 = Instant::now();
+        let mut c = cfg(Version::V3, 100, v4(1));
+        c.start_state = StartState::Master;
+        c.preempt_delay = Duration::ZERO;
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        while i.poll_action().is_some() {}
+        let (rx, adv) = hostile(150);
+        i.handle_advert(t0, &rx, &adv).unwrap();
+        while i.poll_action().is_some() {}
+        // The new master leaves inside the grace; with its peers known, this one takes over
+        // at once on the priority-0 advert, before its release was due.
+        let mut c2 = i.config().clone();
+        c2.peer_priorities = Some(vec![150]);
+        i.update_config(t0, c2).unwrap();
+        while i.poll_action().is_some() {}
+        let (rx0, adv0) = hostile(0);
+        i.handle_advert(t0 + Duration::from_millis(50), &rx0, &adv0)
+            .unwrap();
+        assert_eq!(i.state(), State::Master);
+        assert!(!i.holds_vips());
+        assert!(!removes(&mut i), "the VIPs never left");
+        i.handle_timeout(t0 + Duration::from_millis(100));
+        assert!(!removes(&mut i));
+    }
+
+    #[test]
+    fn the_successor_rule_needs_a_strict_lead_and_known_peers() {
+        let t0 = Instant::now();
+        let backup = |peers: Option<Vec<u8>>, heard: Option<u8>| {
+            let mut c = cfg(Version::V3, 150, v4(1));
+            c.peer_priorities = peers;
+            let mut i = Instance::new(c).unwrap();
+            i.start(t0);
+            if let Some(p) = heard {
+                let (rx, adv) = hostile(p);
+                i.handle_advert(t0, &rx, &adv).unwrap();
+            }
+            while i.poll_action().is_some() {}
+            let (rx0, adv0) = hostile(0);
+            i.handle_advert(t0 + Duration::from_millis(10), &rx0, &adv0)
+                .unwrap();
+            i.state()
+        };
+        // Heard the master at 200: the 200 entry is taken out, 150 > 100 ⇒ at once.
+        assert_eq!(backup(Some(vec![200, 100]), Some(200)), State::Master);
+        // A tie with another peer ⇒ Skew_Time (RFC: the address decides, later).
+        assert_eq!(backup(Some(vec![200, 150]), Some(200)), State::Backup);
+        // Another peer could outrank it ⇒ Skew_Time.
+        assert_eq!(backup(Some(vec![200, 180]), Some(200)), State::Backup);
+        // The master's priority lowered by a tracker (190): its 200 entry is still the one
+        // taken out (the lowest entry ≥ 190).
+        assert_eq!(backup(Some(vec![200, 100]), Some(190)), State::Master);
+        // Never heard the master: nobody is taken out, 200 > 150 ⇒ Skew_Time.
+        assert_eq!(backup(Some(vec![200, 100]), None), State::Backup);
+        // Unknown peers (keepalived.conf) ⇒ RFC.
+        assert_eq!(backup(None, Some(200)), State::Backup);
     }
 
     #[test]

@@ -58,6 +58,7 @@
 //!         trackers: vec![],
 //!         garp: GarpConfig::default(),
 //!         sync_group: None,
+//!         peer_priorities: None,
 //!     }
 //! }
 //!
@@ -174,7 +175,8 @@ pub use checksum::{ChecksumKind, V3Ipv4Checksum};
 pub use config::{ConfigError, GarpConfig, InstanceConfig, StartState};
 pub use counters::{Counters, DropReason};
 pub use instance::{
-    Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, Reason, RxInfo, State,
+    Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, LINGER_INTERVALS,
+    RELEASE_GRACE_MAX, Reason, RxInfo, State, release_grace,
 };
 pub use packet::{Advert, Auth, EmitError, Family, Interval, Packet, ParseError, Version};
 pub use router::{Delivery, InstanceId, Received, Router, RouterAction};

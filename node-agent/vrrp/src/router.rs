@@ -91,11 +91,11 @@ impl Router {
         Ok(InstanceId(self.slots.len() - 1))
     }
 
-    /// Shut an instance down (priority-0 advert and VIP removal if master; the actions are
-    /// queued) and remove it.
+    /// Shut an instance down (priority-0 advert and VIP removal at once if master, see
+    /// [`Instance::shutdown_at_once`]; the actions are queued) and remove it.
     pub fn remove(&mut self, now: Instant, id: InstanceId) -> Option<Instance> {
         let mut inst = self.slots.get_mut(id.0)?.take()?;
-        inst.shutdown(now);
+        inst.shutdown_at_once(now);
         while let Some(action) = inst.poll_action() {
             self.actions.push_back(RouterAction {
                 instance: id,
@@ -259,7 +259,9 @@ impl Router {
         }
     }
 
-    /// Shut every instance down (keepalived on SIGTERM).
+    /// Shut every instance down (keepalived on SIGTERM, see [`Instance::shutdown`]): masters
+    /// send priority 0 and keep their VIPs until a successor speaks, bounded. Keep feeding
+    /// packets and timers until [`Router::poll_timeout`] is `None`: then every VIP is gone.
     pub fn shutdown(&mut self, now: Instant) {
         for i in 0..self.slots.len() {
             if let Some(inst) = self.slots[i].as_mut() {

@@ -186,7 +186,10 @@ fn priority_zero_handover_within_skew_time() {
         }
     ));
     assert!(matches!(log[1], Action::SendAdvert { priority: 0, .. }));
-    assert!(matches!(log[2], Action::RemoveVips(_)));
+    // The VIPs stay until the new master has spoken (its advert arrives at 11.111375), then
+    // for the release grace, 100 ms: no gap for clients while B takes over.
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(removed_at(&sim, 0), vec![t(11, 211_375)]);
     assert!(sim.nodes[0].vips.is_empty());
     assert_eq!(
         sim.nodes[1]
@@ -796,5 +799,154 @@ fn hand_over_carries_tracker_results_so_the_priority_does_not_dip() {
     assert_eq!(
         sim.nodes[0].router.get(new).unwrap().effective_priority(),
         210
+    );
+}
+
+/// When node `n` removed VIPs.
+fn removed_at(sim: &Sim, n: usize) -> Vec<Duration> {
+    sim.nodes[n]
+        .log
+        .iter()
+        .filter(|(_, _, a)| matches!(a, Action::RemoveVips(_)))
+        .map(|(t, _, _)| *t)
+        .collect()
+}
+
+/// When node `n` bound VIPs.
+fn added_at(sim: &Sim, n: usize) -> Vec<Duration> {
+    sim.nodes[n]
+        .log
+        .iter()
+        .filter(|(_, _, a)| matches!(a, Action::AddVips(_)))
+        .map(|(t, _, _)| *t)
+        .collect()
+}
+
+/// Three routers A (200, master), B (150), C (100) whose configurations know each other's
+/// priorities, as the operator plans them.
+fn ranked_trio() -> Sim {
+    let mut sim = Sim::new(1);
+    let mut a = cfg(Version::V3, 200, v4(1));
+    a.start_state = StartState::Master;
+    a.peer_priorities = Some(vec![150, 100]);
+    let mut b = cfg(Version::V3, 150, v4(2));
+    b.peer_priorities = Some(vec![200, 100]);
+    let mut c = cfg(Version::V3, 100, v4(3));
+    c.peer_priorities = Some(vec![200, 150]);
+    sim.add_node("a", v4(1), vec![a]);
+    sim.add_node("b", v4(2), vec![b]);
+    sim.add_node("c", v4(3), vec![c]);
+    sim
+}
+
+#[test]
+fn planned_handover_the_ranked_successor_takes_over_at_once() {
+    let mut sim = ranked_trio();
+    sim.start_all();
+    sim.run_to(10.5);
+    sim.shutdown(0);
+    sim.run_to(20.0);
+    // B outranks everyone but A: MASTER on the priority-0 advert (10.501), no Skew_Time.
+    assert_eq!(sim.entered(1, I0, State::Master), vec![t(10, 501_000)]);
+    assert!(
+        sim.entered(2, I0, State::Master).is_empty(),
+        "C waits and hears B"
+    );
+    // A held the VIPs until B's first advert (10.502) plus the 100 ms grace, so B had bound
+    // and announced them 101 ms before A let go.
+    assert_eq!(added_at(&sim, 1), vec![t(10, 501_000)]);
+    assert_eq!(removed_at(&sim, 0), vec![t(10, 602_000)]);
+    assert_eq!(sim.masters(51), vec![1]);
+    let reason = sim.nodes[1].log.iter().find_map(|(_, _, a)| match a {
+        Action::StateChanged {
+            to: State::Master,
+            reason,
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    });
+    assert_eq!(reason, Some(Reason::MasterLeft { from: v4(1) }));
+}
+
+#[test]
+fn planned_handover_from_a_master_that_is_not_the_highest() {
+    // B is master (A down at the start); when B leaves, C outranks everyone but B, except
+    // that A (200) is still in its list: C must wait Skew_Time, as the RFC says, because A
+    // might be alive. A is dead here, so C takes over after Skew_Time(100) = 609.375 ms.
+    let mut sim = ranked_trio();
+    sim.start(1);
+    sim.start(2);
+    sim.run_to(10.5);
+    assert_eq!(sim.masters(51), vec![1]);
+    sim.shutdown(1);
+    sim.run_to(20.0);
+    assert_eq!(sim.entered(2, I0, State::Master), vec![t(11, 110_375)]);
+    // B let go only once C had spoken (11.111375) and the grace passed.
+    assert_eq!(removed_at(&sim, 1), vec![t(11, 211_375)]);
+}
+
+#[test]
+fn a_leaving_master_that_hears_no_successor_lets_go_after_three_intervals() {
+    let mut sim = ranked_trio();
+    sim.start(0);
+    sim.run_to(10.5);
+    sim.shutdown(0);
+    sim.run_to(20.0);
+    assert_eq!(removed_at(&sim, 0), vec![t(13, 500_000)]);
+    assert!(sim.nodes[0].vips.is_empty());
+    assert!(!sim.nodes[0].router.get(I0).unwrap().holds_vips());
+    assert_eq!(
+        sim.nodes[0].router.poll_timeout(),
+        None,
+        "nothing left to drive"
+    );
+}
+
+#[test]
+fn a_master_without_peers_removes_its_vips_at_once_on_shutdown() {
+    let mut sim = Sim::new(1);
+    let mut a = cfg(Version::V3, 200, v4(1));
+    a.start_state = StartState::Master;
+    a.peer_priorities = Some(vec![]);
+    sim.add_node("a", v4(1), vec![a]);
+    sim.start_all();
+    sim.run_to(10.5);
+    sim.shutdown(0);
+    assert_eq!(removed_at(&sim, 0), vec![t(10, 500_000)]);
+}
+
+#[test]
+fn a_preempted_master_keeps_its_vips_for_the_release_grace() {
+    // A (100) is master; B (200) with preempt starts later and takes over at its Master_Down
+    // timer; A yields on B's first advert and removes its VIPs 100 ms later.
+    let mut sim = pair(100, 200, true);
+    sim.start(0);
+    sim.run_to(5.0);
+    sim.start(1);
+    sim.run_to(20.0);
+    let b_master = sim.entered(1, I0, State::Master);
+    assert_eq!(b_master.len(), 1);
+    let a_backup = sim.entered(0, I0, State::Backup);
+    assert_eq!(a_backup, vec![b_master[0] + Duration::from_millis(1)]);
+    assert_eq!(
+        removed_at(&sim, 0),
+        vec![a_backup[0] + Duration::from_millis(100)]
+    );
+    assert_eq!(sim.masters(51), vec![1]);
+}
+
+#[test]
+fn without_known_peers_a_priority_zero_advert_waits_skew_time() {
+    // Only B knows its peers' priorities: A's list is unknown (None) ⇒ RFC.
+    let mut sim = pair(150, 200, false);
+    sim.start_all();
+    sim.run_to(10.5);
+    assert_eq!(sim.masters(51), vec![1]);
+    sim.shutdown(1);
+    sim.run_to(20.0);
+    // Skew_Time(150) = 414.0625 ms after the advert arrives at 10.501.
+    assert_eq!(
+        sim.entered(0, I0, State::Master).last(),
+        Some(&t(10, 915_062))
     );
 }

@@ -412,6 +412,7 @@ pub(crate) fn cfg(version: Version, priority: u8, source: IpAddr) -> InstanceCon
         trackers: vec![],
         garp: GarpConfig::default(),
         sync_group: None,
+        peer_priorities: None,
     }
 }
 

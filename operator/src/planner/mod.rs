@@ -929,6 +929,17 @@ fn place<'n>(
         }
         out.push((*node, slot.unwrap_or(configured), inst));
     }
+    // Every node learns how high the others can go, so the one that outranks all but a
+    // leaving master takes over at once on its priority-0 advert (planned handover).
+    let ceilings: Vec<u8> = out.iter().map(|(_, _, i)| i.priority_ceiling()).collect();
+    for (k, (_, _, inst)) in out.iter_mut().enumerate() {
+        let others = ceilings
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, c)| *c);
+        inst.peer_priorities = Some(others.collect());
+    }
     Ok(out)
 }
 
