@@ -61,6 +61,32 @@ pub fn detect(text: &str) -> Format {
     }
 }
 
+/// The highest priorities the other routers of a VirtualIP file's instance can advertise
+/// ([`ResolvedInstance::peer_priorities`]), from the file alone: every other `spec.nodes`
+/// entry with a priority, and the spec's default priority twice, standing for any number of
+/// nodes the file does not list (twice, so that one of them leaving never makes another look
+/// absent). The trackers are the spec's, the same on every node. With every node listed with
+/// a priority above the default, the first in line takes over at once when the master
+/// leaves; a node on the default priority never does (a tie: RFC timing).
+fn peer_ceilings(spec: &crds::VirtualIPSpec, node: &str, me: &ResolvedInstance) -> Vec<u8> {
+    let ceiling = |priority: u8| {
+        ResolvedInstance {
+            priority,
+            track: me.track.clone(),
+            ..Default::default()
+        }
+        .priority_ceiling()
+    };
+    let default = spec.priority_or_default();
+    spec.nodes
+        .iter()
+        .filter(|o| o.name != node)
+        .filter_map(|o| o.priority)
+        .chain([default, default])
+        .map(ceiling)
+        .collect()
+}
+
 /// Read `path` and resolve its instances for `host` (whose name selects the `spec.nodes`
 /// overrides of VirtualIP YAML).
 pub fn load(path: &Path, host: &NodeFacts) -> Result<Vec<ResolvedInstance>, Error> {
@@ -263,7 +289,10 @@ pub fn resolve_virtual_ips(
             auth_pass: auth_pass.map(Into::into),
         };
         match resolve(&input) {
-            Ok(r) => out.push(r),
+            Ok(mut r) => {
+                r.peer_priorities = Some(peer_ceilings(input.spec, &host.name, &r));
+                out.push(r)
+            }
             Err(problems) => errors.extend(
                 problems
                     .iter()
@@ -344,6 +373,20 @@ spec:
         ] {
             assert_eq!(detect(conf), Format::Keepalived, "{conf}");
         }
+    }
+
+    #[test]
+    fn peers_come_from_the_listed_nodes_and_the_default_twice() {
+        let (a, _) = resolve_virtual_ips(API_VIP, &host("cp-2")).unwrap();
+        // cp-1 at 150, and two stand-ins for unlisted nodes at the default 100; the readyz
+        // tracker has no weight, so nothing is added.
+        assert_eq!(a[0].peer_priorities, Some(vec![150, 100, 100]));
+        let (b, _) = resolve_virtual_ips(API_VIP, &host("cp-1")).unwrap();
+        assert_eq!(b[0].peer_priorities, Some(vec![140, 100, 100]));
+        // An unlisted node runs the default: it ties with its stand-ins, so never at once.
+        let (c, _) = resolve_virtual_ips(API_VIP, &host("cp-9")).unwrap();
+        assert_eq!(c[0].peer_priorities, Some(vec![150, 140, 100, 100]));
+        assert_eq!(a[1].peer_priorities, Some(vec![100, 100]));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! (20 ms at 1 s adverts). Events: `kill9` (daemon SIGKILL plus link down at the same time:
 //! the node dies; a SIGKILL alone leaves the VIP answering on the old host), `linkdown` (the
 //! master's link fails, daemon alive), `sigterm` (graceful handover). Reported: the client's
-//! longest ping gap and the time until the backup alone holds the VIP, median/p95/max over N
-//! repetitions, their ratio to the theoretical Master_Down_Interval (or Skew_Time for
-//! SIGTERM) and to keepalived. Each event lands at a random phase of the master's advert
+//! longest ping gap, the probes it lost, and the time until the backup alone holds the VIP,
+//! median/p95/max over N repetitions, their ratio to the theoretical Master_Down_Interval (or Skew_Time for
+//! SIGTERM) and to keepalived. SIGTERM runs probe every 10 ms at every advert interval. Our
+//! agents run from one VirtualIP file listing both hosts with their priorities, as in a
+//! cluster (so the ranked successor takes over at once); keepalived from its own file. Each event lands at a random phase of the master's advert
 //! cycle, so crash gaps spread between Master_Down_Interval minus one interval and
 //! Master_Down_Interval.
 //!
@@ -22,7 +24,8 @@
 //!
 //! Usage (root): `cargo run -p kube-vrrp-tests --bin failover-bench -- [--reps N]
 //! [--daemons keepalived,agent] [--intervals 1000,100,20] [--events kill9,linkdown,sigterm]
-//! [--instances 1,64,255] [--window-secs 10] [--csv DIR] [--no-failover] [--no-footprint]`
+//! [--instances 1,64,255] [--window-secs 10] [--csv DIR] [--no-failover] [--no-footprint]
+//! [--ipv6]` (`--ipv6`: the failover runs with the IPv6 VIP, unsolicited NAs instead of GARPs)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,6 +54,7 @@ struct Opts {
     csv_dir: PathBuf,
     failover: bool,
     footprint: bool,
+    ipv6: bool,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -64,6 +68,7 @@ fn parse_opts() -> Result<Opts, String> {
         csv_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench"),
         failover: true,
         footprint: true,
+        ipv6: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -116,6 +121,7 @@ fn parse_opts() -> Result<Opts, String> {
             "--csv" => o.csv_dir = PathBuf::from(val("--csv")?),
             "--no-failover" => o.failover = false,
             "--no-footprint" => o.footprint = false,
+            "--ipv6" => o.ipv6 = true,
             "-h" | "--help" => {
                 println!("{}", lab::module_doc(include_str!("failover.rs")));
                 std::process::exit(0);
@@ -126,17 +132,25 @@ fn parse_opts() -> Result<Opts, String> {
     Ok(o)
 }
 
-fn variant(interval_ms: u64) -> Variant {
-    let mut v = Variant::v3(Duration::from_millis(interval_ms));
-    v.name = "v3 IPv4";
-    v
+fn variant(interval_ms: u64, ipv6: bool) -> Variant {
+    let advert = Duration::from_millis(interval_ms);
+    if ipv6 {
+        Variant::v3_ipv6(advert)
+    } else {
+        Variant::v3(advert)
+    }
 }
 
 #[derive(Clone)]
 struct Sample {
     gap: Duration,
     takeover: Duration,
+    /// Probes the client sent that were never answered.
+    lost: usize,
 }
+
+/// The client's probe interval across a SIGTERM handover (the loss goal).
+const HANDOVER_PROBE: Duration = Duration::from_millis(10);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -167,9 +181,14 @@ fn failover_series(
     interval_ms: u64,
     event: &str,
     reps: usize,
+    ipv6: bool,
 ) -> lab::Result<Vec<Sample>> {
-    let v = variant(interval_ms);
+    let v = variant(interval_ms, ipv6);
     let mut c = Cluster::new(&[kind, kind], v)?;
+    c.run_agents_from_virtual_ip("bench");
+    if event == "sigterm" {
+        c.probe = Some(HANDOVER_PROBE);
+    }
     c.start_all()?;
     let restore_bound = c.variant.takeover_bound(200) + Duration::from_secs(5);
     c.wait_master(0, restore_bound)?;
@@ -195,6 +214,7 @@ fn failover_series(
         out.push(Sample {
             gap: f.ping.max_gap,
             takeover: f.takeover,
+            lost: f.ping.lost,
         });
         match event {
             "kill9" => c.revive(0)?,
@@ -211,7 +231,7 @@ fn failover_series(
 }
 
 fn theory(event: &str, interval_ms: u64) -> Duration {
-    let v = variant(interval_ms);
+    let v = variant(interval_ms, false);
     if event == "sigterm" {
         v.skew_time(150)
     } else {
@@ -223,12 +243,13 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
     let mut unavailable: Vec<DaemonKind> = Vec::new();
     let _ = writeln!(
         csv,
-        "daemon,interval_ms,event,rep,gap_ms,takeover_ms,theory_ms"
+        "daemon,interval_ms,event,rep,gap_ms,takeover_ms,theory_ms,lost"
     );
     let mut medians: BTreeMap<(u64, String, &'static str), f64> = BTreeMap::new();
     let _ = writeln!(
         table,
-        "\nFailover (client ping gap / backup takeover, ms; N = {})\n{:<11} {:>8} {:<9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>11}",
+        "\nFailover, {} (client ping gap / backup takeover, ms; lost probes; N = {})\n{:<11} {:>8} {:<9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>10} {:>11} {:>12}",
+        if o.ipv6 { "v3 IPv6" } else { "v3 IPv4" },
         o.reps,
         "daemon",
         "advert",
@@ -239,7 +260,8 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
         "takeover md",
         "theory",
         "gap/theo",
-        "vs keepal."
+        "vs keepal.",
+        "lost tot/max"
     );
     for &iv in &o.intervals_ms {
         for ev in &o.events {
@@ -255,7 +277,7 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
                     continue;
                 }
                 let started = Instant::now();
-                let samples = match failover_series(kind, iv, ev, o.reps) {
+                let samples = match failover_series(kind, iv, ev, o.reps, o.ipv6) {
                     Ok(s) => s,
                     Err(e) => {
                         if matches!(e, lab::LabError::Daemon { .. }) {
@@ -277,10 +299,11 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
                 for (i, s) in samples.iter().enumerate() {
                     let _ = writeln!(
                         csv,
-                        "{},{iv},{ev},{i},{:.1},{:.1},{th:.1}",
+                        "{},{iv},{ev},{i},{:.1},{:.1},{th:.1},{}",
                         kind.name(),
                         ms(s.gap),
-                        ms(s.takeover)
+                        ms(s.takeover),
+                        s.lost
                     );
                 }
                 let gaps: Vec<f64> = samples.iter().map(|s| ms(s.gap)).collect();
@@ -293,13 +316,16 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
                     .filter(|_| kind != DaemonKind::Keepalived)
                     .map(|k| format!("{:.2}x", gm / k))
                     .unwrap_or_else(|| "-".into());
+                let lost_total: usize = samples.iter().map(|s| s.lost).sum();
+                let lost_max = samples.iter().map(|s| s.lost).max().unwrap_or(0);
                 let _ = writeln!(
                     table,
-                    "{:<11} {:>6}ms {:<9} {gm:>9.0} {g95:>9.0} {gmax:>9.0} {tm:>11.0} {th:>9.0} {:>10.2} {vs:>11}",
+                    "{:<11} {:>6}ms {:<9} {gm:>9.0} {g95:>9.0} {gmax:>9.0} {tm:>11.0} {th:>9.0} {:>10.2} {vs:>11} {:>12}",
                     kind.name(),
                     iv,
                     ev,
-                    gm / th
+                    gm / th,
+                    format!("{lost_total}/{lost_max}")
                 );
                 eprintln!(
                     "{} {iv}ms {ev}: done in {:?}",

@@ -267,6 +267,9 @@ pub struct InstanceStatus {
     /// The master seen on the wire.
     #[serde(default)]
     pub master_address: Option<String>,
+    /// Why the last transition happened.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl AgentStatus {

@@ -145,6 +145,9 @@ pub struct PingReport {
     pub max_gap_at: Duration,
     /// Whether the last probe sent before stopping (allowing one interval) was answered.
     pub recovered: bool,
+    /// Probes never answered, from the first answered one on and not counting the last two
+    /// sent (they may still be in flight when the monitor stops).
+    pub lost: usize,
 }
 
 impl PingReport {
@@ -274,6 +277,11 @@ impl PingMonitor {
                 max_gap_at = p - self.start;
             }
         }
+        let first = answered.first().copied().unwrap_or(last);
+        let lost = s.answered[first.min(last)..last]
+            .iter()
+            .filter(|a| a.is_none())
+            .count();
         PingReport {
             interval: self.interval,
             sent: s.sent.len(),
@@ -281,6 +289,7 @@ impl PingMonitor {
             max_gap,
             max_gap_at,
             recovered,
+            lost,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Ground truth is the wire and the kernel: who holds the VIP (`ip addr`), whether the client
 //! can ping it, what a capture saw. Our agents' `/status` is checked on top when present.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use crate::capture::Announce;
 use crate::config::{Instance, KeepalivedConf};
 use crate::daemon::{Agent, DaemonKind, Keepalived, VrrpDaemon};
 use crate::error::{LabError, Result};
+
 use crate::ping::PingReport;
 use crate::topology::Lab;
 use crate::wait::{holds_for, wait_for, wait_until};
@@ -143,6 +145,9 @@ pub struct Cluster {
     ///
     /// [`agent_bin`]: crate::daemon::agent_bin
     pub agent_bin: std::path::PathBuf,
+    /// The client's ping interval in [`Cluster::failover`] (default 10 ms, 20 ms at 1 s
+    /// adverts and more).
+    pub probe: Option<Duration>,
     /// The lab (dropped after the daemons).
     pub lab: Lab,
 }
@@ -186,8 +191,54 @@ impl Cluster {
             agent_bin: crate::daemon::agent_bin(),
             agent_args: vec![Vec::new(); kinds.len()],
             conf_text: vec![None; kinds.len()],
+            probe: None,
             lab,
         })
+    }
+
+    /// Runs the [`DaemonKind::Agent`] hosts from one VirtualIP file (`default/<name>`) made
+    /// from their keepalived configurations, with every host listed in `spec.nodes` at its
+    /// priority and `--node-name`: the way a kube-vrrp cluster knows its peers' ranking,
+    /// which keepalived.conf cannot say (planned handover at once). VRRPv3 single-instance
+    /// configurations without trackers only; others are left as they are.
+    pub fn run_agents_from_virtual_ip(&mut self, name: &str) {
+        let Some(first) = self
+            .confs
+            .first()
+            .and_then(|c| c.instances.first())
+            .cloned()
+        else {
+            return;
+        };
+        if first.version != crate::config::AdvertVersion::V3
+            || self.confs.iter().any(|c| c.instances.len() != 1)
+        {
+            return;
+        }
+        let mut nodes = String::new();
+        for (i, c) in self.confs.iter().enumerate() {
+            let _ = writeln!(
+                nodes,
+                "    - {{name: {}, priority: {}}}",
+                self.lab.host(i).name,
+                c.instances[0].priority
+            );
+        }
+        let yaml = format!(
+            "apiVersion: kubevrrp.io/v1alpha1\nkind: VirtualIP\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  virtualRouterID: {}\n  version: 3\n  advertInterval: {}ms\n  interface: {}\n  preempt: {}\n  addresses: [{}]\n  nodes:\n{nodes}",
+            first.vrid,
+            first.advert.as_millis(),
+            first.interface,
+            first.preempt,
+            first.vips.join(", "),
+        );
+        for i in 0..self.kinds.len() {
+            if self.kinds[i] == DaemonKind::Agent {
+                self.conf_text[i] = Some(yaml.clone());
+                self.agent_args[i] = vec!["--node-name".into(), self.lab.host(i).name.clone()];
+                self.confs[i].instances[0].name = format!("default/{name}");
+            }
+        }
     }
 
     /// The VIP as an address.
@@ -456,7 +507,9 @@ impl Cluster {
     }
 
     fn probe_interval(&self) -> Duration {
-        if self.variant.advert >= Duration::from_secs(1) {
+        if let Some(p) = self.probe {
+            p
+        } else if self.variant.advert >= Duration::from_secs(1) {
             Duration::from_millis(20)
         } else {
             Duration::from_millis(10)

@@ -116,6 +116,46 @@ pub fn sigterm_handover(kinds: &[DaemonKind], variant: Variant) -> Result<(Failo
     Ok((f, s))
 }
 
+/// Planned handover between our agents, run from one VirtualIP file listing every host with
+/// its priority (as a cluster's operator ranks them): SIGTERM of the master ⇒ the client,
+/// probing every 10 ms, loses no probe; host 2 becomes master on the priority-0 advert without
+/// waiting Skew_Time (its `/status` says `master … left`), and the old master let go of the
+/// VIP only after host 2 held it.
+pub fn planned_handover(variant: Variant) -> Result<(Failover, String)> {
+    let what = "planned handover";
+    let kinds = [DaemonKind::Agent; 3];
+    let mut c = Cluster::new(&kinds, variant)?;
+    c.run_agents_from_virtual_ip("handover");
+    c.probe = Some(Duration::from_millis(10));
+    elect(&mut c)?;
+    let bound = c.variant.skew_time(c.priority(1)) + c.variant.advert + Duration::from_secs(2);
+    let f = c.failover(1, bound, |c| c.terminate(0))?;
+    c.wait_stopped(0)?;
+    check_failover(what, &f)?;
+    if f.ping.lost > 0 {
+        return Err(fail(
+            what,
+            format!("the client lost {} probes: {:?}", f.ping.lost, f.ping),
+        ));
+    }
+    let name = c.confs[1].instances[0].name.clone();
+    let reason = c
+        .daemon(1)
+        .and_then(|d| d.status().and_then(std::result::Result::ok))
+        .and_then(|st| st.instance(&name).map(|i| i.reason.clone()))
+        .flatten()
+        .unwrap_or_default();
+    if !reason.contains("left (priority 0 advert)") {
+        return Err(fail(
+            what,
+            format!("host 2 took over for another reason: {reason:?}"),
+        ));
+    }
+    c.assert_stable_master(1)?;
+    c.check_no_rejections()?;
+    Ok((f.clone(), summary(what, &f)))
+}
+
 /// All instances `nopreempt` (state BACKUP): election; master stopped ⇒ host 2; host 1
 /// restarted ⇒ host 2 keeps the VIP.
 pub fn nopreempt(kinds: &[DaemonKind], variant: Variant) -> Result<String> {

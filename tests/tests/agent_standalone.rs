@@ -4,7 +4,7 @@
 //!
 //! The agent is driven only through its CLI contract: `standalone --config FILE --state-dir DIR
 //! --metrics-addr 127.0.0.1:9741` inside the host's namespace, SIGKILL = crash, SIGTERM =
-//! graceful stop (priority 0, VIPs removed, exit 0), `/status` JSON
+//! graceful stop (priority 0, VIPs removed once a successor speaks, exit 0), `/status` JSON
 //! `{"instances":[{"name","state","effectivePriority","vips":[..],"masterAddress"}]}`.
 
 use std::time::Duration;
@@ -94,6 +94,24 @@ fn agent_v3_100ms_sigterm_handover() {
 fn agent_v3_ipv6_sigterm_handover() {
     lab::skip_unless_root!("agent_v3_ipv6_sigterm_handover");
     let (_, s) = suite::sigterm_handover(&AG, Variant::v3_ipv6_100ms()).unwrap();
+    eprintln!("{s}");
+}
+
+#[test]
+fn agent_planned_handover_loses_no_probe_1s() {
+    lab::skip_unless_root!("agent_planned_handover_loses_no_probe_1s");
+    // At 1 s adverts Skew_Time(150) is 414 ms: a takeover after it would show.
+    let v = Variant::v3(Duration::from_secs(1));
+    let (f, s) = suite::planned_handover(v).unwrap();
+    eprintln!("{s}");
+    // Alone = the old master let go: B's advert + the 100 ms grace, then the 20 ms poll.
+    assert!(f.takeover < Duration::from_millis(400), "{s}");
+}
+
+#[test]
+fn agent_planned_handover_loses_no_probe_ipv6() {
+    lab::skip_unless_root!("agent_planned_handover_loses_no_probe_ipv6");
+    let (_, s) = suite::planned_handover(Variant::v3_ipv6_100ms()).unwrap();
     eprintln!("{s}");
 }
 
