@@ -1,7 +1,8 @@
 //! Draws the failover chart (not a test): reads `failover.csv` written by `failover-bench`
 //! and renders one panel per advert interval with, for each event, the median client gap of
 //! keepalived and of kube-vrrp as bars, p95 as a whisker, and the theoretical
-//! Master_Down_Interval (Skew_Time for SIGTERM) as a black tick.
+//! Master_Down_Interval (Skew_Time for SIGTERM) as a black tick; above the SIGTERM bars, the
+//! client's lost probes over all repetitions (planned handover), when the CSV has them.
 //!
 //! Usage: `cargo run -p kube-vrrp-tests --features chart --bin bench-chart -- [--csv FILE]
 //! [--out FILE.png] [--font FILE.ttf]`. The font (default DejaVu Sans from the Debian package
@@ -18,8 +19,9 @@ type Error = Box<dyn std::error::Error>;
 const DAEMONS: [&str; 2] = ["keepalived", "kube-vrrp"];
 const EVENTS: [&str; 3] = ["kill9", "linkdown", "sigterm"];
 
-/// Per (interval, event, daemon): median, p95 and theory of the client gap (ms).
-type Summary = BTreeMap<(u64, String, String), (f64, f64, f64)>;
+/// Per (interval, event, daemon): median, p95 and theory of the client gap (ms), and the lost
+/// probes summed over the repetitions (`None` for a CSV without the `lost` column).
+type Summary = BTreeMap<(u64, String, String), (f64, f64, f64, Option<u64>)>;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
@@ -27,7 +29,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn summarize(csv: &str) -> Result<Summary, Error> {
-    let mut samples: BTreeMap<(u64, String, String), (Vec<f64>, f64)> = BTreeMap::new();
+    let mut samples: BTreeMap<(u64, String, String), (Vec<f64>, f64, Option<u64>)> =
+        BTreeMap::new();
     let mut lines = csv.lines();
     let header = lines.next().ok_or("empty CSV")?;
     let cols: Vec<&str> = header.split(',').collect();
@@ -43,6 +46,7 @@ fn summarize(csv: &str) -> Result<Summary, Error> {
         col("gap_ms")?,
         col("theory_ms")?,
     );
+    let lost = col("lost").ok();
     for (n, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
         let get = |i: usize| {
@@ -62,15 +66,21 @@ fn summarize(csv: &str) -> Result<Summary, Error> {
             get(ev)?.to_string(),
             get(d)?.to_string(),
         );
-        let e = samples.entry(key).or_insert((Vec::new(), 0.0));
+        let e = samples.entry(key).or_insert((Vec::new(), 0.0, None));
         e.0.push(num(gap)?);
         e.1 = num(th)?;
+        if let Some(l) = lost {
+            let n = get(l)?
+                .parse::<u64>()
+                .map_err(|e| format!("CSV line {}: lost: {e}", n + 2))?;
+            e.2 = Some(e.2.unwrap_or(0) + n);
+        }
     }
     Ok(samples
         .into_iter()
-        .map(|(k, (mut v, th))| {
+        .map(|(k, (mut v, th, lost))| {
             v.sort_by(|a, b| a.total_cmp(b));
-            (k, (percentile(&v, 0.5), percentile(&v, 0.95), th))
+            (k, (percentile(&v, 0.5), percentile(&v, 0.95), th, lost))
         })
         .collect())
 }
@@ -91,7 +101,7 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(70);
     title.draw(&Text::new(
-        "Client-visible failover gap: median (bar) and p95 (whisker); black tick = theory",
+        "Client-visible failover gap: median (bar) and p95 (whisker); black tick = theory; lost = probes lost (10 ms) over all SIGTERM runs",
         (20, 20),
         ("sans-serif", 26).into_font(),
     ))?;
@@ -111,7 +121,7 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
             .flat_map(|e| {
                 DAEMONS.iter().filter_map(move |d| {
                     s.get(&(iv, e.to_string(), d.to_string()))
-                        .map(|&(_, p95, th)| p95.max(th))
+                        .map(|&(_, p95, th, _)| p95.max(th))
                 })
             })
             .fold(0.0, f64::max)
@@ -148,7 +158,7 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
             let e = *e;
             let base = ei as f64;
             for (di, d) in DAEMONS.iter().enumerate() {
-                let Some(&(med, p95, th)) = s.get(&(iv, e.to_string(), d.to_string())) else {
+                let Some(&(med, p95, th, lost)) = s.get(&(iv, e.to_string(), d.to_string())) else {
                     continue;
                 };
                 let x0 = base + 0.15 + di as f64 * 0.35;
@@ -172,6 +182,13 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
                     (x0 + 0.03, med / 2.0),
                     ("sans-serif", 15).into_font().color(&WHITE),
                 )))?;
+                if let Some(n) = lost.filter(|_| e == "sigterm") {
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!("lost {n}"),
+                        (x0, p95.max(th) + top * 0.03),
+                        ("sans-serif", 14).into_font(),
+                    )))?;
+                }
                 if di == 0 {
                     chart.draw_series(std::iter::once(PathElement::new(
                         vec![(base + 0.08, th), (base + 0.92, th)],

@@ -566,7 +566,7 @@ impl Instance {
             State::Backup => {
                 if advert.priority == 0 {
                     self.last_heard = Some((rx.src, now));
-                    if self.outranks_all_but_the_leaving() {
+                    if self.master_address == Some(rx.src) && self.outranks_all_but_the_leaving() {
                         self.become_master(now, Reason::MasterLeft { from: rx.src });
                     } else {
                         let skew = skew_time(self.cfg.version, ours, self.master_adver_interval);
@@ -658,7 +658,8 @@ impl Instance {
 
     /// Stop without leaving: another process on this host continues the instance from the
     /// returned [`Inheritance`]. No priority-0 advert, no VIP removal, no timers; the only
-    /// action is the change to STOP (reason [`Reason::HandedOver`]). Final.
+    /// action is the change to STOP (reason [`Reason::HandedOver`]), and the removal of VIPs
+    /// still held from an earlier MASTER spell. Final.
     pub fn hand_over(&mut self, now: Instant) -> Inheritance {
         let inheritance = Inheritance {
             state: self.state,
@@ -1090,7 +1091,7 @@ impl Instance {
         }
     }
 
-    /// Planned handover: a priority-0 advert came from the master, and this router
+    /// Planned handover: a priority-0 advert came from the master heard, and this router
     /// outranks every other one that could take over (the configuration knows their
     /// highest priorities; the one that left is taken out as the lowest entry that can have
     /// advertised the master's last priority), so waiting Skew_Time would only leave the
@@ -1378,6 +1379,18 @@ mod tests {
         assert_eq!(backup(Some(vec![200, 100]), None), State::Backup);
         // Unknown peers (keepalived.conf) ⇒ RFC.
         assert_eq!(backup(None, Some(200)), State::Backup);
+        // A priority-0 advert from someone else than the master heard ⇒ RFC.
+        let mut c = cfg(Version::V3, 150, v4(1));
+        c.peer_priorities = Some(vec![200, 100]);
+        let mut i = Instance::new(c).unwrap();
+        i.start(t0);
+        let (rx, adv) = hostile(200);
+        i.handle_advert(t0, &rx, &adv).unwrap();
+        let (mut other, adv0) = hostile(0);
+        other.src = v4(3);
+        i.handle_advert(t0 + Duration::from_millis(10), &other, &adv0)
+            .unwrap();
+        assert_eq!(i.state(), State::Backup);
     }
 
     #[test]
