@@ -201,16 +201,8 @@ fn priority_zero_handover_within_skew_time() {
         1
     );
     // The backup says why it took over.
-    let reason = sim.nodes[1].log.iter().find_map(|(_, _, a)| match a {
-        Action::StateChanged {
-            to: State::Master,
-            reason,
-            ..
-        } => Some(reason.clone()),
-        _ => None,
-    });
     let from = sim.nodes[0].router.get(I0).unwrap().config().source;
-    assert_eq!(reason, Some(Reason::MasterLeft { from }));
+    assert_eq!(master_reason(&sim, 1), Some(Reason::MasterLeft { from }));
     assert_eq!(
         Reason::MasterLeft { from }.to_string(),
         format!("master {from} left (priority 0 advert)")
@@ -802,6 +794,18 @@ fn hand_over_carries_tracker_results_so_the_priority_does_not_dip() {
     );
 }
 
+/// Why node `n` first became MASTER.
+fn master_reason(sim: &Sim, n: usize) -> Option<Reason> {
+    sim.nodes[n].log.iter().find_map(|(_, _, a)| match a {
+        Action::StateChanged {
+            to: State::Master,
+            reason,
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
 /// When node `n` removed VIPs.
 fn removed_at(sim: &Sim, n: usize) -> Vec<Duration> {
     sim.nodes[n]
@@ -857,15 +861,10 @@ fn planned_handover_the_ranked_successor_takes_over_at_once() {
     assert_eq!(added_at(&sim, 1), vec![t(10, 501_000)]);
     assert_eq!(removed_at(&sim, 0), vec![t(10, 602_000)]);
     assert_eq!(sim.masters(51), vec![1]);
-    let reason = sim.nodes[1].log.iter().find_map(|(_, _, a)| match a {
-        Action::StateChanged {
-            to: State::Master,
-            reason,
-            ..
-        } => Some(reason.clone()),
-        _ => None,
-    });
-    assert_eq!(reason, Some(Reason::MasterLeft { from: v4(1) }));
+    assert_eq!(
+        master_reason(&sim, 1),
+        Some(Reason::MasterLeft { from: v4(1) })
+    );
 }
 
 #[test]
