@@ -71,10 +71,7 @@ impl Liveness {
     }
 
     fn token(&self) -> CancellationToken {
-        self.token
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.token.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -208,7 +205,9 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), io::Error>> {
-        self.inner.poll_ready(cx).map_err(|e| io::Error::other(e.into()))
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| io::Error::other(e.into()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
@@ -234,8 +233,15 @@ mod tests {
 
     use super::*;
 
-    async fn pair(live: &Arc<Liveness>) -> (Tracked<TokioIo<tokio::net::TcpStream>>, tokio::net::TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn pair(
+        live: &Arc<Liveness>,
+    ) -> (
+        Tracked<TokioIo<tokio::net::TcpStream>>,
+        tokio::net::TcpStream,
+    ) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         let c = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (s, _) = l.accept().await.expect("accept");

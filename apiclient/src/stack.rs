@@ -67,11 +67,9 @@ pub fn client_builder(
 
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
-        .option_layer(
-            config
-                .default_retry
-                .then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())),
-        )
+        .option_layer(config.default_retry.then(|| {
+            tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())
+        }))
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .layer(
@@ -98,9 +96,11 @@ pub fn client_builder(
                     },
                 )
                 .on_body_chunk(())
-                .on_eos(|_: Option<&http::HeaderMap>, _: Duration, _: &tracing::Span| {
-                    tracing::debug!("stream closed")
-                })
+                .on_eos(
+                    |_: Option<&http::HeaderMap>, _: Duration, _: &tracing::Span| {
+                        tracing::debug!("stream closed")
+                    },
+                )
                 // The callers log failures once per outage themselves.
                 .on_failure(
                     |ec: tower_http::classify::ServerErrorsFailureClass,
@@ -118,5 +118,8 @@ pub fn client_builder(
             Box::new(http_body_util::BodyExt::map_err(body, BoxError::from)) as Box<DynBody>
         })
         .boxed();
-    Ok(ClientBuilder::new(service, config.default_namespace.clone()))
+    Ok(ClientBuilder::new(
+        service,
+        config.default_namespace.clone(),
+    ))
 }

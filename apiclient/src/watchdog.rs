@@ -136,16 +136,15 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
-        let answered = match tokio::time::timeout(dog.probe_timeout(), client.apiserver_version())
-            .await
-        {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => {
-                debug!(error = %e, "API probe answered with an error");
-                true
-            }
-            Err(_) => false,
-        };
+        let answered =
+            match tokio::time::timeout(dog.probe_timeout(), client.apiserver_version()).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "API probe answered with an error");
+                    true
+                }
+                Err(_) => false,
+            };
         match dog.probe_done(Instant::now(), answered) {
             Some(Transition::Stalled) => {
                 warn!(
@@ -194,7 +193,10 @@ mod tests {
         assert!(!d.should_probe(t0 + ms(4000), t0 + ms(2000)));
         assert!(d.should_probe(t0 + ms(5010), t0 + ms(2000)));
         // Unanswered (timed out 3 s later): stalled.
-        assert_eq!(d.probe_done(t0 + ms(8010), false), Some(Transition::Stalled));
+        assert_eq!(
+            d.probe_done(t0 + ms(8010), false),
+            Some(Transition::Stalled)
+        );
         assert_eq!(d.stalled_since(), Some(t0 + ms(8010)));
         // Worst case from the last data to the verdict: quiet + timeout (+ one tick in run).
         assert!(t0 + ms(8010) - (t0 + ms(3510)) <= s.quiet + s.probe_timeout + s.quiet);
@@ -213,7 +215,11 @@ mod tests {
         assert!(!d.should_probe(stalled_at + ms(100), stalled_at + ms(100)));
         assert!(d.should_probe(stalled_at + s.retry, stalled_at + ms(100)));
         let t = stalled_at + s.retry + s.probe_timeout;
-        assert_eq!(d.probe_done(t, false), None, "still stalled: no second transition");
+        assert_eq!(
+            d.probe_done(t, false),
+            None,
+            "still stalled: no second transition"
+        );
         assert!(d.stalled_since().is_some());
         assert_eq!(d.probe_done(t + ms(600), true), Some(Transition::Recovered));
         assert_eq!(d.stalled_since(), None);

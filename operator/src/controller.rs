@@ -1190,7 +1190,9 @@ where
 }
 
 /// Resolves when the API stall watchdog reports the end of a stall (never without one).
-async fn stall_ended(status: Option<&mut tokio::sync::watch::Receiver<apiclient::watchdog::Status>>) {
+async fn stall_ended(
+    status: Option<&mut tokio::sync::watch::Receiver<apiclient::watchdog::Status>>,
+) {
     let Some(rx) = status else {
         return future::pending().await;
     };

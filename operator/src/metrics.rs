@@ -387,10 +387,17 @@ mod tests {
         assert!(!m.is_ready());
         let text = m.encode().unwrap();
         assert!(text.contains("kube_vrrp_operator_api_stalled 1"), "{text}");
-        assert!(text.contains("kube_vrrp_operator_api_stalls_total 1"), "{text}");
+        assert!(
+            text.contains("kube_vrrp_operator_api_stalls_total 1"),
+            "{text}"
+        );
         m.set_api_stalled(false);
         assert!(m.is_ready());
-        assert!(m.encode().unwrap().contains("kube_vrrp_operator_api_stalled 0"));
+        assert!(
+            m.encode()
+                .unwrap()
+                .contains("kube_vrrp_operator_api_stalled 0")
+        );
     }
 
     #[tokio::test]

@@ -894,10 +894,8 @@ impl ApiServer {
     /// port of its own; returns it and a copy of the admin kubeconfig that goes through it.
     pub fn expose_via_forward(&self, name: &str) -> Result<(NetnsForward, PathBuf)> {
         let port = free_port()?;
-        let fwd = NetnsForward::start_local(
-            port,
-            SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)),
-        )?;
+        let fwd =
+            NetnsForward::start_local(port, SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))?;
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
         write_kubeconfig(
             &path,

@@ -313,7 +313,9 @@ impl KubeLab {
             forwards.push(api.expose_in_netns(&h.netns).expect("forwarder"));
         }
         let operator_kubeconfig = operator_forward.then(|| {
-            let (fwd, path) = api.expose_via_forward("operator").expect("operator forwarder");
+            let (fwd, path) = api
+                .expose_via_forward("operator")
+                .expect("operator forwarder");
             forwards.push(fwd);
             path
         });

@@ -471,7 +471,10 @@ fn a_silent_api_is_detected_within_seconds_and_reconciles_resume() {
         .operator_fetch("/metrics")
         .map(|(_, m)| m)
         .unwrap_or_default();
-    if !stalls.lines().any(|l| l == "kube_vrrp_operator_api_stalls_total 1") {
+    if !stalls
+        .lines()
+        .any(|l| l == "kube_vrrp_operator_api_stalls_total 1")
+    {
         env.fail(&format!("operator did not count one stall:\n{stalls}"));
     }
 }
