@@ -1080,7 +1080,8 @@ where
 /// gives up on a watch that delivers nothing for this long plus 5 s, and the client's read
 /// timeout ([`API_READ_TIMEOUT`]) ends any request that hangs, so a connection that went
 /// silent (a dead peer, a stuck proxy) is replaced within about half a minute instead of
-/// kube-runtime's default five.
+/// kube-runtime's default five. Both are the backstop: the stall watchdog
+/// ([`apiclient::watchdog`], run by `main`) notices a silent API within about 5 s.
 pub const WATCH_TIMEOUT_SECS: u32 = 25;
 
 /// Read timeout of the operator's API client: longer than a watch may stay quiet
