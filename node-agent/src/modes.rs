@@ -126,8 +126,20 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     // No in-request retries (kube's default sleeps on Retry-After, up to 1000 s): watches,
     // status reports and the Lease retry on their own within 2 s.
     config.default_retry = false;
-    let client = kube::Client::try_from(config)
-        .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?;
+    // kube's client stack on connections the stall watchdog sees and can drop: a silent API
+    // (no data for 1.5 s, GET /version unanswered for 3 s) drops them all, sets
+    // kube_vrrp_api_stalled and re-lists the watches once it answers. VRRP never waits.
+    let live = apiclient::conn::Liveness::new();
+    let client = apiclient::stack::client_builder(&config, live.clone())
+        .map_err(|e| Error::Config(format!("cannot configure the Kubernetes client: {e}")))?
+        .build();
+    let (stall_tx, stall_rx) = watch::channel(apiclient::watchdog::Status::default());
+    let watchdog = tokio::spawn(apiclient::watchdog::run(
+        client.clone(),
+        live,
+        apiclient::watchdog::WatchdogSettings::default(),
+        stall_tx,
+    ));
     let cache = ConfigCache::new(&args.common.state_dir);
     let cached = match cache.load() {
         Ok(Some(spec)) => {
@@ -146,7 +158,16 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let telemetry = Telemetry::new();
     let health = Arc::new(source::ApiHealth {
         telemetry: Some(telemetry.clone()),
+        stalls: Some(stall_rx.clone()),
         ..Default::default()
+    });
+    let stall_health = Arc::clone(&health);
+    let mut stall_rx = stall_rx;
+    let stall_task = tokio::spawn(async move {
+        while stall_rx.changed().await.is_ok() {
+            let stalled = stall_rx.borrow_and_update().stalled;
+            stall_health.stalled(stalled);
+        }
     });
     let watch_task = tokio::spawn(source::run(
         api.clone(),
@@ -237,6 +258,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;
     watch_task.abort();
     auth_task.abort();
+    watchdog.abort();
+    stall_task.abort();
     forward.abort();
     lease_task.abort();
     // The daemon dropped its status sender: the reporter flushes the final state and ends.

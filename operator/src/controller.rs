@@ -101,6 +101,9 @@ pub struct Settings {
     pub load_balancer: Option<crate::loadbalancer::LbSettings>,
     /// Which VirtualIPs may carry commands (default: none).
     pub script_policy: crds::policy::ScriptPolicy,
+    /// The API stall watchdog's verdicts: after each stall [`run`] starts every watch again
+    /// with a fresh list (`None`: no watchdog).
+    pub api_status: Option<tokio::sync::watch::Receiver<apiclient::watchdog::Status>>,
 }
 
 impl Default for Settings {
@@ -114,6 +117,7 @@ impl Default for Settings {
             agent_lease_duration: Duration::from_secs(10),
             load_balancer: None,
             script_policy: crds::policy::ScriptPolicy::default(),
+            api_status: None,
         }
     }
 }
@@ -1076,7 +1080,8 @@ where
 /// gives up on a watch that delivers nothing for this long plus 5 s, and the client's read
 /// timeout ([`API_READ_TIMEOUT`]) ends any request that hangs, so a connection that went
 /// silent (a dead peer, a stuck proxy) is replaced within about half a minute instead of
-/// kube-runtime's default five.
+/// kube-runtime's default five. Both are the backstop: the stall watchdog
+/// ([`apiclient::watchdog`], run by `main`) notices a silent API within about 5 s.
 pub const WATCH_TIMEOUT_SECS: u32 = 25;
 
 /// Read timeout of the operator's API client: longer than a watch may stay quiet
@@ -1185,8 +1190,57 @@ where
     }
 }
 
-/// Run the controller until its streams end (shutdown).
+/// Resolves when the API stall watchdog reports the end of a stall (never without one).
+async fn stall_ended(
+    status: Option<&mut tokio::sync::watch::Receiver<apiclient::watchdog::Status>>,
+) {
+    let Some(rx) = status else {
+        return future::pending().await;
+    };
+    let seen = rx.borrow_and_update().recoveries;
+    loop {
+        if rx.changed().await.is_err() {
+            return future::pending().await;
+        }
+        if rx.borrow_and_update().recoveries != seen {
+            return;
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Run the controller until its streams end (shutdown). After each API stall (no answer, see
+/// [`apiclient::watchdog`]) everything starts again: fresh watches, each with a full list, and
+/// fresh caches; `/readyz` says not ready until they are synced. A watch that sat on a silent
+/// connection may have missed events a resumed watch would not get back.
 pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    concurrency: u16,
+) -> Result<(), Error> {
+    let mut status = settings.api_status.clone();
+    loop {
+        tokio::select! {
+            res = run_once(client.clone(), metrics.clone(), settings.clone(), concurrency) => return res,
+            () = stall_ended(status.as_mut()) => {
+                info!("API stall over: restarting every watch with a fresh list");
+                metrics.set_ready(false);
+                metrics.clear_watches();
+            }
+        }
+    }
+}
+
+async fn run_once(
     client: Client,
     metrics: Arc<Metrics>,
     settings: Settings,
@@ -1321,7 +1375,7 @@ pub async fn run(
 
     let ready_ctx = ctx.clone();
     let ready_metrics = metrics.clone();
-    let ready = tokio::spawn(async move {
+    let ready = AbortOnDrop(tokio::spawn(async move {
         let all = future::try_join5(
             store_ready(&stores.virtual_ips),
             store_ready(&stores.nodes),
@@ -1335,7 +1389,7 @@ pub async fn run(
             ready_ctx.mark_stores_ready();
             ready_metrics.set_ready(true);
         }
-    });
+    }));
 
     let lb = match ctx.settings.load_balancer.clone() {
         Some(lb_settings) => crate::loadbalancer::run(
@@ -1422,6 +1476,6 @@ pub async fn run(
         () = main => Ok(()),
         res = lb => res,
     };
-    ready.abort();
+    drop(ready);
     result
 }

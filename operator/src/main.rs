@@ -165,8 +165,11 @@ async fn run(args: RunArgs) -> Result<(), Error> {
     // backoff (watches, reconcile requeues), so requests fail fast instead.
     config.default_retry = false;
     let default_ns = config.default_namespace.clone();
+    // kube's client stack on connections the stall watchdog sees and can drop.
+    let live = apiclient::conn::Liveness::new();
     // Client-side rate limit on request starts (watches count once, when opened).
-    let client = kube::client::ClientBuilder::try_from(config)?
+    let client = apiclient::stack::client_builder(&config, live.clone())
+        .map_err(|e| Error::Config(e.to_string()))?
         .with_layer(&tower::limit::RateLimitLayer::new(
             args.api_qps,
             Duration::from_secs(1),
@@ -174,6 +177,23 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         .build();
 
     let metrics = Arc::new(Metrics::new());
+    // A silent API (no data for 1.5 s, GET /version unanswered for 3 s) drops every API
+    // connection, makes /readyz say not ready and, once it answers, the controller re-list.
+    let (stall_tx, mut stall_rx) = tokio::sync::watch::channel(Default::default());
+    let api_status = stall_rx.clone();
+    tokio::spawn(apiclient::watchdog::run(
+        client.clone(),
+        live,
+        apiclient::watchdog::WatchdogSettings::default(),
+        stall_tx,
+    ));
+    let stall_metrics = metrics.clone();
+    tokio::spawn(async move {
+        while stall_rx.changed().await.is_ok() {
+            let stalled = stall_rx.borrow_and_update().stalled;
+            stall_metrics.set_api_stalled(stalled);
+        }
+    });
     let server = tokio::spawn(metrics::serve(args.metrics_addr, metrics.clone()));
     info!(addr = %args.metrics_addr, "serving /metrics, /healthz, /readyz");
 
@@ -212,6 +232,7 @@ async fn run(args: RunArgs) -> Result<(), Error> {
             namespaces: args.scripts_allowed_namespaces,
             paths: args.scripts_allowed_paths,
         },
+        api_status: Some(api_status),
         ..Settings::default()
     };
     info!(

@@ -60,7 +60,12 @@ pub struct Metrics {
     /// Per watch: 1 while it delivers, 0 while it fails (API outage, expired resource
     /// version being re-listed, forbidden).
     pub watch_up: Family<ResourceLabel, Gauge>,
+    /// 1 while the API server does not answer (the stall watchdog, [`apiclient::watchdog`]).
+    pub api_stalled: Gauge,
+    /// API stalls declared.
+    pub api_stalls: Counter,
     ready: AtomicBool,
+    stalled: AtomicBool,
     failing_watches: Mutex<BTreeSet<&'static str>>,
 }
 
@@ -82,6 +87,8 @@ impl Metrics {
         let events = Family::<KindLabel, Counter>::default();
         let leader = Gauge::default();
         let watch_up = Family::<ResourceLabel, Gauge>::default();
+        let api_stalled = Gauge::default();
+        let api_stalls = Counter::default();
         registry.register(
             "reconciles",
             "VirtualIP reconciles started",
@@ -118,6 +125,17 @@ impl Metrics {
             "1 while the watch on a resource delivers, 0 while it fails",
             watch_up.clone(),
         );
+        registry.register(
+            "api_stalled",
+            "1 while the Kubernetes API does not answer (no data for 1.5 s, then GET /version \
+             unanswered for 3 s): every API connection is dropped and /readyz says not ready",
+            api_stalled.clone(),
+        );
+        registry.register(
+            "api_stalls",
+            "Times the Kubernetes API stalled (stopped answering without closing connections)",
+            api_stalls.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -128,7 +146,10 @@ impl Metrics {
             events,
             leader,
             watch_up,
+            api_stalled,
+            api_stalls,
             ready: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             failing_watches: Mutex::new(BTreeSet::new()),
         }
     }
@@ -152,10 +173,22 @@ impl Metrics {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Whether `/readyz` answers 200: marked ready and no watch failing (a leader whose
-    /// watches fail is not reconciling what the cluster holds now).
+    /// Whether `/readyz` answers 200: marked ready, the API answering and no watch failing
+    /// (a leader whose watches fail or hang is not reconciling what the cluster holds now).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.failing_watches().is_empty()
+        self.ready.load(Ordering::Acquire)
+            && !self.stalled.load(Ordering::Acquire)
+            && self.failing_watches().is_empty()
+    }
+
+    /// Follow the stall watchdog's verdict.
+    pub fn set_api_stalled(&self, stalled: bool) {
+        if stalled && !self.stalled.swap(true, Ordering::AcqRel) {
+            self.api_stalls.inc();
+        } else if !stalled {
+            self.stalled.store(false, Ordering::Release);
+        }
+        self.api_stalled.set(i64::from(stalled));
     }
 
     /// Note whether the watch on `resource` delivers (`up`) or fails. Returns true when this
@@ -341,6 +374,29 @@ mod tests {
         assert!(
             text.contains("kube_vrrp_operator_reconcile_duration_seconds_bucket"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_stalled_api_makes_the_operator_unready_and_is_counted_once_per_stall() {
+        let m = Metrics::new();
+        m.set_ready(true);
+        assert!(m.is_ready());
+        m.set_api_stalled(true);
+        m.set_api_stalled(true);
+        assert!(!m.is_ready());
+        let text = m.encode().unwrap();
+        assert!(text.contains("kube_vrrp_operator_api_stalled 1"), "{text}");
+        assert!(
+            text.contains("kube_vrrp_operator_api_stalls_total 1"),
+            "{text}"
+        );
+        m.set_api_stalled(false);
+        assert!(m.is_ready());
+        assert!(
+            m.encode()
+                .unwrap()
+                .contains("kube_vrrp_operator_api_stalled 0")
         );
     }
 

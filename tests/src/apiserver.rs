@@ -890,6 +890,25 @@ impl ApiServer {
         )
     }
 
+    /// Makes the API server reachable in the root namespace through a [`NetnsForward`] on a
+    /// port of its own; returns it and a copy of the admin kubeconfig that goes through it.
+    pub fn expose_via_forward(&self, name: &str) -> Result<(NetnsForward, PathBuf)> {
+        let port = free_port()?;
+        let fwd =
+            NetnsForward::start_local(port, SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))?;
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        write_kubeconfig(
+            &path,
+            &format!("https://127.0.0.1:{port}"),
+            &self.pki.ca_cert,
+            serde_json::json!({
+                "client-certificate": self.pki.admin_cert,
+                "client-key": self.pki.admin_key,
+            }),
+        )?;
+        Ok((fwd, path))
+    }
+
     /// A stand-in kubelet for Node `name` (see [`NodeSim::create`]).
     pub fn node_sim(
         &self,
@@ -1138,12 +1157,16 @@ impl Drop for NodeSim {
 /// the root namespace. The listening socket is created by a thread that joined the namespace
 /// (`setns(2)`), so it lives there; accepting and connecting upstream happen on root-namespace
 /// threads. Its `lo` is brought up first. Dropping it stops accepting and shuts down every
-/// forwarded connection.
+/// forwarded connection. [`NetnsForward::start_local`] makes one in the root namespace (for
+/// the operator). [`NetnsForward::set_blackhole`] makes the path silent: connections stay
+/// open but no byte passes either way, and new ones are accepted but never answered (a peer
+/// whose packets are dropped); bytes held meanwhile pass once it is lifted.
 #[derive(Debug)]
 pub struct NetnsForward {
     netns: String,
     port: u16,
     stop: Arc<AtomicBool>,
+    blackhole: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     accepted: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -1158,24 +1181,41 @@ impl NetnsForward {
             l.set_nonblocking(true)?;
             Ok(l)
         })?;
+        Ok(Self::run(netns, port, listener, upstream))
+    }
+
+    /// Listens on 127.0.0.1:`port` in the root namespace and forwards to `upstream`.
+    pub fn start_local(port: u16, upstream: SocketAddr) -> Result<NetnsForward> {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| LabError::io(format!("listen on 127.0.0.1:{port}"), e))?;
+        Ok(Self::run("", port, l, upstream))
+    }
+
+    fn run(netns: &str, port: u16, listener: TcpListener, upstream: SocketAddr) -> NetnsForward {
         let stop = Arc::new(AtomicBool::new(false));
+        let blackhole = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let accepted = Arc::new(AtomicU64::new(0));
         let thread = {
             let (stop, conns, accepted) = (stop.clone(), conns.clone(), accepted.clone());
-            std::thread::spawn(move || accept_loop(listener, upstream, &stop, &conns, &accepted))
+            let blackhole = blackhole.clone();
+            std::thread::spawn(move || {
+                accept_loop(listener, upstream, &stop, &blackhole, &conns, &accepted)
+            })
         };
-        Ok(NetnsForward {
+        NetnsForward {
             netns: netns.to_string(),
             port,
             stop,
+            blackhole,
             conns,
             accepted,
             thread: Some(thread),
-        })
+        }
     }
 
-    /// The namespace it listens in.
+    /// The namespace it listens in ("" for the root namespace).
     pub fn netns(&self) -> &str {
         &self.netns
     }
@@ -1189,12 +1229,18 @@ impl NetnsForward {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
     }
+
+    /// Silences the path (`true`) or lets bytes pass again.
+    pub fn set_blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::Relaxed);
+    }
 }
 
 fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
     stop: &AtomicBool,
+    blackhole: &Arc<AtomicBool>,
     conns: &Mutex<Vec<TcpStream>>,
     accepted: &AtomicU64,
 ) {
@@ -1226,8 +1272,9 @@ fn accept_loop(
                         list.push(b);
                     }
                 }
-                std::thread::spawn(move || pipe(client, s2));
-                std::thread::spawn(move || pipe(server, c2));
+                let (b1, b2) = (blackhole.clone(), blackhole.clone());
+                std::thread::spawn(move || pipe(client, s2, &b1));
+                std::thread::spawn(move || pipe(server, c2, &b2));
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(crate::wait::POLL);
@@ -1237,9 +1284,26 @@ fn accept_loop(
     }
 }
 
-/// Copies `from` to `to` until EOF or error, then half-closes `to`.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+/// Copies `from` to `to` until EOF or error, then half-closes `to`. While `blackhole` is set
+/// nothing is read or written (a byte read just before is held until it is lifted).
+fn pipe(mut from: TcpStream, mut to: TcpStream, blackhole: &AtomicBool) {
+    let hold = || {
+        while blackhole.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        hold();
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        hold();
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
@@ -1247,6 +1311,7 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 impl Drop for NetnsForward {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.blackhole.store(false, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -267,10 +267,34 @@ pub struct KubeLab {
     pub operator_log: PathBuf,
     /// Where the operator serves /metrics, /healthz and /readyz (root namespace).
     pub operator_addr: Option<std::net::SocketAddr>,
+    /// The operator's kubeconfig when it reaches the API through a forwarder of its own
+    /// ([`KubeLab::setup_with_operator_forward`]); else the admin kubeconfig.
+    pub operator_kubeconfig: Option<PathBuf>,
 }
 
 impl KubeLab {
     pub fn setup(api: ApiServer) -> KubeLab {
+        Self::setup_opts(api, false)
+    }
+
+    /// [`KubeLab::setup`] with the operator, too, reaching the API through a forwarder (in
+    /// the root namespace, on a port of its own), so that [`KubeLab::blackhole_api`] silences
+    /// every component's API connection.
+    pub fn setup_with_operator_forward(api: ApiServer) -> KubeLab {
+        Self::setup_opts(api, true)
+    }
+
+    /// Silences every forwarded API connection (agents', and the operator's with
+    /// [`KubeLab::setup_with_operator_forward`]): no byte passes, new connections hang (see
+    /// [`NetnsForward::set_blackhole`]); `false` lets them through again. kubectl in the test
+    /// goes to the API server directly and is not affected.
+    pub fn blackhole_api(&self, on: bool) {
+        for f in &self._forwards {
+            f.set_blackhole(on);
+        }
+    }
+
+    fn setup_opts(api: ApiServer, operator_forward: bool) -> KubeLab {
         let lab = LabBuilder::default().hosts(3).build().expect("lab");
         let dir = tempfile::Builder::new()
             .prefix("kvapifo-")
@@ -288,6 +312,13 @@ impl KubeLab {
         for h in lab.hosts() {
             forwards.push(api.expose_in_netns(&h.netns).expect("forwarder"));
         }
+        let operator_kubeconfig = operator_forward.then(|| {
+            let (fwd, path) = api
+                .expose_via_forward("operator")
+                .expect("operator forwarder");
+            forwards.push(fwd);
+            path
+        });
         let operator_log = dir.path().join("operator.log");
         let mut env = KubeLab {
             watch: None,
@@ -305,6 +336,7 @@ impl KubeLab {
             agent_metrics: vec![None, None, None],
             operator_log,
             operator_addr: None,
+            operator_kubeconfig,
             dir,
         };
         for i in 0..3 {
@@ -426,7 +458,12 @@ impl KubeLab {
             "--metrics-addr",
             &format!("127.0.0.1:{port}"),
         ])
-        .env("KUBECONFIG", self.api.kubeconfig_path())
+        .env(
+            "KUBECONFIG",
+            self.operator_kubeconfig
+                .as_deref()
+                .unwrap_or(self.api.kubeconfig_path()),
+        )
         .env("NO_COLOR", "1")
         .env(
             "RUST_LOG",
@@ -464,6 +501,11 @@ impl KubeLab {
     /// `GET path` from the operator's HTTP endpoint: the status code, None if it does not
     /// answer within a second.
     pub fn operator_get(&self, path: &str) -> Option<u16> {
+        self.operator_fetch(path).map(|(code, _)| code)
+    }
+
+    /// `GET path` from the operator's HTTP endpoint: the status code and the body.
+    pub fn operator_fetch(&self, path: &str) -> Option<(u16, String)> {
         use std::io::Read as _;
         let addr = self.operator_addr?;
         let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -475,7 +517,12 @@ impl KubeLab {
         .ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
-        out.split_whitespace().nth(1)?.parse().ok()
+        let code = out.split_whitespace().nth(1)?.parse().ok()?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
     }
 
     /// Applies a second VirtualIP `name` (192.0.2.201/24, VRID 2, same nodes and priorities).

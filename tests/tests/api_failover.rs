@@ -328,6 +328,157 @@ fn reconciles_resume_after_an_api_restart() {
     }
 }
 
+/// The API path goes silent for 12 s: every forwarded API connection (the agents' and the
+/// operator's) stays open but passes no byte, and new ones are accepted but never answered (a
+/// blackholed peer: no RST, nothing for the client's 30 s read timeout to see soon). Within
+/// 6 s the operator's `/readyz` says 503 and `kube_vrrp_operator_api_stalled` is 1, and every
+/// agent shows `kube_vrrp_api_stalled 1` / `kube_vrrp_api_connected 0`; the VIP stays on n1
+/// throughout. Once bytes pass again, a VirtualIP created then gets its status within 10 s.
+#[test]
+fn a_silent_api_is_detected_within_seconds_and_reconciles_resume() {
+    lab::skip_unless_root!("a_silent_api_is_detected_within_seconds_and_reconciles_resume");
+    let api = lab::skip_unless_api!();
+    let mut env = KubeLab::setup_with_operator_forward(api);
+    env.apply_vip_and_wait_n1();
+    let ready = lab::wait_until(Duration::from_secs(10), "operator ready", || {
+        (env.operator_get("/readyz") == Some(200)).then_some(())
+    });
+    env.check(ready.map_err(|e| e.to_string()));
+    let agent_stalled = |i: usize| {
+        env.agent_get(i, "/metrics").is_ok_and(|m| {
+            m.lines().any(|l| l == "kube_vrrp_api_stalled 1")
+                && m.lines().any(|l| l == "kube_vrrp_api_connected 0")
+        })
+    };
+    let operator_stalled = || {
+        env.operator_fetch("/metrics")
+            .is_some_and(|(_, m)| m.lines().any(|l| l == "kube_vrrp_operator_api_stalled 1"))
+    };
+
+    const SILENCE: Duration = Duration::from_secs(12);
+    const DETECT: Duration = Duration::from_secs(6);
+    let silent = Instant::now();
+    env.blackhole_api(true);
+    let (mut unready, mut metric, mut agents) = (None, None, [None; 3]);
+    let detected = lab::apiserver::wait_every(
+        Duration::from_millis(100),
+        DETECT,
+        "operator /readyz 503 and every stall metric",
+        || {
+            if unready.is_none() && env.operator_get("/readyz") == Some(503) {
+                unready = Some(silent.elapsed());
+            }
+            if metric.is_none() && operator_stalled() {
+                metric = Some(silent.elapsed());
+            }
+            for (i, a) in agents.iter_mut().enumerate() {
+                if a.is_none() && agent_stalled(i) {
+                    *a = Some(silent.elapsed());
+                }
+            }
+            (unready.is_some() && metric.is_some() && agents.iter().all(Option::is_some))
+                .then_some(())
+        },
+    );
+    let secs = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+    say(&format!(
+        "MEASURED blackhole detection: operator /readyz 503 {:.2}s, api_stalled {:.2}s; \
+         agents api_stalled {:.2}s {:.2}s {:.2}s",
+        secs(unready),
+        secs(metric),
+        secs(agents[0]),
+        secs(agents[1]),
+        secs(agents[2]),
+    ));
+    if let Err(e) = detected {
+        env.blackhole_api(false);
+        env.fail(&format!("stall not shown within {DETECT:?}: {e}"));
+    }
+    let held = lab::wait::holds_for(
+        SILENCE.saturating_sub(silent.elapsed()),
+        "VIP stays on n1",
+        || env.lab.holds(env.lab.host(0), VIP),
+    );
+    if let Err(e) = held {
+        env.blackhole_api(false);
+        env.fail(&format!("VIP left n1 while the API was silent: {e}"));
+    }
+    // Still stalled at the end of the silence: nothing mistook a stuck connection for life.
+    if env.operator_get("/readyz") != Some(503) {
+        env.blackhole_api(false);
+        env.fail("operator ready again while the API was still silent");
+    }
+
+    env.blackhole_api(false);
+    let restored = Instant::now();
+    let second = lab::kubelab::unique("vip2");
+    env.apply_second_vip(&second);
+    let (mut readyz, mut placed, mut agents_back) = (None, None, [None; 3]);
+    let shown = env.check(
+        lab::apiserver::wait_every(
+            lab::apiserver::KUBECTL_POLL,
+            Duration::from_secs(20),
+            "new VirtualIP Active with master n1",
+            || {
+                if readyz.is_none() && env.operator_get("/readyz") == Some(200) {
+                    readyz = Some(restored.elapsed());
+                }
+                for (i, a) in agents_back.iter_mut().enumerate() {
+                    if a.is_none()
+                        && env.agent_get(i, "/metrics").is_ok_and(|m| {
+                            m.lines().any(|l| l == "kube_vrrp_api_connected 1")
+                                && m.lines().any(|l| l == "kube_vrrp_api_stalled 0")
+                        })
+                    {
+                        *a = Some(restored.elapsed());
+                    }
+                }
+                let s = env.status_of(&second);
+                if placed.is_none() && s["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+                    placed = Some(restored.elapsed());
+                }
+                (master(&s) == "n1" && phase(&s) == "Active").then(|| restored.elapsed())
+            },
+        )
+        .map_err(|e| e.to_string()),
+    );
+    say(&format!(
+        "MEASURED after the blackhole lifted: operator ready {:.2}s, new VirtualIP status {:.2}s, \
+         its master shown {:.2}s; agents connected {:.2}s {:.2}s {:.2}s",
+        secs(readyz),
+        secs(placed),
+        shown.as_secs_f64(),
+        secs(agents_back[0]),
+        secs(agents_back[1]),
+        secs(agents_back[2]),
+    ));
+    if !env.lab.holds(env.lab.host(0), VIP) {
+        env.fail("VIP not on n1 after the blackhole");
+    }
+    match placed {
+        Some(d) if d <= Duration::from_secs(10) => {}
+        other => env.fail(&format!(
+            "new VirtualIP status after {other:?}, not within 10 s"
+        )),
+    }
+    match readyz {
+        Some(d) if d <= Duration::from_secs(10) => {}
+        other => env.fail(&format!(
+            "operator /readyz 200 after {other:?}, not within 10 s"
+        )),
+    }
+    let stalls = env
+        .operator_fetch("/metrics")
+        .map(|(_, m)| m)
+        .unwrap_or_default();
+    if !stalls
+        .lines()
+        .any(|l| l == "kube_vrrp_operator_api_stalls_total 1")
+    {
+        env.fail(&format!("operator did not count one stall:\n{stalls}"));
+    }
+}
+
 /// `kubectl delete vrrpnodes --all` (a sweep by someone else): the operator's watch sees the
 /// deletions and puts every VRRPNode back within 5 s; meanwhile the agents keep their last
 /// config (the grace period), so the VIP never leaves n1. Then an edit of n2's spec by someone

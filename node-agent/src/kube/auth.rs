@@ -134,11 +134,23 @@ pub async fn run(
     health: Arc<ApiHealth>,
 ) {
     let mut tracker = AuthTracker::default();
-    let mut stream = watcher(api, watcher_config(&node))
-        .backoff(super::watch_backoff())
-        .boxed();
+    let watch = || {
+        watcher(api.clone(), watcher_config(&node))
+            .backoff(super::watch_backoff())
+            .boxed()
+    };
+    let mut stream = watch();
+    let mut stalls = health.stalls.clone();
     let mut failing = false;
-    while let Some(item) = stream.next().await {
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = super::source::stall_ended(&mut stalls) => {
+                stream = watch();
+                continue;
+            }
+        };
+        let Some(item) = item else { return };
         match item {
             Ok(event) => {
                 failing = false;

@@ -31,7 +31,9 @@ pub const FIELD_MANAGER: &str = "kube-vrrp-agent";
 /// Server-side timeout of the agent's watches, seconds: the API server ends a watch after this
 /// and the watcher resumes it from the last resource version (no re-list). kube-runtime also
 /// drops a watch that delivers nothing for this long plus 5 s, so a connection that went
-/// silent is replaced within about half a minute (kube-runtime's default is five).
+/// silent is replaced within about half a minute (kube-runtime's default is five). That is
+/// the backstop: the stall watchdog ([`apiclient::watchdog`], started in `modes::run`) notices
+/// a silent API within about 5 s.
 pub const WATCH_TIMEOUT_SECS: u32 = 25;
 
 /// Read timeout of the agent's API client: longer than a watch may stay quiet, so only a

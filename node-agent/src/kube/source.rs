@@ -33,9 +33,39 @@ pub struct ApiHealth {
     pub errors: AtomicU64,
     /// Outages (transitions from connected to not connected).
     pub outages: AtomicU64,
+    /// The API stall watchdog's verdicts: the watches start again with a fresh list after
+    /// each stall ([`apiclient::watchdog`]).
+    pub stalls: Option<watch::Receiver<apiclient::watchdog::Status>>,
+}
+
+/// Resolves when the stall watchdog reports the end of a stall (never without one).
+pub async fn stall_ended(status: &mut Option<watch::Receiver<apiclient::watchdog::Status>>) {
+    let Some(rx) = status else {
+        return std::future::pending().await;
+    };
+    let seen = rx.borrow_and_update().recoveries;
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if rx.borrow_and_update().recoveries != seen {
+            return;
+        }
+    }
 }
 
 impl ApiHealth {
+    /// The stall watchdog declared the API stalled (`true`) or answering again.
+    pub fn stalled(&self, stalled: bool) {
+        if let Some(t) = &self.telemetry {
+            t.metrics().api_stalled(stalled);
+        }
+        if stalled {
+            self.connected.store(false, Ordering::Relaxed);
+            self.outages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn up(&self) {
         if let Some(t) = &self.telemetry {
             t.metrics().api_up();
@@ -196,12 +226,20 @@ pub async fn run_with_grace(
             t.metrics().config_held(on);
         }
     };
-    let mut stream = watcher(api, watcher_config(&node))
-        .backoff(super::watch_backoff())
-        .boxed();
+    let watch = || {
+        watcher(api.clone(), watcher_config(&node))
+            .backoff(super::watch_backoff())
+            .boxed()
+    };
+    let mut stream = watch();
+    let mut stalls = health.stalls.clone();
     loop {
         let deadline = grace.deadline();
         tokio::select! {
+            () = stall_ended(&mut stalls) => {
+                tracing::info!(node = %node, "API stall over: watching the VRRPNode again with a fresh list");
+                stream = watch();
+            }
             item = stream.next() => {
                 let Some(item) = item else { return };
                 match item {

@@ -141,6 +141,8 @@ pub struct Metrics {
     api_connected: Gauge,
     api_errors: Counter,
     api_outages: Counter,
+    api_stalled: Gauge,
+    api_stalls: Counter,
     config_held: Gauge,
     config_held_total: Counter,
     state_write_errors: Family<FileLabels, Counter>,
@@ -282,6 +284,19 @@ impl Metrics {
             "Times the Kubernetes API became unreachable (VRRP kept running on the last config)",
             api_outages.clone(),
         );
+        let api_stalled = Gauge::default();
+        registry.register(
+            "api_stalled",
+            "1 while the Kubernetes API does not answer (no data for 1.5 s, then GET /version \
+             unanswered for 3 s): every API connection is dropped, VRRP runs on the last config",
+            api_stalled.clone(),
+        );
+        let api_stalls = Counter::default();
+        registry.register(
+            "api_stalls",
+            "Times the Kubernetes API stalled (stopped answering without closing connections)",
+            api_stalls.clone(),
+        );
         let config_held = Gauge::default();
         registry.register(
             "config_held",
@@ -330,6 +345,8 @@ impl Metrics {
             api_connected,
             api_errors,
             api_outages,
+            api_stalled,
+            api_stalls,
             config_held,
             config_held_total,
             state_write_errors,
@@ -363,6 +380,17 @@ impl Metrics {
         if new_outage {
             self.api_outages.inc();
         }
+    }
+
+    /// The API stall watchdog's verdict: a stall also means "not connected".
+    pub fn api_stalled(&self, stalled: bool) {
+        if stalled {
+            if self.api_stalled.get() == 0 {
+                self.api_stalls.inc();
+            }
+            self.api_connected.set(0);
+        }
+        self.api_stalled.set(i64::from(stalled));
     }
 
     /// Record `instance`'s current state (1 for it, 0 for the other states).
