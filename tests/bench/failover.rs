@@ -382,9 +382,7 @@ fn run_failover(o: &Opts, csv: &mut String, table: &mut String) {
                     let bound = th + iv as f64;
                     let _ = writeln!(
                         table,
-                        "{:<11} {:>6}ms {:<9} p95 {g95:.0} ms {} Master_Down_Interval + one interval ({bound:.0} ms)",
-                        "",
-                        "",
+                        "{:<30} p95 {g95:.0} ms {} Master_Down_Interval + one interval ({bound:.0} ms)",
                         "",
                         if g95 <= bound { "within" } else { "ABOVE" }
                     );

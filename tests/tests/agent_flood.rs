@@ -6,7 +6,8 @@
 //! backup, v3 at 100 ms. From the client namespace a raw socket sends, as fast as it can for
 //! 2.5 s each: valid priority-1 adverts for VRID 51, then the same with a bad checksum, then
 //! valid adverts for a VRID nobody runs (99); then the first again paced at 36 k pps (the
-//! rate issue 19 measured split brain at). Each phase must cause no transition anywhere,
+//! rate issue 19 measured split brain at), and the bad-checksum and unknown-VRID floods paced
+//! the same (the rate the issue's CPU goal for discarded floods is read at). Each phase must cause no transition anywhere,
 //! keep VI_2's advert cadence, and keep VI_1 at no more than one advert per interval. The
 //! send rate, the agents' CPU (from /proc/PID/stat) and the counters are printed.
 
@@ -296,10 +297,27 @@ fn agent_flood_of_low_priority_and_bad_adverts_moves_nothing() {
         Some(36_000),
     );
 
+    // The issue's CPU goal for floods that are only discarded, at the same reference rate.
+    let bad_paced = phase(
+        &lab,
+        &agents,
+        "bad checksum at 36k pps",
+        advert(client, 51, 1, true),
+        Some(36_000),
+    );
+    let unknown_paced = phase(
+        &lab,
+        &agents,
+        "unknown VRID 99 at 36k pps",
+        advert(client, 99, 1, false),
+        Some(36_000),
+    );
+    assert_eq!(bad_paced.vi1_received, 0.0, "no bad-checksum advert accepted");
+
     for vip in [VIP_A, VIP_B] {
         assert_eq!(lab.holders(vip), vec![0], "{vip} stays on h1 alone");
     }
-    for p in [&low, &bad, &unknown, &paced] {
+    for p in [&low, &bad, &unknown, &paced, &bad_paced, &unknown_paced] {
         eprintln!(
             "FLOOD {:<28} {:>8.0} pps  CPU h1 {:>5.1} %  h2 {:>5.1} %  transitions {}",
             p.name, p.pps, p.cpu_pct[0], p.cpu_pct[1], p.transitions
