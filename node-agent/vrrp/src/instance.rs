@@ -15,7 +15,7 @@
 //!   preempt off, or inside `preempt_delay` ⇒ learn the interval (v3) and reset the timer to
 //!   Master_Down_Interval. Lower priority with preempt ⇒ ignored.
 //! - MASTER: advert timer ⇒ advert. Higher priority, or equal priority from a higher
-//!   address ⇒ BACKUP, keeping the VIPs bound for a short grace ([`release_grace`]) so the
+//!   address ⇒ BACKUP, keeping the VIPs bound for a short grace ([`RELEASE_GRACE`]) so the
 //!   new master's gratuitous ARP / NA is out before they go. Priority 0 ⇒ advert at once. Lower priority (or equal from a lower
 //!   address) ⇒ discarded (RFC 3768 / RFC 9568 §6.4.3), except that, like keepalived's
 //!   "forcing new election", an advert is sent at once to make the other master yield —
@@ -26,7 +26,7 @@
 //! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
 //!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
 //! - shutdown: MASTER sends priority 0 and keeps its VIPs bound until it hears a new master
-//!   (then for [`release_grace`] more) or [`LINGER_INTERVALS`] advert intervals pass, so a
+//!   (then for [`RELEASE_GRACE`] more) or [`LINGER_INTERVALS`] advert intervals pass, so a
 //!   planned handover loses no packet; with no peers at all (an empty
 //!   [`InstanceConfig::peer_priorities`]) it removes them at once, as does
 //!   [`Instance::shutdown_at_once`]. While the VIPs are held the instance is STOP on the wire
@@ -321,20 +321,26 @@ const TIMERS: [Timer; 6] = [
     Timer::Release,
 ];
 
-/// Longest a master that left keeps its VIPs after hearing the new master (capped at one
-/// advert interval, see [`release_grace`]).
-pub const RELEASE_GRACE_MAX: Duration = Duration::from_millis(100);
-
-/// A master shutting down keeps its VIPs at most this many advert intervals while waiting to
-/// hear a successor.
-pub const LINGER_INTERVALS: u32 = 3;
-
 /// How long a master that left keeps its VIPs bound once a new master advertises: the new
 /// master's gratuitous ARP / NA follows its first advert by the time it takes to bind the
 /// addresses, so withdrawing them at once would drop whatever neighbours still send to the
-/// old MAC in between. One advert interval, at most [`RELEASE_GRACE_MAX`].
-pub fn release_grace(advert_interval: Interval) -> Duration {
-    advert_interval.duration().min(RELEASE_GRACE_MAX)
+/// old MAC in between. That time is the host's (netlink, the kernel's address add: IPv6
+/// costs most, and more on a loaded host), not the protocol's, so the grace does not shrink
+/// with the advert interval: at 20 ms adverts a grace of one interval lost IPv6 probes
+/// (failover-bench `--ipv6`, 5 in 10 handovers).
+pub const RELEASE_GRACE: Duration = Duration::from_millis(100);
+
+/// A master shutting down keeps its VIPs at most this many advert intervals while waiting to
+/// hear a successor (and never less than [`RELEASE_GRACE`] plus one interval, see
+/// [`linger_bound`]).
+pub const LINGER_INTERVALS: u32 = 3;
+
+/// How long a leaving master waits for a successor's advert before it removes its VIPs
+/// anyway: [`LINGER_INTERVALS`] advert intervals, but long enough for a successor heard within
+/// one interval to get its full [`RELEASE_GRACE`].
+pub fn linger_bound(advert_interval: Interval) -> Duration {
+    let iv = advert_interval.duration();
+    (iv * LINGER_INTERVALS).max(RELEASE_GRACE + iv)
 }
 
 const NO_TIMERS: [Option<Instant>; TIMERS.len()] = [None; TIMERS.len()];
@@ -611,7 +617,7 @@ impl Instance {
                         self.master_adver_interval = advert.interval;
                     }
                     // Someone else answers for the VIPs now: ours go after a grace.
-                    let release = now + release_grace(self.cfg.advert_interval);
+                    let release = now + RELEASE_GRACE;
                     self.become_backup_holding(now, reason, Some(release));
                 } else if !self.reply_now(now) {
                     // RFC 9568 §6.4.3: discard. The one advert per interval above is the
@@ -622,7 +628,7 @@ impl Instance {
             // A master that left and holds its VIPs for a successor: the first advert of a
             // new master starts the short release grace.
             State::Stop if advert.priority > 0 => {
-                self.hold_vips_until(now + release_grace(self.cfg.advert_interval));
+                self.hold_vips_until(now + RELEASE_GRACE);
             }
             // check_advert admits only BACKUP, MASTER and a STOP that holds VIPs.
             State::Init | State::Fault | State::Stop => {}
@@ -739,8 +745,8 @@ impl Instance {
     }
 
     /// Stop (keepalived on SIGTERM): a master sends a priority-0 advert and keeps its VIPs
-    /// bound until a new master advertises (then [`release_grace`] more) or
-    /// [`LINGER_INTERVALS`] advert intervals pass, whichever is first; keep driving the
+    /// bound until a new master advertises (then [`RELEASE_GRACE`] more) or [`linger_bound`]
+    /// passes, whichever is first; keep driving the
     /// instance (packets, [`Instance::poll_timeout`]) until [`Instance::holds_vips`] is false.
     /// With no peers configured at all it removes them at once. Final.
     pub fn shutdown(&mut self, now: Instant) {
@@ -767,7 +773,7 @@ impl Instance {
             self.send_advert(now, 0);
             self.holding = true;
             if linger {
-                let wait = self.cfg.advert_interval.duration() * LINGER_INTERVALS;
+                let wait = linger_bound(self.cfg.advert_interval);
                 self.timers[Timer::Release as usize] = Some(now + wait);
                 return;
             }
@@ -1248,6 +1254,18 @@ mod tests {
     use super::*;
     use crate::sim::{cfg, v4};
     use std::time::Duration;
+
+    #[test]
+    fn the_linger_bound_leaves_room_for_the_full_grace() {
+        let ms = Duration::from_millis;
+        // Three intervals when they are longer than the grace plus one interval.
+        assert_eq!(linger_bound(Interval(100)), ms(3000));
+        assert_eq!(linger_bound(Interval(10)), ms(300));
+        // At 50 ms: 150 ms equals 100 + 50. At 20 ms: 120, not 60.
+        assert_eq!(linger_bound(Interval(5)), ms(150));
+        assert_eq!(linger_bound(Interval(2)), ms(120));
+        assert_eq!(linger_bound(Interval(1)), ms(110));
+    }
 
     fn master(now: Instant) -> Instance {
         let mut c = cfg(Version::V3, 100, v4(1));

@@ -176,7 +176,7 @@ pub use config::{ConfigError, GarpConfig, InstanceConfig, StartState};
 pub use counters::{Counters, DropReason};
 pub use instance::{
     Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, LINGER_INTERVALS,
-    RELEASE_GRACE_MAX, Reason, RxInfo, State, release_grace,
+    RELEASE_GRACE, Reason, RxInfo, State, linger_bound,
 };
 pub use packet::{Advert, Auth, EmitError, Family, Interval, Packet, ParseError, Version};
 pub use router::{Delivery, InstanceId, Received, Router, RouterAction};

@@ -829,14 +829,22 @@ fn added_at(sim: &Sim, n: usize) -> Vec<Duration> {
 /// Three routers A (200, master), B (150), C (100) whose configurations know each other's
 /// priorities, as the operator plans them.
 fn ranked_trio() -> Sim {
+    ranked_trio_at(Interval(100))
+}
+
+/// [`ranked_trio`] advertising every `interval`.
+fn ranked_trio_at(interval: Interval) -> Sim {
     let mut sim = Sim::new(1);
-    let mut a = cfg(Version::V3, 200, v4(1));
+    let ranked = |priority, n, peers: [u8; 2]| {
+        let mut c = cfg(Version::V3, priority, v4(n));
+        c.advert_interval = interval;
+        c.peer_priorities = Some(peers.to_vec());
+        c
+    };
+    let mut a = ranked(200, 1, [150, 100]);
     a.start_state = StartState::Master;
-    a.peer_priorities = Some(vec![150, 100]);
-    let mut b = cfg(Version::V3, 150, v4(2));
-    b.peer_priorities = Some(vec![200, 100]);
-    let mut c = cfg(Version::V3, 100, v4(3));
-    c.peer_priorities = Some(vec![200, 150]);
+    let b = ranked(150, 2, [200, 100]);
+    let c = ranked(100, 3, [200, 150]);
     sim.add_node("a", v4(1), vec![a]);
     sim.add_node("b", v4(2), vec![b]);
     sim.add_node("c", v4(3), vec![c]);
@@ -899,6 +907,20 @@ fn a_leaving_master_that_hears_no_successor_lets_go_after_three_intervals() {
         None,
         "nothing left to drive"
     );
+}
+
+#[test]
+fn at_fast_adverts_a_leaving_master_still_holds_its_vips_the_full_grace() {
+    // 20 ms adverts: binding and announcing the VIPs takes the new master the host's time,
+    // not one interval, so A keeps them 100 ms after B's first advert (not 20 ms), even
+    // though that is past three intervals after the shutdown.
+    let mut sim = ranked_trio_at(Interval(2));
+    sim.start_all();
+    sim.run_to(10.5);
+    sim.shutdown(0);
+    sim.run_to(12.0);
+    assert_eq!(sim.entered(1, I0, State::Master), vec![t(10, 501_000)]);
+    assert_eq!(removed_at(&sim, 0), vec![t(10, 602_000)]);
 }
 
 #[test]
