@@ -82,7 +82,10 @@ fn parse_opts() -> Result<Opts, String> {
             }
             "--csv" => o.csv_dir = Some(PathBuf::from(val("--csv")?)),
             "-h" | "--help" => {
-                println!("{}", lab::module_doc(include_str!("agent_k8s_footprint.rs")));
+                println!(
+                    "{}",
+                    lab::module_doc(include_str!("agent_k8s_footprint.rs"))
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -258,10 +261,7 @@ fn measure(pid: u32, netns: &str, addr: SocketAddr, window: Duration) -> Windows
         }
         let c1 = cpu();
         let (el, w1) = (t0.elapsed(), Utc::now());
-        (
-            (c1 - c0).as_secs_f64() / el.as_secs_f64() * 100.0,
-            (w0, w1),
-        )
+        ((c1 - c0).as_secs_f64() / el.as_secs_f64() * 100.0, (w0, w1))
     };
     let (settle, s0) = one(&mut |_| {});
     let (idle, s1) = one(&mut |_| {});
@@ -380,10 +380,7 @@ fn kube_round(env: &mut KubeLab, audit_log: &Path, round: usize, window: Duratio
         || (statuses_on_n1(env) == Some(INSTANCES)).then_some(()),
     );
     if let Err(e) = r {
-        env.fail(&format!(
-            "{e} ({:?} of {INSTANCES})",
-            statuses_on_n1(env)
-        ));
+        env.fail(&format!("{e} ({:?} of {INSTANCES})", statuses_on_n1(env)));
     }
     let ready = t.elapsed();
     say(&format!(
@@ -400,9 +397,16 @@ fn kube_round(env: &mut KubeLab, audit_log: &Path, round: usize, window: Duratio
     // The audit log has every request received up to the last window's end once it holds one
     // received after it (the Lease renews every 2 s).
     let end = w.spans[2].1;
-    let r = lab::wait_until(Duration::from_secs(15), "audit log past the windows", || {
-        agent_calls(audit_log).iter().any(|c| c.at >= end).then_some(())
-    });
+    let r = lab::wait_until(
+        Duration::from_secs(15),
+        "audit log past the windows",
+        || {
+            agent_calls(audit_log)
+                .iter()
+                .any(|c| c.at >= end)
+                .then_some(())
+        },
+    );
     if let Err(e) = r {
         env.fail(&e.to_string());
     }
@@ -561,7 +565,10 @@ fn main() -> std::process::ExitCode {
         table,
         "\nAgent footprint, 255 instances (v3, 1 s adverts, master of all), {} ({cpus} CPUs shared with other work; load average {})\nCPU % over {:?} windows: settle, idle, scraped (/status every {:?}, /metrics every {:?})\n{:<11} {:>5} {:>8} {:>11} {:>7} {:>6} {:>8} {:>9}  agent API requests (idle window)",
         Utc::now().format("%Y-%m-%d %H:%M UTC"),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         o.window,
         STATUS_EVERY,
         METRICS_EVERY,
@@ -579,7 +586,11 @@ fn main() -> std::process::ExitCode {
     );
     for s in &samples {
         let [settle, idle, scraped] = s.w.cpu;
-        let api_idle = s.api.as_ref().map(|a| describe(&a[1])).unwrap_or_else(|| "-".into());
+        let api_idle = s
+            .api
+            .as_ref()
+            .map(|a| describe(&a[1]))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             table,
             "{:<11} {:>5} {:>8.1} {:>11.1} {settle:>7.2} {idle:>6.2} {scraped:>8.2} {:>9.1}  {api_idle}",

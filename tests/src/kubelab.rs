@@ -367,12 +367,10 @@ impl KubeLab {
         let kubeconfig = self.agent_kubeconfigs[i]
             .as_deref()
             .unwrap_or(self.api.kubeconfig_path());
-        cmd.env("KUBECONFIG", kubeconfig)
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
+        cmd.env("KUBECONFIG", kubeconfig).env("NO_COLOR", "1").env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         let g = self
             .lab
             .spawn_cmd(
