@@ -34,3 +34,7 @@ cargo bench -p kube-vrrp-operator --bench plan
 cargo build --release -p kube-vrrp-operator
 cargo build -p kube-vrrp-tests --bin operator-scale-bench
 ./target/debug/operator-scale-bench --operator-bin target/release/kube-vrrp-operator || true
+# Agent in Kubernetes mode next to standalone, 255 instances (KUBEBUILDER_ASSETS; skipped without it).
+cargo build --release -p kube-vrrp-agent -p kube-vrrp-operator -p kube-vrrp-tests --bin agent-k8s-footprint
+KUBE_VRRP_AGENT_BIN=$PWD/target/release/kube-vrrp-agent KUBE_VRRP_OPERATOR_BIN=$PWD/target/release/kube-vrrp-operator \
+  ./target/release/agent-k8s-footprint --rounds 2 --csv "$OUT/k8s-footprint" || true

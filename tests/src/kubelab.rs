@@ -262,6 +262,9 @@ pub struct KubeLab {
     pub dir: tempfile::TempDir,
     pub vip_name: String,
     pub agent_logs: Vec<PathBuf>,
+    /// The kubeconfig agent `i` is started with (None: the admin one), e.g. a service
+    /// account's token so the API server's audit log tells its requests apart.
+    pub agent_kubeconfigs: Vec<Option<PathBuf>>,
     /// Where agent `i` serves /metrics and /status (inside its host's network namespace).
     pub agent_metrics: Vec<Option<String>>,
     pub operator_log: PathBuf,
@@ -333,6 +336,7 @@ impl KubeLab {
                 .iter()
                 .map(|n| dir.path().join(format!("agent-{n}.log")))
                 .collect(),
+            agent_kubeconfigs: vec![None, None, None],
             agent_metrics: vec![None, None, None],
             operator_log,
             operator_addr: None,
@@ -392,12 +396,13 @@ impl KubeLab {
             &metrics,
         ];
         let mut cmd = crate::netns::command_in(&self.lab.host(i).netns, &argv);
-        cmd.env("KUBECONFIG", self.api.kubeconfig_path())
-            .env("NO_COLOR", "1")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            );
+        let kubeconfig = self.agent_kubeconfigs[i]
+            .as_deref()
+            .unwrap_or(self.api.kubeconfig_path());
+        cmd.env("KUBECONFIG", kubeconfig).env("NO_COLOR", "1").env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
         let g = self
             .lab
             .spawn_cmd(
