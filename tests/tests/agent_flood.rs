@@ -312,7 +312,10 @@ fn agent_flood_of_low_priority_and_bad_adverts_moves_nothing() {
         advert(client, 99, 1, false),
         Some(36_000),
     );
-    assert_eq!(bad_paced.vi1_received, 0.0, "no bad-checksum advert accepted");
+    assert_eq!(
+        bad_paced.vi1_received, 0.0,
+        "no bad-checksum advert accepted"
+    );
 
     for vip in [VIP_A, VIP_B] {
         assert_eq!(lab.holders(vip), vec![0], "{vip} stays on h1 alone");

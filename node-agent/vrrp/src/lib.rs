@@ -175,8 +175,8 @@ pub use checksum::{ChecksumKind, V3Ipv4Checksum};
 pub use config::{ConfigError, GarpConfig, InstanceConfig, StartState};
 pub use counters::{Counters, DropReason};
 pub use instance::{
-    Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, LINGER_INTERVALS,
-    RELEASE_GRACE, Reason, RxInfo, State, linger_bound,
+    Action, ConfigUpdate, GratuitousKind, Inheritance, Instance, LINGER_INTERVALS, RELEASE_GRACE,
+    Reason, RxInfo, State, linger_bound,
 };
 pub use packet::{Advert, Auth, EmitError, Family, Interval, Packet, ParseError, Version};
 pub use router::{Delivery, InstanceId, Received, Router, RouterAction};
