@@ -79,7 +79,10 @@ fn in_flight_creation_ends_on_deletion_and_expires() {
     w.wrote(n.clone(), vec![Some("3".into()), Some("4".into())], 1, t0);
     assert!(w.lagging(&n, Some("4"), Some(1), t0 + InFlight::<String>::TTL - MS));
     assert!(!w.lagging(&n, Some("4"), Some(1), t0 + InFlight::<String>::TTL));
-    assert!(!w.lagging(&n, Some("9"), Some(1), t0), "another version is not ours");
+    assert!(
+        !w.lagging(&n, Some("9"), Some(1), t0),
+        "another version is not ours"
+    );
 }
 
 fn key(name: &str) -> VipKey {
@@ -110,7 +113,11 @@ fn only_vips_whose_placement_changed_are_triggered() {
         (None, &a, vec!["gone", "moved", "same"]),
         (Some(&a), &a, vec![]),
         (Some(&a), &b, vec!["gone", "moved", "new"]),
-        (Some(&b), &Placement::default(), vec!["moved", "new", "same"]),
+        (
+            Some(&b),
+            &Placement::default(),
+            vec!["moved", "new", "same"],
+        ),
     ];
     for (before, after, want) in cases {
         let want: Vec<VipKey> = want.into_iter().map(key).collect();
