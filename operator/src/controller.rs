@@ -531,78 +531,99 @@ impl Context {
         let api: Api<VRRPNode> = Api::all(self.client.clone());
         let ns = &self.settings.agent_lease_namespace;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        // Nodes are independent: several are applied at once (each one's auth Secret and
+        // VRRPNode stay in order).
+        let mut writes = Vec::with_capacity(plan.nodes.len());
         for (name, np) in &plan.nodes {
-            let desired = desired_vrrp_node(name, np);
-            let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
-            let secret_name = crds::auth::auth_secret_name(name);
-            let observed_secret = self
-                .stores
-                .auth_secrets
-                .get(&KubeRef::new(&secret_name).within(ns));
-            let mut owner = observed.as_ref().and_then(|o| o.metadata.uid.clone());
-            let steps = auth_secret_steps(observed_secret.as_deref(), &np.auth, owner.is_some());
-            let mut owned = observed_secret
-                .as_deref()
-                .is_some_and(|s| auth_secret_owned(s, owner.as_deref()));
-            if let Some(data) = &steps.before {
-                self.apply_auth_secret(&secrets, name, data, owner.as_deref())
-                    .await?;
-                owned = true;
+            writes.push(self.sync_vrrp_node(&api, &secrets, name, np));
+        }
+        futures::stream::iter(writes)
+            .buffer_unordered(SYNC_PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Apply one planned VRRPNode and its auth Secret where they differ.
+    async fn sync_vrrp_node(
+        &self,
+        api: &Api<VRRPNode>,
+        secrets: &Api<Secret>,
+        name: &String,
+        np: &planner::NodePlan,
+    ) -> Result<(), Error> {
+        let ns = &self.settings.agent_lease_namespace;
+        let desired = desired_vrrp_node(name, np);
+        let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
+        let secret_name = crds::auth::auth_secret_name(name);
+        let observed_secret = self
+            .stores
+            .auth_secrets
+            .get(&KubeRef::new(&secret_name).within(ns));
+        let mut owner = observed.as_ref().and_then(|o| o.metadata.uid.clone());
+        let steps = auth_secret_steps(observed_secret.as_deref(), &np.auth, owner.is_some());
+        let mut owned = observed_secret
+            .as_deref()
+            .is_some_and(|s| auth_secret_owned(s, owner.as_deref()));
+        if let Some(data) = &steps.before {
+            self.apply_auth_secret(secrets, name, data, owner.as_deref())
+                .await?;
+            owned = true;
+        }
+        let owner_before = owner.clone();
+        let observed_rv = observed
+            .as_ref()
+            .and_then(|o| o.metadata.resource_version.clone());
+        let content = hash_json(&(&desired.spec, &desired.metadata.owner_references));
+        // The store may not show our last write yet: the same content is not written again.
+        let in_flight = self.tracks_writes()
+            && self.vn_writes.lock().is_ok_and(|w| {
+                w.lagging(name, observed_rv.as_deref(), Some(content), Instant::now())
+            });
+        if !in_flight && vrrp_node_differs(observed.as_deref(), &desired)? {
+            let applied = api
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await?;
+            owner = applied.metadata.uid.or(owner);
+            if self.tracks_writes()
+                && let Ok(mut w) = self.vn_writes.lock()
+            {
+                w.wrote(name.clone(), vec![observed_rv], content, Instant::now());
             }
-            let owner_before = owner.clone();
-            let observed_rv = observed
-                .as_ref()
-                .and_then(|o| o.metadata.resource_version.clone());
-            let content = hash_json(&(&desired.spec, &desired.metadata.owner_references));
-            // The store may not show our last write yet: the same content is not written again.
-            let in_flight = self.tracks_writes()
-                && self.vn_writes.lock().is_ok_and(|w| {
-                    w.lagging(name, observed_rv.as_deref(), Some(content), Instant::now())
-                });
-            if !in_flight && vrrp_node_differs(observed.as_deref(), &desired)? {
-                let applied = api
-                    .patch(
-                        name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await?;
-                owner = applied.metadata.uid.or(owner);
-                if self.tracks_writes()
-                    && let Ok(mut w) = self.vn_writes.lock()
-                {
-                    w.wrote(name.clone(), vec![observed_rv], content, Instant::now());
+            self.metrics.write("vrrpnode");
+            info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+        }
+        match steps.after {
+            AuthAfter::Nothing => {}
+            AuthAfter::Delete => {
+                match secrets.delete(&secret_name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
                 }
-                self.metrics.write("vrrpnode");
-                info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+                self.metrics.write("authsecret");
+                info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
             }
-            match steps.after {
-                AuthAfter::Nothing => {}
-                AuthAfter::Delete => {
-                    match secrets.delete(&secret_name, &Default::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.metrics.write("authsecret");
-                    info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
-                }
-                AuthAfter::Apply => {
-                    let observed = steps
-                        .before
-                        .as_ref()
-                        .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
-                        .cloned();
-                    let desired_data = auth_secret_data(&np.auth);
-                    // A VRRPNode created just now owns its Secret from now on.
-                    let owned = owned && owner == owner_before;
-                    if observed.as_ref() != Some(&desired_data) || !owned {
-                        self.apply_auth_secret(&secrets, name, &desired_data, owner.as_deref())
-                            .await?;
-                    }
+            AuthAfter::Apply => {
+                let observed = steps
+                    .before
+                    .as_ref()
+                    .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
+                    .cloned();
+                let desired_data = auth_secret_data(&np.auth);
+                // A VRRPNode created just now owns its Secret from now on.
+                let owned = owned && owner == owner_before;
+                if observed.as_ref() != Some(&desired_data) || !owned {
+                    self.apply_auth_secret(secrets, name, &desired_data, owner.as_deref())
+                        .await?;
                 }
             }
         }
+
         Ok(())
     }
 
@@ -1018,6 +1039,9 @@ fn observed_in<K, T>(
         watcher::Event::Init | watcher::Event::InitDone => {}
     }
 }
+
+/// VRRPNodes applied at once by a sync.
+const SYNC_PARALLEL: usize = 8;
 
 /// How often the planner task looks at the generations.
 const PLANNER_POLL: Duration = Duration::from_millis(50);
