@@ -5,8 +5,12 @@
 //!   store; the planner reads the stores, never the API.
 //! - Two caches, each with a generation that goes up when its inputs change. The placement
 //!   ([`planner::place_all`]) depends on VirtualIP specs and deletion, Node labels, readiness and
-//!   addresses, and Secret revisions; the first reconcile that sees a new generation re-places
-//!   everything and applies every VRRPNode whose spec differs. The report index
+//!   addresses, and Secret revisions. In the operator a planner task ([`plan_loop`]) re-places
+//!   once per burst of changes ([`Coalescer`]), applies every VRRPNode whose spec differs and
+//!   triggers only the VirtualIPs whose placement changed; a reconcile writes status only from
+//!   a placement current for its VirtualIP, and writes of ours the watch has not shown yet
+//!   ([`InFlight`]) are not repeated. Without the task (tests), the first reconcile that sees a
+//!   new generation re-places. The report index
 //!   ([`planner::ReportIndex`]) depends only on the agents' VRRPNode status and is rebuilt
 //!   cheaply. Each reconcile then computes its own VirtualIP's status and events
 //!   ([`planner::vip_plan`]) from the cached placement, the reports and the object as observed
