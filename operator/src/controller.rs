@@ -5,8 +5,12 @@
 //!   store; the planner reads the stores, never the API.
 //! - Two caches, each with a generation that goes up when its inputs change. The placement
 //!   ([`planner::place_all`]) depends on VirtualIP specs and deletion, Node labels, readiness and
-//!   addresses, and Secret revisions; the first reconcile that sees a new generation re-places
-//!   everything and applies every VRRPNode whose spec differs. The report index
+//!   addresses, and Secret revisions. In the operator a planner task ([`plan_loop`]) re-places
+//!   once per burst of changes ([`Coalescer`]), applies every VRRPNode whose spec differs and
+//!   triggers only the VirtualIPs whose placement changed; a reconcile writes status only from
+//!   a placement current for its VirtualIP, and writes of ours the watch has not shown yet
+//!   ([`InFlight`]) are not repeated. Without the task (tests), the first reconcile that sees a
+//!   new generation re-places. The report index
 //!   ([`planner::ReportIndex`]) depends only on the agents' VRRPNode status and is rebuilt
 //!   cheaply. Each reconcile then computes its own VirtualIP's status and events
 //!   ([`planner::vip_plan`]) from the cached placement, the reports and the object as observed
@@ -51,7 +55,8 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::metrics::Metrics;
 use crate::planner::{
-    self, AgentLiveness, EventType, LeaseTracker, Placement, ReportIndex, VipKey, World,
+    self, AgentLiveness, Coalescer, EventType, InFlight, LeaseTracker, Placement, ReportIndex,
+    VipKey, World,
 };
 
 /// Field manager of every write the operator makes (but the auth Secrets').
@@ -135,15 +140,46 @@ type SecretCache = HashMap<(String, String), (Option<String>, Arc<Secret>)>;
 
 #[derive(Default)]
 struct PlanCache {
-    generation: Option<u64>,
+    /// VirtualIP and infrastructure generations the placement was made at.
+    generation: Option<(u64, u64)>,
     placement: Option<Arc<Placement>>,
+    /// [`vip_fingerprint`] of every VirtualIP the placement saw.
+    prints: Arc<HashMap<VipKey, u64>>,
     nodes_synced: bool,
     synced_at: Option<Instant>,
     /// [`Context::vrrp_nodes_changed`] count at the last VRRPNode sync.
     nodes_generation: Option<u64>,
-    reports_generation: Option<u64>,
-    reports: Option<Arc<ReportIndex>>,
     secrets: SecretCache,
+}
+
+#[derive(Default)]
+struct ReportsCache {
+    generation: Option<u64>,
+    reports: Option<Arc<ReportIndex>>,
+}
+
+/// The placement the planner task last applied to every VRRPNode, which reconciles read.
+#[derive(Clone)]
+struct Published {
+    placement: Arc<Placement>,
+    /// [`Context::infra_generation`] it was made at.
+    infra_generation: u64,
+    /// [`vip_fingerprint`] of every VirtualIP it placed, as it saw them.
+    prints: Arc<HashMap<VipKey, u64>>,
+}
+
+/// Whether a placement made from the VirtualIP with fingerprint `placed_print` (`None`: it did
+/// not see that VirtualIP) and infrastructure generation `placed_infra` is current for the
+/// VirtualIP as observed now (`print`, `infra`), so that a status may be written from it.
+/// Other VirtualIPs changing does not make it stale: when they move this one, the planner
+/// triggers it again.
+pub fn placement_current(
+    placed_print: Option<u64>,
+    placed_infra: u64,
+    print: u64,
+    infra: u64,
+) -> bool {
+    placed_print == Some(print) && placed_infra == infra
 }
 
 /// Shared state of all reconciles.
@@ -154,15 +190,33 @@ pub struct Context {
     metrics: Arc<Metrics>,
     clock: Clock,
     settings: Settings,
+    /// Bumped when a VirtualIP changed as the placement reads it.
     spec_generation: Arc<AtomicU64>,
+    /// Bumped when a Node or a Secret changed as the placement reads it.
+    infra_generation: Arc<AtomicU64>,
     report_generation: Arc<AtomicU64>,
-    /// Bumped when a VRRPNode's spec or owner changed or it was deleted (by anyone).
-    nodes_generation: AtomicU64,
+    /// Bumped when a VRRPNode's spec or owner changed or it was deleted (by anyone), or one
+    /// of the operator's auth Secrets changed.
+    nodes_generation: Arc<AtomicU64>,
     stores_ready: AtomicBool,
     leases_ready: AtomicBool,
     leases: std::sync::Mutex<LeaseTracker>,
     cache: tokio::sync::Mutex<PlanCache>,
+    reports_cache: std::sync::Mutex<ReportsCache>,
     failures: std::sync::Mutex<HashMap<VipKey, u32>>,
+    /// A planner task ([`plan_loop`]) places and applies the VRRPNodes; reconciles only read
+    /// its [`Published`] placement. Without one (tests calling [`reconcile`] directly) each
+    /// reconcile places inline when its inputs changed.
+    planner_attached: AtomicBool,
+    published: std::sync::Mutex<Option<Published>>,
+    /// VirtualIPs whose reconcile found the placement stale: the planner triggers them after
+    /// its next run.
+    deferred: std::sync::Mutex<BTreeSet<VipKey>>,
+    /// The operator's VRRPNode writes the watch has not shown yet (with a planner task).
+    vn_writes: std::sync::Mutex<InFlight<String>>,
+    /// The operator's VirtualIP writes (finalizer, status) the watch has not shown yet (with
+    /// a planner task).
+    vip_writes: std::sync::Mutex<InFlight<VipKey>>,
 }
 
 impl Context {
@@ -185,13 +239,20 @@ impl Context {
             metrics,
             clock,
             spec_generation: Arc::new(AtomicU64::new(0)),
+            infra_generation: Arc::new(AtomicU64::new(0)),
             report_generation: Arc::new(AtomicU64::new(0)),
-            nodes_generation: AtomicU64::new(0),
+            nodes_generation: Arc::new(AtomicU64::new(0)),
             stores_ready: AtomicBool::new(false),
             leases_ready: AtomicBool::new(false),
             leases: std::sync::Mutex::new(LeaseTracker::new(settings.agent_lease_duration)),
             cache: tokio::sync::Mutex::new(PlanCache::default()),
+            reports_cache: std::sync::Mutex::new(ReportsCache::default()),
             failures: std::sync::Mutex::new(HashMap::new()),
+            planner_attached: AtomicBool::new(false),
+            published: std::sync::Mutex::new(None),
+            deferred: std::sync::Mutex::new(BTreeSet::new()),
+            vn_writes: std::sync::Mutex::new(InFlight::default()),
+            vip_writes: std::sync::Mutex::new(InFlight::default()),
             settings,
         }
     }
@@ -281,7 +342,17 @@ impl Context {
     /// The placement for the current generation, re-placing (and syncing VRRPNodes) if stale.
     pub async fn current_placement(&self) -> Result<Arc<Placement>, Error> {
         let mut cache = self.cache.lock().await;
-        let generation = self.spec_generation.load(Ordering::Acquire);
+        self.refresh(&mut cache).await
+    }
+
+    /// Re-place if the inputs changed since the cached placement, and apply the VRRPNodes
+    /// when the placement is new, one was changed by someone, or [`Settings::resync`] passed.
+    async fn refresh(&self, cache: &mut PlanCache) -> Result<Arc<Placement>, Error> {
+        // Read before the snapshot: a change during it makes the next call place again.
+        let generation = (
+            self.spec_generation.load(Ordering::Acquire),
+            self.infra_generation.load(Ordering::Acquire),
+        );
         let placement = match (&cache.placement, cache.generation) {
             (Some(p), Some(g)) if g == generation => p.clone(),
             _ => {
@@ -295,10 +366,17 @@ impl Context {
                     .plan_duration
                     .observe(start.elapsed().as_secs_f64());
                 debug!(
-                    generation,
+                    ?generation,
                     virtual_ips = world.virtual_ips.len(),
                     nodes = world.nodes.len(),
                     "placed"
+                );
+                cache.prints = Arc::new(
+                    world
+                        .virtual_ips
+                        .iter()
+                        .map(|v| (planner::vip_key(v), vip_fingerprint(v)))
+                        .collect(),
                 );
                 cache.placement = Some(placement.clone());
                 cache.generation = Some(generation);
@@ -321,11 +399,75 @@ impl Context {
         Ok(placement)
     }
 
+    /// The planner task's step: place if stale, apply the VRRPNodes, publish the placement
+    /// for the reconciles. Returns the VirtualIPs to reconcile: those whose placement changed
+    /// and those that found the placement stale since the last step.
+    async fn plan_step(&self) -> Result<Vec<VipKey>, Error> {
+        let mut cache = self.cache.lock().await;
+        let placement = self.refresh(&mut cache).await?;
+        let (_, infra_generation) = cache.generation.unwrap_or_default();
+        let next = Published {
+            placement: placement.clone(),
+            infra_generation,
+            prints: cache.prints.clone(),
+        };
+        drop(cache);
+        let before = self
+            .published
+            .lock()
+            .ok()
+            .and_then(|mut p| p.replace(next))
+            .map(|p| p.placement);
+        let mut wanted: BTreeSet<VipKey> = match &before {
+            Some(b) if Arc::ptr_eq(b, &placement) => BTreeSet::new(),
+            b => planner::changed_vips(b.as_deref(), &placement)
+                .into_iter()
+                .collect(),
+        };
+        if let Ok(mut d) = self.deferred.lock() {
+            wanted.append(&mut d);
+        }
+        Ok(wanted.into_iter().collect())
+    }
+
+    /// The published placement if it is current for `vip` ([`placement_current`]).
+    fn published_for(&self, vip: &VirtualIP) -> Option<Arc<Placement>> {
+        let p = self.published.lock().ok()?.clone()?;
+        let key = planner::vip_key(vip);
+        let infra = self.infra_generation.load(Ordering::Acquire);
+        placement_current(
+            p.prints.get(&key).copied(),
+            p.infra_generation,
+            vip_fingerprint(vip),
+            infra,
+        )
+        .then_some(p.placement)
+    }
+
+    fn tracks_writes(&self) -> bool {
+        self.planner_attached.load(Ordering::Acquire)
+    }
+
+    /// The watch delivered a VRRPNode event: writes of ours it shows are no longer in flight.
+    fn vrrp_node_observed(&self, event: &watcher::Event<VRRPNode>) {
+        observed_in(&self.vn_writes, event, |o| o.name_any());
+    }
+
+    /// The watch delivered a VirtualIP event: writes of ours it shows are no longer in flight.
+    fn vip_observed(&self, event: &watcher::Event<VirtualIP>) {
+        observed_in(&self.vip_writes, event, planner::vip_key);
+    }
+
     /// The agents' reports for the current report generation.
     pub async fn current_reports(&self) -> Arc<ReportIndex> {
-        let mut cache = self.cache.lock().await;
         let generation = self.report_generation.load(Ordering::Acquire);
-        match (&cache.reports, cache.reports_generation) {
+        let Ok(mut cache) = self.reports_cache.lock() else {
+            return Arc::new(ReportIndex::new(
+                &self.stores.vrrp_nodes.state(),
+                self.now(),
+            ));
+        };
+        match (&cache.reports, cache.generation) {
             (Some(r), Some(g)) if g == generation => r.clone(),
             _ => {
                 let reports = Arc::new(ReportIndex::update(
@@ -334,7 +476,7 @@ impl Context {
                     self.now(),
                 ));
                 cache.reports = Some(reports.clone());
-                cache.reports_generation = Some(generation);
+                cache.generation = Some(generation);
                 reports
             }
         }
@@ -397,64 +539,99 @@ impl Context {
         let api: Api<VRRPNode> = Api::all(self.client.clone());
         let ns = &self.settings.agent_lease_namespace;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        // Nodes are independent: several are applied at once (each one's auth Secret and
+        // VRRPNode stay in order).
+        let mut writes = Vec::with_capacity(plan.nodes.len());
         for (name, np) in &plan.nodes {
-            let desired = desired_vrrp_node(name, np);
-            let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
-            let secret_name = crds::auth::auth_secret_name(name);
-            let observed_secret = self
-                .stores
-                .auth_secrets
-                .get(&KubeRef::new(&secret_name).within(ns));
-            let mut owner = observed.as_ref().and_then(|o| o.metadata.uid.clone());
-            let steps = auth_secret_steps(observed_secret.as_deref(), &np.auth, owner.is_some());
-            let mut owned = observed_secret
-                .as_deref()
-                .is_some_and(|s| auth_secret_owned(s, owner.as_deref()));
-            if let Some(data) = &steps.before {
-                self.apply_auth_secret(&secrets, name, data, owner.as_deref())
-                    .await?;
-                owned = true;
+            writes.push(self.sync_vrrp_node(&api, &secrets, name, np));
+        }
+        futures::stream::iter(writes)
+            .buffer_unordered(SYNC_PARALLEL)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Apply one planned VRRPNode and its auth Secret where they differ.
+    async fn sync_vrrp_node(
+        &self,
+        api: &Api<VRRPNode>,
+        secrets: &Api<Secret>,
+        name: &String,
+        np: &planner::NodePlan,
+    ) -> Result<(), Error> {
+        let ns = &self.settings.agent_lease_namespace;
+        let desired = desired_vrrp_node(name, np);
+        let observed = self.stores.vrrp_nodes.get(&KubeRef::new(name));
+        let secret_name = crds::auth::auth_secret_name(name);
+        let observed_secret = self
+            .stores
+            .auth_secrets
+            .get(&KubeRef::new(&secret_name).within(ns));
+        let mut owner = observed.as_ref().and_then(|o| o.metadata.uid.clone());
+        let steps = auth_secret_steps(observed_secret.as_deref(), &np.auth, owner.is_some());
+        let mut owned = observed_secret
+            .as_deref()
+            .is_some_and(|s| auth_secret_owned(s, owner.as_deref()));
+        if let Some(data) = &steps.before {
+            self.apply_auth_secret(secrets, name, data, owner.as_deref())
+                .await?;
+            owned = true;
+        }
+        let owner_before = owner.clone();
+        let observed_rv = observed
+            .as_ref()
+            .and_then(|o| o.metadata.resource_version.clone());
+        let content = hash_json(&(&desired.spec, &desired.metadata.owner_references));
+        // The store may not show our last write yet: the same content is not written again.
+        let in_flight = self.tracks_writes()
+            && self.vn_writes.lock().is_ok_and(|w| {
+                w.lagging(name, observed_rv.as_deref(), Some(content), Instant::now())
+            });
+        if !in_flight && vrrp_node_differs(observed.as_deref(), &desired)? {
+            let applied = api
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired),
+                )
+                .await?;
+            owner = applied.metadata.uid.or(owner);
+            if self.tracks_writes()
+                && let Ok(mut w) = self.vn_writes.lock()
+            {
+                w.wrote(name.clone(), vec![observed_rv], content, Instant::now());
             }
-            let owner_before = owner.clone();
-            if vrrp_node_differs(observed.as_deref(), &desired)? {
-                let applied = api
-                    .patch(
-                        name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&desired),
-                    )
-                    .await?;
-                owner = applied.metadata.uid.or(owner);
-                self.metrics.write("vrrpnode");
-                info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
-            }
-            match steps.after {
-                AuthAfter::Nothing => {}
-                AuthAfter::Delete => {
-                    match secrets.delete(&secret_name, &Default::default()).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                    self.metrics.write("authsecret");
-                    info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
+            self.metrics.write("vrrpnode");
+            info!(node = %name, instances = np.spec.instances.len(), hash = %np.spec.config_hash, "applied VRRPNode");
+        }
+        match steps.after {
+            AuthAfter::Nothing => {}
+            AuthAfter::Delete => {
+                match secrets.delete(&secret_name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e.into()),
                 }
-                AuthAfter::Apply => {
-                    let observed = steps
-                        .before
-                        .as_ref()
-                        .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
-                        .cloned();
-                    let desired_data = auth_secret_data(&np.auth);
-                    // A VRRPNode created just now owns its Secret from now on.
-                    let owned = owned && owner == owner_before;
-                    if observed.as_ref() != Some(&desired_data) || !owned {
-                        self.apply_auth_secret(&secrets, name, &desired_data, owner.as_deref())
-                            .await?;
-                    }
+                self.metrics.write("authsecret");
+                info!(node = %name, secret = %secret_name, "deleted the auth Secret (no instance with a password left)");
+            }
+            AuthAfter::Apply => {
+                let observed = steps
+                    .before
+                    .as_ref()
+                    .or(observed_secret.as_deref().and_then(|s| s.data.as_ref()))
+                    .cloned();
+                let desired_data = auth_secret_data(&np.auth);
+                // A VRRPNode created just now owns its Secret from now on.
+                let owned = owned && owner == owner_before;
+                if observed.as_ref() != Some(&desired_data) || !owned {
+                    self.apply_auth_secret(secrets, name, &desired_data, owner.as_deref())
+                        .await?;
                 }
             }
         }
+
         Ok(())
     }
 
@@ -716,7 +893,33 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let key = planner::vip_key(vip);
-    let placement = ctx.current_placement().await?;
+    let planned = ctx.tracks_writes();
+    let observed_rv = vip.resource_version();
+    if planned
+        && ctx
+            .vip_writes
+            .lock()
+            .is_ok_and(|w| w.lagging(&key, observed_rv.as_deref(), None, Instant::now()))
+    {
+        // The store shows this VirtualIP from before our own last write: the watch delivers
+        // the written version shortly, and that triggers a reconcile.
+        return Ok(Action::requeue(InFlight::<VipKey>::TTL));
+    }
+    let placement = if planned {
+        match ctx.published_for(vip) {
+            Some(p) => p,
+            None => {
+                // The planner has not placed this VirtualIP as it is now; it triggers it when
+                // it has.
+                if let Ok(mut d) = ctx.deferred.lock() {
+                    d.insert(key);
+                }
+                return Ok(Action::await_change());
+            }
+        }
+    } else {
+        ctx.current_placement().await?
+    };
     let reports = ctx.current_reports().await;
     let api: Api<VirtualIP> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let has_finalizer = vip.finalizers().iter().any(|f| f == FINALIZER);
@@ -745,9 +948,15 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         return Ok(Action::await_change());
     }
 
+    // Versions the store may show until the watch delivers our writes.
+    let mut before = vec![observed_rv.clone()];
     if !has_finalizer {
-        add_finalizer(&api, vip).await?;
+        let written = add_finalizer(&api, vip).await?;
         ctx.metrics.write("finalizer");
+        before.push(written);
+        if planned && let Ok(mut w) = ctx.vip_writes.lock() {
+            w.wrote(key.clone(), before.clone(), 0, Instant::now());
+        }
     }
     let Some(placed) = placement.virtual_ips.get(&key) else {
         // The placement predates this object; make the next reconcile re-place.
@@ -768,6 +977,9 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
         )
         .await?;
         ctx.metrics.write("status");
+        if planned && let Ok(mut w) = ctx.vip_writes.lock() {
+            w.wrote(key.clone(), before, hash_json(&vp.status), Instant::now());
+        }
         for e in &vp.events {
             ctx.publish(vip, e).await;
         }
@@ -778,19 +990,21 @@ async fn reconcile_inner(vip: &VirtualIP, ctx: &Context) -> Result<Action, Error
     Ok(Action::requeue(next))
 }
 
-async fn add_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), Error> {
+/// Returns the resource version the write produced.
+async fn add_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<Option<String>, Error> {
     let mut finalizers = vip.finalizers().to_vec();
     finalizers.push(FINALIZER.into());
     // resourceVersion makes the merge patch conditional: a concurrent change fails with 409.
     let patch =
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": vip.resource_version()}});
-    api.patch(
-        &vip.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch(
+            &vip.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    Ok(written.resource_version())
 }
 
 async fn remove_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), Error> {
@@ -808,6 +1022,94 @@ async fn remove_finalizer(api: &Api<VirtualIP>, vip: &VirtualIP) -> Result<(), E
     )
     .await?;
     Ok(())
+}
+
+/// Feed a watch event to an [`InFlight`] record of our writes.
+fn observed_in<K, T>(
+    writes: &std::sync::Mutex<InFlight<T>>,
+    event: &watcher::Event<K>,
+    key: impl Fn(&K) -> T,
+) where
+    K: Resource,
+    T: Eq + std::hash::Hash + Clone,
+{
+    let Ok(mut w) = writes.lock() else {
+        return;
+    };
+    if w.is_empty() {
+        return;
+    }
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+            w.observed(&key(o), o.meta().resource_version.as_deref());
+        }
+        watcher::Event::Delete(o) => w.observed(&key(o), None),
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// VRRPNodes applied at once by a sync.
+const SYNC_PARALLEL: usize = 8;
+
+/// How often the planner task looks at the generations.
+const PLANNER_POLL: Duration = Duration::from_millis(50);
+
+/// The planner task: places once per burst of changes ([`Coalescer`]), applies the VRRPNodes
+/// that differ, publishes the placement and triggers the reconcile of each VirtualIP whose
+/// placement changed (or that found it stale). Errors are retried with [`backoff`].
+pub async fn plan_loop(
+    ctx: Arc<Context>,
+    trigger: futures::channel::mpsc::UnboundedSender<KubeRef<VirtualIP>>,
+) {
+    ctx.planner_attached.store(true, Ordering::Release);
+    let mut coalescer = Coalescer::default();
+    let mut seen = None;
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    let mut synced_at: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(PLANNER_POLL).await;
+        if !ctx.stores_ready.load(Ordering::Acquire) || !ctx.leases_ready.load(Ordering::Acquire) {
+            continue;
+        }
+        let now = Instant::now();
+        let generations = (
+            ctx.spec_generation.load(Ordering::Acquire),
+            ctx.infra_generation.load(Ordering::Acquire),
+            ctx.nodes_generation.load(Ordering::Acquire),
+        );
+        let deferred = ctx.deferred.lock().is_ok_and(|d| !d.is_empty());
+        if seen != Some(generations) || deferred {
+            seen = Some(generations);
+            coalescer.change(now);
+        }
+        let resync = synced_at.is_none_or(|t| now.duration_since(t) >= ctx.settings.resync);
+        let retry = retry_at.is_some_and(|t| now >= t);
+        if !(coalescer.take_due(now) || resync || retry) {
+            continue;
+        }
+        match ctx.plan_step().await {
+            Ok(keys) => {
+                failures = 0;
+                retry_at = None;
+                synced_at = Some(now);
+                debug!(reconciles = keys.len(), "planned");
+                for k in keys {
+                    let r = KubeRef::new(&k.name).within(&k.namespace);
+                    if trigger.unbounded_send(r).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                ctx.metrics.error(e.metric_label());
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures);
+                warn!(error = %e, failures, retry_in = ?delay, "planning failed");
+                retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
 }
 
 /// Delay before retrying a VirtualIP after `failures` consecutive errors: 1 s doubling, at
@@ -934,10 +1236,10 @@ fn node_fingerprint(n: &Node) -> u64 {
     ))
 }
 
-/// What matters of a VRRPNode: the agent's status (the planner reads it) and the spec and
-/// owner (the executor restores them when someone else changed them).
+/// What the reconciles read of a VRRPNode: the agent's status. (Changes of spec and owner,
+/// which the planner restores when someone else made them, go to [`VrrpNodeSpecs`].)
 fn vrrp_node_fingerprint(v: &VRRPNode) -> u64 {
-    hash_json(&(&v.status, &v.spec, &v.metadata.owner_references))
+    hash_json(&v.status)
 }
 
 /// Which VRRPNode events mean "compare the VRRPNodes with the plan again" (pure): a deletion,
@@ -1279,7 +1581,10 @@ async fn run_once(
         system_clock(),
     ));
     let spec_generation = ctx.spec_generation.clone();
+    let infra_generation = ctx.infra_generation.clone();
+    let nodes_generation = ctx.nodes_generation.clone();
     let report_generation = ctx.report_generation.clone();
+    let vip_ctx = ctx.clone();
     let wc = watch_config();
 
     let vip_stream = changes(
@@ -1288,7 +1593,8 @@ async fn run_once(
             metrics.clone(),
             watcher(Api::<VirtualIP>::all(client.clone()), wc.clone())
                 .backoff(WatchBackoff::default())
-                .reflect(vip_writer),
+                .reflect(vip_writer)
+                .inspect_ok(move |ev| vip_ctx.vip_observed(ev)),
         ),
         vip_fingerprint,
         spec_generation.clone(),
@@ -1303,7 +1609,7 @@ async fn run_once(
                 .reflect(node_writer),
         ),
         node_fingerprint,
-        spec_generation.clone(),
+        infra_generation.clone(),
         false,
     );
     let lease_api: Api<Lease> =
@@ -1327,6 +1633,7 @@ async fn run_once(
                 .backoff(WatchBackoff::default())
                 .reflect(vn_writer)
                 .inspect_ok(move |ev| {
+                    vn_ctx.vrrp_node_observed(ev);
                     if vn_specs.on_event(ev) {
                         vn_ctx.vrrp_nodes_changed();
                     }
@@ -1350,7 +1657,7 @@ async fn run_once(
                 .reflect(auth_writer),
         ),
         auth_secret_fingerprint,
-        spec_generation.clone(),
+        nodes_generation,
         false,
     );
     let secret_metrics = metrics.clone();
@@ -1366,7 +1673,7 @@ async fn run_once(
                             .reflect(writer),
                     ),
                     secret_fingerprint,
-                    spec_generation.clone(),
+                    infra_generation.clone(),
                     false,
                 )
                 .boxed()
@@ -1404,59 +1711,21 @@ async fn run_once(
         .boxed(),
         None => future::pending::<Result<(), Error>>().boxed(),
     };
-    let all_vips = vip_store.clone();
-    let auth_vips = vip_store.clone();
-    let any_vip = vip_store.clone();
-    let secret_vips = vip_store.clone();
+    // The planner task places, applies the VRRPNodes and triggers the VirtualIPs whose
+    // placement changed; Node, Secret and auth Secret changes reach the reconciles only
+    // through it (their streams are polled here for their stores and generations).
+    let (trigger, triggered) = futures::channel::mpsc::unbounded();
+    let planner = plan_loop(ctx.clone(), trigger);
     let main = Controller::for_stream(vip_stream, vip_store)
-        .watches_stream(node_stream, move |_node: Node| {
-            all_vips
-                .state()
-                .iter()
-                .map(|v| KubeRef::from_obj(&**v))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(vn_stream, move |vn: VRRPNode| {
-            // Any reconcile compares every VRRPNode: one that names no VirtualIP (emptied by
-            // someone) still needs one.
-            let named = vips_of_vrrp_node(&vn);
-            if named.is_empty() {
-                any_vip
-                    .state()
-                    .first()
-                    .map(|v| KubeRef::from_obj(&**v))
-                    .into_iter()
-                    .collect()
-            } else {
-                named
-            }
-        })
-        // Any one VirtualIP will do: its reconcile re-syncs every node's VRRPNode and Secret.
-        .watches_stream(auth_stream, move |_s: Secret| {
-            auth_vips
-                .state()
-                .first()
-                .map(|v| KubeRef::from_obj(&**v))
-                .into_iter()
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(node_stream, |_node: Node| Vec::<KubeRef<VirtualIP>>::new())
+        // Only the agents' reports pass (their status changed).
+        .watches_stream(vn_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
+        .watches_stream(auth_stream, |_s: Secret| Vec::<KubeRef<VirtualIP>>::new())
         .watches_stream(lease_stream, |vn: VRRPNode| vips_of_vrrp_node(&vn))
-        .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
-            let (ns, name) = (s.metadata.namespace.clone(), s.metadata.name.clone());
-            secret_vips
-                .state()
-                .iter()
-                .filter(|v| {
-                    v.metadata.namespace == ns
-                        && v.spec
-                            .authentication
-                            .as_ref()
-                            .map(|a| Some(&a.password_secret_ref.name))
-                            == Some(name.as_ref())
-                })
-                .map(|v| KubeRef::from_obj(&**v))
-                .collect::<Vec<_>>()
+        .watches_stream(secret_stream, |_s: PartialObjectMeta<Secret>| {
+            Vec::<KubeRef<VirtualIP>>::new()
         })
+        .reconcile_on(triggered)
         // No error reaches the Controller (see [`guarded`]); should one still, it pauses the
         // triggers only as briefly as a watch retries.
         .trigger_backoff(WatchBackoff::default())
@@ -1474,6 +1743,7 @@ async fn run_once(
         });
     let result = tokio::select! {
         () = main => Ok(()),
+        () = planner => Ok(()),
         res = lb => res,
     };
     drop(ready);

@@ -53,8 +53,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// VirtualIPs reconciled at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    /// VirtualIPs reconciled at the same time. A reconcile mostly waits on the API server (its
+    /// finalizer and status writes); the planner applies the VRRPNodes on a task of its own.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
     /// Requests per second the API client may start. A new VirtualIP costs about two writes
     /// (finalizer, status) plus its share of the VRRPNode writes: at 20, 1000 VirtualIPs took

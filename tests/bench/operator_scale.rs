@@ -10,7 +10,8 @@
 //! as a fleet of kubelets and agents would; no agent runs, so every node reports nothing and
 //! the status says so). Then `--vips` VirtualIPs are created at once (one `kubectl create`),
 //! one IPv6 address each in its pool's network, round-robin over the pools by node selector, every second one
-//! unicast, VRIDs explicit and unique per pool.
+//! unicast, VRIDs explicit and unique per pool (each pool on its own interface `ethK`, as the planner
+//! keeps VRIDs unique per interface and address family).
 //!
 //! Measured from the create: every VRRPNode planned (the sum of their instances is VIPs ×
 //! nodes per pool), every VirtualIP with a status naming its nodes, then the operator's own
@@ -168,7 +169,8 @@ fn vips_list(o: &Opts) -> String {
                 let vrid = i / o.pools + 1;
                 let mut spec = json!({
                     "addresses": [format!("2001:db8:{:x}::1:{:x}/64", pool + 1, i + 1)],
-                    "interface": "eth0",
+                    // VRIDs are unique per interface and family: one interface per pool.
+                    "interface": format!("eth{pool}"),
                     "version": 3,
                     "advertInterval": "1s",
                     "priority": 200,

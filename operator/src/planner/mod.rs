@@ -50,6 +50,7 @@
 //! VirtualIPs being deleted keep their VRID claim but are deployed nowhere; their plan tells
 //! the executor which nodes still report the instance, so the finalizer can wait for them.
 
+pub mod coalesce;
 pub mod liveness;
 pub mod loadbalancer;
 pub mod status;
@@ -70,6 +71,7 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 
+pub use coalesce::{Coalescer, InFlight};
 pub use liveness::{AgentLiveness, LeaseTracker};
 pub use status::{EventType, PlannedEvent};
 
@@ -467,6 +469,27 @@ pub fn vip_plan(
         reported_on: node_reports.iter().map(|r| r.node.clone()).collect(),
         recheck_after,
     }
+}
+
+/// The VirtualIPs whose placement differs between `before` (`None`: there was none) and
+/// `after`: new ones, changed ones and ones no longer placed. Only these need their status
+/// computed again after a re-placement.
+pub fn changed_vips(before: Option<&Placement>, after: &Placement) -> Vec<VipKey> {
+    let empty = BTreeMap::new();
+    let old = before.map_or(&empty, |p| &p.virtual_ips);
+    let mut out: Vec<VipKey> = after
+        .virtual_ips
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(
+        old.keys()
+            .filter(|k| !after.virtual_ips.contains_key(*k))
+            .cloned(),
+    );
+    out.sort();
+    out
 }
 
 /// Place every VirtualIP (everything but status aggregation; VRRPNode reports are not read).
