@@ -622,10 +622,11 @@ fn main() -> std::process::ExitCode {
             s.ready.as_secs_f64(),
         );
     }
-    let of = |mode: &str, f: &dyn Fn(&Sample) -> f64| {
+    type Column<'a> = &'a dyn Fn(&Sample) -> f64;
+    let of = |mode: &str, f: Column| {
         median(samples.iter().filter(|s| s.mode == mode).map(f).collect())
     };
-    let rows: [(&str, &dyn Fn(&Sample) -> f64); 3] = [
+    let rows: [(&str, Column); 3] = [
         ("RSS MiB (idle)", &|s| mib(s.w.rss_idle_kib)),
         ("CPU % idle", &|s| s.w.cpu[1]),
         ("CPU % scraped", &|s| s.w.cpu[2]),
