@@ -623,9 +623,8 @@ fn main() -> std::process::ExitCode {
         );
     }
     type Column<'a> = &'a dyn Fn(&Sample) -> f64;
-    let of = |mode: &str, f: Column| {
-        median(samples.iter().filter(|s| s.mode == mode).map(f).collect())
-    };
+    let of =
+        |mode: &str, f: Column| median(samples.iter().filter(|s| s.mode == mode).map(f).collect());
     let rows: [(&str, Column); 3] = [
         ("RSS MiB (idle)", &|s| mib(s.w.rss_idle_kib)),
         ("CPU % idle", &|s| s.w.cpu[1]),
