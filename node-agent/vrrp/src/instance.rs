@@ -26,7 +26,7 @@
 //! - FAULT (interface down, weight-0 tracker failed, sync group): leave MASTER with a
 //!   priority-0 advert, hold no VIPs, send nothing; back to BACKUP when clear.
 //! - shutdown: MASTER sends priority 0 and keeps its VIPs bound until it hears a new master
-//!   (then for [`RELEASE_GRACE`] more) or [`LINGER_INTERVALS`] advert intervals pass, so a
+//!   (then for [`RELEASE_GRACE`] more) or [`linger_bound`] passes, so a
 //!   planned handover loses no packet; with no peers at all (an empty
 //!   [`InstanceConfig::peer_priorities`]) it removes them at once, as does
 //!   [`Instance::shutdown_at_once`]. While the VIPs are held the instance is STOP on the wire
