@@ -499,7 +499,7 @@ impl Daemon {
     }
 
     /// Leave: every master sends priority 0 and keeps its VIPs until it hears its successor
-    /// (then a short grace; at most [`crate::vrrp::LINGER_INTERVALS`] advert intervals), so a planned
+    /// (then [`crate::vrrp::RELEASE_GRACE`]; at most [`crate::vrrp::linger_bound`]), so a planned
     /// handover loses no packet; then the VIPs are removed and STOP notifications run.
     async fn leave(&mut self) {
         tracing::info!("stopping: leaving every VRRP instance");
