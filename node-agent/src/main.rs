@@ -25,7 +25,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn block_on(fut: impl std::future::Future<Output = Result<(), agent::Error>>) -> ExitCode {
+/// Run the mode on a worker thread of a two-worker runtime. Not on the calling thread (as
+/// `block_on` alone would): there every packet batch a receive task hands to the protocol
+/// loop would be a wake-up across threads; on a worker, the woken loop usually runs next on
+/// the waking thread.
+fn block_on(
+    fut: impl std::future::Future<Output = Result<(), agent::Error>> + Send + 'static,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -37,7 +43,13 @@ fn block_on(fut: impl std::future::Future<Output = Result<(), agent::Error>>) ->
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    let result = runtime.block_on(async {
+        match tokio::spawn(fut).await {
+            Ok(r) => r,
+            Err(e) => Err(agent::Error::Config(format!("the agent's main task failed: {e}"))),
+        }
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: through the log when the mode set it up, else plainly on stderr.
