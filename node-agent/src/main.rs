@@ -46,7 +46,9 @@ fn block_on(
     let result = runtime.block_on(async {
         match tokio::spawn(fut).await {
             Ok(r) => r,
-            Err(e) => Err(agent::Error::Config(format!("the agent's main task failed: {e}"))),
+            Err(e) => Err(agent::Error::Config(format!(
+                "the agent's main task failed: {e}"
+            ))),
         }
     });
     match result {
