@@ -169,11 +169,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             stall_health.stalled(stalled);
         }
     });
+    let (exists_tx, exists_rx) = watch::channel(false);
     let watch_task = tokio::spawn(source::run(
         api.clone(),
         node.clone(),
         cache,
         spec_tx,
+        exists_tx,
         Arc::clone(&health),
     ));
 
@@ -249,7 +251,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         },
     ));
     let (status_tx, status_rx) = watch::channel(VRRPNodeStatus::default());
-    let reporter = tokio::spawn(report::run(api, node.clone(), status_rx));
+    let reporter = tokio::spawn(report::run(api, node.clone(), status_rx, exists_rx));
     let hooks = Hooks {
         status: Some(status_tx),
         events: Some(Arc::new(TransitionEvents::new(client, &node))),

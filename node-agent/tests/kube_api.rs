@@ -43,6 +43,14 @@ fn ok_node() -> Response<Body> {
         .unwrap()
 }
 
+fn not_found() -> Response<Body> {
+    let st = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":"vrrpnodes.kubevrrp.io \"node-a\" not found","reason":"NotFound","code":404});
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .body(Body::from(serde_json::to_vec(&st).unwrap()))
+        .unwrap()
+}
+
 fn unavailable() -> Response<Body> {
     let st = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":"unavailable","reason":"ServiceUnavailable","code":503});
     Response::builder()
@@ -55,10 +63,12 @@ fn unavailable() -> Response<Body> {
 async fn status_is_server_side_applied_by_the_agent_field_manager() {
     let (client, mut handle) = mock_client();
     let (tx, rx) = watch::channel(status(VrrpState::Master));
+    let (_exists, exists_rx) = watch::channel(true);
     let task = tokio::spawn(agent::kube::report::run(
         Api::all(client),
         "node-a".into(),
         rx,
+        exists_rx,
     ));
 
     let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
@@ -90,14 +100,53 @@ async fn status_is_server_side_applied_by_the_agent_field_manager() {
         .unwrap();
 }
 
+/// Found on a real API server: the agent of a node no VirtualIP selects (the operator creates
+/// no VRRPNode for it) retried its status write every 2 s forever, with a WARN each time.
 #[tokio::test(start_paused = true)]
-async fn reports_queued_during_an_outage_are_written_when_the_api_returns() {
+async fn without_a_vrrpnode_the_status_waits_for_it_instead_of_retrying() {
     let (client, mut handle) = mock_client();
-    let (tx, rx) = watch::channel(status(VrrpState::Backup));
+    let (_tx, rx) = watch::channel(status(VrrpState::Backup));
+    let (exists, exists_rx) = watch::channel(false);
     let task = tokio::spawn(agent::kube::report::run(
         Api::all(client),
         "node-a".into(),
         rx,
+        exists_rx,
+    ));
+    let (_req, send) = handle.next_request().await.unwrap();
+    send.send_response(not_found());
+    // Minutes pass with no VRRPNode: no request (the 60 s safety retry aside).
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert!(
+        futures::poll!(Box::pin(handle.next_request())).is_pending(),
+        "no retry while the object is absent"
+    );
+    // The operator creates it: the status goes out at once.
+    exists.send(true).unwrap();
+    let (req, send) = tokio::time::timeout(Duration::from_millis(100), handle.next_request())
+        .await
+        .expect("written as soon as the object exists")
+        .unwrap();
+    assert_eq!(
+        body_json(req).await["status"]["instances"][0]["state"],
+        "BACKUP"
+    );
+    send.send_response(ok_node());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(futures::poll!(Box::pin(handle.next_request())).is_pending());
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reports_queued_during_an_outage_are_written_when_the_api_returns() {
+    let (client, mut handle) = mock_client();
+    let (tx, rx) = watch::channel(status(VrrpState::Backup));
+    let (_exists, exists_rx) = watch::channel(true);
+    let task = tokio::spawn(agent::kube::report::run(
+        Api::all(client),
+        "node-a".into(),
+        rx,
+        exists_rx,
     ));
 
     // The API is down for the first attempts.
@@ -144,6 +193,7 @@ async fn the_watch_asks_for_this_node_only_and_publishes_its_spec() {
         "node-a".into(),
         cache.clone(),
         tx,
+        watch::channel(false).0,
         health,
     ));
 

@@ -388,7 +388,9 @@ async fn serve(
             tracing::warn!(instance = %instance, "refused a hand-over connection from another user");
             continue;
         }
-        let talk = tokio::time::timeout(IO_TIMEOUT, converse(stream, &instance, &tx));
+        // Boxed: the conversation's state is large, and an idle claim (one per running
+        // instance, waiting in `accept`) should not carry it.
+        let talk = tokio::time::timeout(IO_TIMEOUT, Box::pin(converse(stream, &instance, &tx)));
         match talk.await {
             Ok(Ok(Conversation::Continue)) => {}
             Ok(Ok(Conversation::HandedOver(mut stream, reply))) => {

@@ -26,6 +26,9 @@ pub struct Coalescer {
     in_flight: Option<VRRPNodeStatus>,
     not_before: Option<Instant>,
     failures: u64,
+    /// The last write found no VRRPNode: wait for it instead of retrying every
+    /// `max_backoff` (a node no VirtualIP selects has none, possibly for good).
+    absent: bool,
 }
 
 impl Coalescer {
@@ -40,6 +43,7 @@ impl Coalescer {
             in_flight: None,
             not_before: None,
             failures: 0,
+            absent: false,
         }
     }
 
@@ -78,6 +82,7 @@ impl Coalescer {
 
     /// The in-flight write succeeded at `now`.
     pub fn written(&mut self, now: Instant) {
+        self.absent = false;
         self.last_written = self.in_flight.take();
         self.backoff = self.min_interval;
         self.not_before = Some(now + self.min_interval);
@@ -95,6 +100,28 @@ impl Coalescer {
         self.failures += 1;
         self.not_before = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(self.max_backoff);
+    }
+
+    /// The in-flight write failed at `now` because the VRRPNode does not exist: keep the
+    /// newest snapshot for when it does ([`Coalescer::object_appeared`]), and meanwhile retry
+    /// only every [`ABSENT_RETRY`] (in case the appearance is missed).
+    pub fn failed_absent(&mut self, now: Instant) {
+        self.failed(now);
+        self.absent = true;
+        self.backoff = self.min_interval;
+        self.not_before = Some(now + ABSENT_RETRY);
+    }
+
+    /// The VRRPNode exists (again) at `now`: a write waiting for it goes out at once.
+    pub fn object_appeared(&mut self, now: Instant) {
+        if std::mem::take(&mut self.absent) {
+            self.not_before = Some(now);
+        }
+    }
+
+    /// Whether the last write found no VRRPNode and none has appeared since.
+    pub fn waiting_for_object(&self) -> bool {
+        self.absent
     }
 
     /// Failed writes so far.
@@ -123,9 +150,24 @@ pub fn apply_body(status: &VRRPNodeStatus) -> serde_json::Value {
 /// an outage is cheap.
 pub const RETRY_AT_MOST: Duration = Duration::from_secs(2);
 
+/// How often a status write is retried while the VRRPNode does not exist (the watch on it
+/// normally says when it appears; this only covers a missed appearance).
+pub const ABSENT_RETRY: Duration = Duration::from_secs(60);
+
+/// Whether `e` says the object is not there (HTTP 404).
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 /// Writes `VRRPNode/<node>.status` from the snapshots on `rx` until the sender is dropped,
-/// then flushes the newest snapshot once more (best effort).
-pub async fn run(api: Api<VRRPNode>, node: String, mut rx: watch::Receiver<VRRPNodeStatus>) {
+/// then flushes the newest snapshot once more (best effort). `exists` follows the node's
+/// VRRPNode (the spec watch's view): a write that found no object waits until it is there.
+pub async fn run(
+    api: Api<VRRPNode>,
+    node: String,
+    mut rx: watch::Receiver<VRRPNodeStatus>,
+    mut exists: watch::Receiver<bool>,
+) {
     let mut policy = Coalescer::new(Duration::from_secs(1), RETRY_AT_MOST);
     policy.offer(rx.borrow_and_update().clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -141,6 +183,15 @@ pub async fn run(api: Api<VRRPNode>, node: String, mut rx: watch::Receiver<VRRPN
                         tracing::info!(node, "status written again after the API came back");
                     }
                     policy.written(Instant::now());
+                }
+                Err(e) if not_found(&e) => {
+                    if !policy.waiting_for_object() {
+                        tracing::info!(
+                            node,
+                            "no VRRPNode for this node (no VirtualIP places an instance here, or it was deleted): its status is written once the operator creates it"
+                        );
+                    }
+                    policy.failed_absent(Instant::now());
                 }
                 Err(e) => {
                     tracing::warn!(node, error = %e, failures = policy.failures() + 1, "cannot write VRRPNode status; will retry");
@@ -158,6 +209,11 @@ pub async fn run(api: Api<VRRPNode>, node: String, mut rx: watch::Receiver<VRRPN
                 Ok(()) => policy.offer(rx.borrow_and_update().clone()),
                 Err(_) => open = false,
             },
+            Ok(()) = exists.changed(), if policy.waiting_for_object() => {
+                if *exists.borrow_and_update() {
+                    policy.object_appeared(Instant::now());
+                }
+            }
             () = sleep_until(deadline) => {}
         }
         if !open && policy.poll_timeout().is_none() && policy.is_idle() {
@@ -259,6 +315,47 @@ mod tests {
         c.written(t3);
         assert!(c.is_idle());
         assert_eq!(c.failures(), 3);
+    }
+
+    #[test]
+    fn a_write_that_finds_no_object_waits_for_it_then_goes_out_at_once() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(1), RETRY_AT_MOST);
+        c.offer(status(VrrpState::Backup, 100));
+        assert!(c.poll_write(t0).is_some());
+        c.failed_absent(t0);
+        assert!(c.waiting_for_object());
+        // No retry every RETRY_AT_MOST while nothing is there: only the rare safety retry.
+        let t1 = t0 + RETRY_AT_MOST * 10;
+        assert_eq!(c.poll_write(t1), None);
+        assert_eq!(c.poll_timeout(), Some(t0 + ABSENT_RETRY));
+        // A newer snapshot meanwhile is kept, not written.
+        c.offer(status(VrrpState::Master, 100));
+        assert_eq!(c.poll_write(t1), None);
+        // The operator creates the object: the newest snapshot goes out at once.
+        let t2 = t1 + Duration::from_millis(300);
+        c.object_appeared(t2);
+        assert!(!c.waiting_for_object());
+        assert_eq!(c.poll_timeout(), Some(t2));
+        assert_eq!(c.poll_write(t2), Some(status(VrrpState::Master, 100)));
+        c.written(t2);
+        assert!(c.is_idle());
+    }
+
+    #[test]
+    fn an_appearance_without_a_waiting_write_changes_nothing() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Duration::from_secs(1), RETRY_AT_MOST);
+        c.offer(status(VrrpState::Backup, 100));
+        assert!(c.poll_write(t0).is_some());
+        c.failed(t0); // an outage, not an absent object: normal backoff
+        c.object_appeared(t0);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        // The safety retry while absent still happens.
+        assert!(c.poll_write(t0 + Duration::from_secs(1)).is_some());
+        c.failed_absent(t0 + Duration::from_secs(1));
+        let t1 = t0 + Duration::from_secs(1) + ABSENT_RETRY;
+        assert_eq!(c.poll_write(t1), Some(status(VrrpState::Backup, 100)));
     }
 
     #[test]

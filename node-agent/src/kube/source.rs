@@ -199,15 +199,17 @@ impl AbsenceGrace {
     }
 }
 
-/// Follow `VRRPNode/<node>` and publish its spec on `tx` until `tx` has no receivers.
+/// Follow `VRRPNode/<node>` and publish its spec on `tx` until `tx` has no receivers, and
+/// whether the object exists on `exists` (the status writer waits for it).
 pub async fn run(
     api: Api<VRRPNode>,
     node: String,
     cache: ConfigCache,
     tx: watch::Sender<VRRPNodeSpec>,
+    exists: watch::Sender<bool>,
     health: Arc<ApiHealth>,
 ) {
-    run_with_grace(api, node, cache, tx, health, ABSENT_GRACE).await
+    run_with_grace(api, node, cache, tx, exists, health, ABSENT_GRACE).await
 }
 
 /// [`run`] with another grace period for an absent VRRPNode.
@@ -216,6 +218,7 @@ pub async fn run_with_grace(
     node: String,
     cache: ConfigCache,
     tx: watch::Sender<VRRPNodeSpec>,
+    exists: watch::Sender<bool>,
     health: Arc<ApiHealth>,
     grace_period: Duration,
 ) {
@@ -249,6 +252,8 @@ pub async fn run_with_grace(
                             health.up();
                         }
                         if let Some(seen) = tracker.on_event(&node, event) {
+                            let present = matches!(seen, Seen::Spec(_));
+                            exists.send_if_modified(|e| std::mem::replace(e, present) != present);
                             let running = tx.borrow().instances.len();
                             let was_holding = grace.holding();
                             match grace.on_seen(Instant::now(), seen, running > 0, grace_period) {
