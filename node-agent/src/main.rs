@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 fn block_on(
     fut: impl std::future::Future<Output = Result<(), agent::Error>> + Send + 'static,
 ) -> ExitCode {
+    agent::daemon::heap::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

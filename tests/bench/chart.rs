@@ -183,9 +183,10 @@ fn draw(s: &Summary, out: &PathBuf) -> Result<(), Error> {
                     ("sans-serif", 15).into_font().color(&WHITE),
                 )))?;
                 if let Some(n) = lost.filter(|_| e == "sigterm") {
+                    // Staggered per daemon: a long count would run into its neighbour's.
                     chart.draw_series(std::iter::once(Text::new(
                         format!("lost {n}"),
-                        (x0, p95.max(th) + top * 0.03),
+                        (x0, p95.max(th) + top * (0.03 + 0.06 * di as f64)),
                         ("sans-serif", 14).into_font(),
                     )))?;
                 }

@@ -30,6 +30,7 @@
 //! free again, [`HANDED_OVER_RETRY`] at the earliest).
 
 pub mod handover;
+pub mod heap;
 pub mod hooks;
 pub mod place;
 pub mod resolved;
@@ -136,6 +137,8 @@ enum Input {
     AddressesSettled,
     /// A publication held back by [`PUBLISH_EVERY`] is due.
     Publish,
+    /// A burst is over: give the freed memory back ([`heap::TrimPolicy`]).
+    Trim,
     /// A full batch of packets was served and no other input was ready.
     Yield,
     Shutdown,
@@ -219,6 +222,8 @@ pub struct Daemon {
     /// When the last publication was made, and when a held-back one is due.
     last_publish: Option<Instant>,
     publish_at: Option<Instant>,
+    /// When to return freed memory to the kernel after a burst.
+    trim: heap::TrimPolicy,
     /// What each running instance showed when last published.
     published: BTreeMap<InstanceId, (InstanceSnapshot, InstanceStatus)>,
     /// Virtual MAC interfaces this agent created (deleted when no instance uses them).
@@ -319,6 +324,7 @@ impl Daemon {
             dirty_instances: std::collections::BTreeSet::new(),
             last_publish: None,
             publish_at: None,
+            trim: heap::TrimPolicy::default(),
             published: BTreeMap::new(),
             drop_logged: BTreeMap::new(),
             firewall,
@@ -380,6 +386,7 @@ impl Daemon {
                 _ = sleep_until_opt(retry) => Input::RetryHeld,
                 _ = sleep_until_opt(self.addresses_settle_at) => Input::AddressesSettled,
                 _ = sleep_until_opt(self.publish_at) => Input::Publish,
+                _ = sleep_until_opt(self.trim.due()) => Input::Trim,
                 changed = desired.changed(), if desired_open => {
                     if changed.is_ok() { Input::Desired } else { Input::DesiredClosed }
                 }
@@ -437,6 +444,11 @@ impl Daemon {
                 }
                 // Published at the top of the loop.
                 Input::Publish => {}
+                Input::Trim => {
+                    if self.trim.fire(now) {
+                        heap::trim();
+                    }
+                }
                 Input::Milestone(instance, m, at) => {
                     if let Some(took) = self.takeovers.reached(&instance, m, at) {
                         self.telemetry.metrics().takeover(took);
@@ -575,6 +587,7 @@ impl Daemon {
             }
         }
         self.applied_hash = crds::vrrpnode::config_hash(&desired);
+        self.trim.changed(now, desired.len());
         self.applied = desired;
         self.router.start(now);
         self.dirty = true;
@@ -1655,17 +1668,22 @@ impl Daemon {
         };
         self.dirty_instances.clear();
         let mut changed = full;
+        let mut instances_changed = 0;
         for id in ids {
-            match self.instance_entry(id) {
+            let differs = match self.instance_entry(id) {
                 Some(entry) => {
-                    if self.published.get(&id) != Some(&entry) {
+                    let differs = self.published.get(&id) != Some(&entry);
+                    if differs {
                         self.published.insert(id, entry);
-                        changed = true;
                     }
+                    differs
                 }
-                None => changed |= self.published.remove(&id).is_some(),
-            }
+                None => self.published.remove(&id).is_some(),
+            };
+            changed |= differs;
+            instances_changed += usize::from(differs);
         }
+        self.trim.changed(Instant::now(), instances_changed);
         if !changed {
             return false;
         }
