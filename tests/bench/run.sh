@@ -16,7 +16,7 @@ export KUBE_VRRP_AGENT_BIN=$PWD/target/release/kube-vrrp-agent
 mkdir -p "$OUT/fast" "$OUT/slow" "$OUT/wide"
 ./target/debug/failover-bench --reps "$REPS" --intervals 100,20 --no-footprint --csv "$OUT/fast"
 ./target/debug/failover-bench --reps "$REPS_1S" --intervals 1000 --csv "$OUT/slow"
-./target/debug/failover-bench --no-failover --instances 1000 --csv "$OUT/wide"
+./target/debug/failover-bench --no-failover --instances 1000,4000 --csv "$OUT/wide"
 ./target/debug/advert-jitter --reps 10 --csv "$OUT"
 # Bulk takeover: every VIP of one instance announced after a failover (2,000 IPv6: 89
 # advertised, the rest excluded; 508 IPv4: 255 advertised).
