@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::cli::{CommonArgs, RunArgs, StandaloneArgs};
 use crate::daemon::{Daemon, Hooks, Options, PodsReady, serve_metrics};
 use crate::kube::cache::ConfigCache;
-use crate::kube::events::TransitionEvents;
+use crate::kube::events::{EventQueue, TransitionEvents};
 use crate::kube::pods;
 use crate::kube::{report, source};
 use crate::metrics::Telemetry;
@@ -254,7 +254,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let reporter = tokio::spawn(report::run(api, node.clone(), status_rx, exists_rx));
     let hooks = Hooks {
         status: Some(status_tx),
-        events: Some(Arc::new(TransitionEvents::new(client, &node))),
+        events: Some(Arc::new(EventQueue::spawn(TransitionEvents::new(
+            client, &node,
+        )))),
         pods: Some(pods_rx),
     };
     let result = run_daemon(&args.common, node, telemetry, hooks, desired_rx).await;

@@ -240,6 +240,43 @@ async fn the_watch_asks_for_this_node_only_and_publishes_its_spec() {
     task.abort();
 }
 
+/// Found with heaptrack on a real API server: a task per transition made a takeover of 255
+/// instances 255 concurrent Event requests, each on a TLS connection of its own.
+#[tokio::test]
+async fn transition_events_go_out_one_request_at_a_time() {
+    use agent::daemon::TransitionSink;
+    let (client, mut handle) = mock_client();
+    let queue = agent::kube::events::EventQueue::spawn(agent::kube::events::TransitionEvents::new(
+        client, "node-a",
+    ));
+    for i in 0..50 {
+        let vip = crds::vrrpnode::ObjectRef {
+            namespace: "prod".into(),
+            name: format!("web-{i}"),
+        };
+        queue.transition(&vip, VrrpState::Master, "master down timer expired");
+    }
+    for i in 0..50 {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+            .await
+            .unwrap()
+            .unwrap();
+        let body = body_json(req).await;
+        assert_eq!(body["regarding"]["name"], format!("web-{i}"), "in order");
+        // Nothing else is in flight while this one is unanswered.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            futures::poll!(Box::pin(handle.next_request())).is_pending(),
+            "a second Event request while #{i} is unanswered"
+        );
+        send.send_response(
+            Response::builder()
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap(),
+        );
+    }
+}
+
 #[tokio::test]
 async fn becoming_master_publishes_an_event_on_the_virtualip() {
     let (client, mut handle) = mock_client();
