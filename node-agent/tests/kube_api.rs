@@ -138,6 +138,28 @@ async fn without_a_vrrpnode_the_status_waits_for_it_instead_of_retrying() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn stopping_without_a_vrrpnode_does_not_wait_to_write() {
+    let (client, mut handle) = mock_client();
+    let (tx, rx) = watch::channel(status(VrrpState::Backup));
+    let (_exists, exists_rx) = watch::channel(false);
+    let task = tokio::spawn(agent::kube::report::run(
+        Api::all(client),
+        "node-a".into(),
+        rx,
+        exists_rx,
+    ));
+    let (_req, send) = handle.next_request().await.unwrap();
+    send.send_response(not_found());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tx.send(status(VrrpState::Init)).unwrap();
+    drop(tx); // the agent stops
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .expect("the reporter ends at once: there is no object to write to")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn reports_queued_during_an_outage_are_written_when_the_api_returns() {
     let (client, mut handle) = mock_client();
     let (tx, rx) = watch::channel(status(VrrpState::Backup));

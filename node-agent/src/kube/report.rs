@@ -200,7 +200,8 @@ pub async fn run(
             }
             continue;
         }
-        if !open && policy.is_idle() {
+        // Stopping: nothing left to write, or nowhere to write it.
+        if !open && (policy.is_idle() || policy.waiting_for_object()) {
             return;
         }
         let deadline = policy.poll_timeout();
