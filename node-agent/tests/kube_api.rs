@@ -59,17 +59,41 @@ fn unavailable() -> Response<Body> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn status_is_server_side_applied_by_the_agent_field_manager() {
-    let (client, mut handle) = mock_client();
-    let (tx, rx) = watch::channel(status(VrrpState::Master));
-    let (_exists, exists_rx) = watch::channel(true);
+/// The status reporter on a mocked API server: `first` is the first snapshot, `exists` what
+/// the VRRPNode watch says.
+struct Reporter {
+    handle: Handle,
+    status: watch::Sender<VRRPNodeStatus>,
+    exists: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn reporter(first: VrrpState, exists: bool) -> Reporter {
+    let (client, handle) = mock_client();
+    let (status_tx, rx) = watch::channel(status(first));
+    let (exists_tx, exists_rx) = watch::channel(exists);
     let task = tokio::spawn(agent::kube::report::run(
         Api::all(client),
         "node-a".into(),
         rx,
         exists_rx,
     ));
+    Reporter {
+        handle,
+        status: status_tx,
+        exists: exists_tx,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn status_is_server_side_applied_by_the_agent_field_manager() {
+    let Reporter {
+        mut handle,
+        status: tx,
+        exists: _exists,
+        task,
+    } = reporter(VrrpState::Master, true);
 
     let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
         .await
@@ -104,15 +128,12 @@ async fn status_is_server_side_applied_by_the_agent_field_manager() {
 /// no VRRPNode for it) retried its status write every 2 s forever, with a WARN each time.
 #[tokio::test(start_paused = true)]
 async fn without_a_vrrpnode_the_status_waits_for_it_instead_of_retrying() {
-    let (client, mut handle) = mock_client();
-    let (_tx, rx) = watch::channel(status(VrrpState::Backup));
-    let (exists, exists_rx) = watch::channel(false);
-    let task = tokio::spawn(agent::kube::report::run(
-        Api::all(client),
-        "node-a".into(),
-        rx,
-        exists_rx,
-    ));
+    let Reporter {
+        mut handle,
+        status: _tx,
+        exists,
+        task,
+    } = reporter(VrrpState::Backup, false);
     let (_req, send) = handle.next_request().await.unwrap();
     send.send_response(not_found());
     // Minutes pass with no VRRPNode: no request (the 60 s safety retry aside).
@@ -139,15 +160,12 @@ async fn without_a_vrrpnode_the_status_waits_for_it_instead_of_retrying() {
 
 #[tokio::test(start_paused = true)]
 async fn stopping_without_a_vrrpnode_does_not_wait_to_write() {
-    let (client, mut handle) = mock_client();
-    let (tx, rx) = watch::channel(status(VrrpState::Backup));
-    let (_exists, exists_rx) = watch::channel(false);
-    let task = tokio::spawn(agent::kube::report::run(
-        Api::all(client),
-        "node-a".into(),
-        rx,
-        exists_rx,
-    ));
+    let Reporter {
+        mut handle,
+        status: tx,
+        exists: _exists,
+        task,
+    } = reporter(VrrpState::Backup, false);
     let (_req, send) = handle.next_request().await.unwrap();
     send.send_response(not_found());
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -161,15 +179,12 @@ async fn stopping_without_a_vrrpnode_does_not_wait_to_write() {
 
 #[tokio::test(start_paused = true)]
 async fn reports_queued_during_an_outage_are_written_when_the_api_returns() {
-    let (client, mut handle) = mock_client();
-    let (tx, rx) = watch::channel(status(VrrpState::Backup));
-    let (_exists, exists_rx) = watch::channel(true);
-    let task = tokio::spawn(agent::kube::report::run(
-        Api::all(client),
-        "node-a".into(),
-        rx,
-        exists_rx,
-    ));
+    let Reporter {
+        mut handle,
+        status: tx,
+        exists: _exists,
+        task,
+    } = reporter(VrrpState::Backup, true);
 
     // The API is down for the first attempts.
     let (req, send) = handle.next_request().await.unwrap();
