@@ -11,6 +11,11 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use crate::daemon::TransitionSink;
 
 /// The event to publish for a transition into `to`, if any (pure).
+/// Whether entering `to` publishes an Event (what [`transition_event`] returns one for).
+pub fn gets_event(to: VrrpState) -> bool {
+    matches!(to, VrrpState::Master | VrrpState::Fault)
+}
+
 pub fn transition_event(node: &str, to: VrrpState, reason: &str) -> Option<Event> {
     let (type_, event_reason, note) = match to {
         VrrpState::Master => (
@@ -131,7 +136,7 @@ impl EventQueue {
 impl TransitionSink for EventQueue {
     /// Queues the Event, so the protocol loop never waits for the API.
     fn transition(&self, vip: &ObjectRef, to: VrrpState, reason: &str) {
-        if transition_event("", to, reason).is_none() {
+        if !gets_event(to) {
             return;
         }
         if let Err(e) = self.tx.try_send((vip.clone(), to, reason.to_string())) {
@@ -156,5 +161,14 @@ mod tests {
         assert!(matches!(e.type_, EventType::Warning));
         assert_eq!(e.reason, "Fault");
         assert!(transition_event("node-a", VrrpState::Backup, "x").is_none());
+        for to in [
+            VrrpState::Init,
+            VrrpState::Backup,
+            VrrpState::Master,
+            VrrpState::Fault,
+            VrrpState::Unknown,
+        ] {
+            assert_eq!(gets_event(to), transition_event("n", to, "r").is_some());
+        }
     }
 }
